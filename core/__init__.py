@@ -1,0 +1,1 @@
+"""The MDLM engine: config, data, schedules, masking, model, objective, trainer, run directory."""

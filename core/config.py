@@ -1,0 +1,360 @@
+"""Typed run configuration: dataclasses, YAML presets and `key=value` overrides.
+
+A config is plain data. `load_config` resolves a preset (a name under presets/ or a YAML path),
+applies `--set` overrides and validates; unknown keys fail with a "did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from core.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    source: str = "auto"  # auto | embedded | babylm | text | hf
+    path: str | None = None  # corpus folder/file, or a Hugging Face dataset id or local files for hf
+    dev_path: str | None = None  # explicit dev split; otherwise found (BabyLM dev/) or held out
+    dev_fraction: float = 0.05  # documents held out for dev when the source has no dev split
+    hf_config: str | None = None
+    hf_split: str = "train"
+    hf_text_field: str = "text"
+    vocab_size: int = 16384
+    seq_len: int = 128
+    cache_dir: str | None = None  # default: $XDG_CACHE_HOME/mdlm-tui
+
+
+@dataclass
+class ModelConfig:
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    ffn_size: int = 2560
+    cond_dim: int = 128
+    time_conditioning: bool = True
+    position_buckets: int = 32
+    max_position: int = 512
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # linear | cosine | cosine-squared | log-linear | gaussian | bimodal
+    power: float = 1.0  # derivative power p in w = |alpha'|^p / (1 - alpha)
+    eps: float = 1e-3  # log-linear
+    mu: float = 0.3  # gaussian: mean mask rate
+    sigma: float = 0.1  # gaussian: std of the mask rate
+    w_left: float = 0.6  # bimodal: weight of the left (low-rate) mode
+    mu_left: float = 0.12
+    sigma_left: float = 0.02
+    mu_right_start: float = 0.40
+    mu_right_end: float = 0.85
+    sigma_right: float = 0.08
+    k: float = 1.0  # bimodal: speed of the right mode's move, mu_R0 + (mu_R1 - mu_R0)(1 - e^{-k progress})
+
+
+@dataclass
+class MaskingConfig:
+    kind: str = "uniform"  # uniform | frequency
+    p_freq: float = 0.02  # softening exponent of frequency-informed masking
+    curriculum: bool = True  # grow p from 0 (first epoch) to p_freq (last epoch)
+
+
+@dataclass
+class ObjectiveConfig:
+    subs: bool = True  # exclude the [MASK] logit from the softmax (MDLM SUBS)
+    on_nonfinite: str = "fail"  # fail | skip: what a NaN/inf loss does
+    max_skipped: int = 100  # with skip: fail after this many skipped steps
+
+
+@dataclass
+class TrainConfig:
+    budget: str = "1000 steps"  # "N steps", "N tokens" (K/M/B suffixes allowed) or "N epochs"
+    batch_size: int = 32  # micro-batch, sequences
+    grad_accum: int = 1
+    optimizer: str = "lamb"  # lamb | adamw
+    lr: float = 7e-3
+    beta1: float = 0.9
+    beta2: float = 0.98
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.1
+    warmup: float = 0.016  # fraction of steps
+    cooldown: float = 0.016  # fraction of steps, linear to 0 at the end
+    min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
+    clip: float = 2.0  # gradient norm clip; 0 disables
+    ema: float = 0.999  # 0 disables
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    threads: int = 0  # CPU threads; 0 = all cores
+    log_every: int = 10
+    dev_every: int = 500  # steps between dev-split losses; 0 disables
+    dev_batches: int = 10
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    description: str = ""
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+CHOICES = {
+    "data.source": ("auto", "embedded", "babylm", "text", "hf"),
+    "schedule.name": ("linear", "cosine", "cosine-squared", "log-linear", "gaussian", "bimodal"),
+    "masking.kind": ("uniform", "frequency"),
+    "objective.on_nonfinite": ("fail", "skip"),
+    "train.optimizer": ("lamb", "adamw"),
+    "train.precision": ("auto", "fp32", "bf16"),
+}
+
+
+# ---------------------------------------------------------------- presets
+
+
+def preset_dir() -> Path:
+    return Path(str(resources.files("presets")))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in preset_dir().glob("*.yaml"))
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"Cannot read {path}: {e.strerror}.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid syntax"
+        raise UserError(f"{path} is not valid YAML{where}: {problem}.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of config keys, not a {type(data).__name__}.")
+    return data
+
+
+def preset_path(name: str) -> Path:
+    """A preset name (`smoke`) or a path to a YAML file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise UserError(f"Preset file {name} does not exist.")
+        return candidate
+    path = preset_dir() / f"{name}.yaml"
+    if not path.is_file():
+        names = preset_names()
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise UserError(f"Unknown preset '{name}'.{hint} Available: {', '.join(names)}.")
+    return path
+
+
+# ---------------------------------------------------------------- building and overriding
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.default_factory for f in fields(Config) if f.default_factory is not dataclasses.MISSING}
+
+
+def all_keys() -> list[str]:
+    sections = _sections()
+    keys = [f.name for f in fields(Config) if f.name not in sections]
+    for name, cls in sections.items():
+        keys += [f"{name}.{g.name}" for g in fields(cls)]
+    return keys
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or explain why it cannot be."""
+    text = str(typ)
+    optional = "None" in text
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+        if optional:
+            return None
+        raise UserError(f"{key} cannot be empty.")
+    try:
+        if "bool" in text:
+            if isinstance(value, bool):
+                return value
+            low = str(value).lower()
+            if low in ("true", "yes", "on", "1"):
+                return True
+            if low in ("false", "no", "off", "0"):
+                return False
+            raise ValueError
+        if "int" in text and "float" not in text:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if "float" in text:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        kind = "true or false" if "bool" in text else ("an integer" if "int" in text and "float" not in text else "a number")
+        raise UserError(f"{key} must be {kind}, got '{value}'.") from None
+
+
+def _apply(cfg: Config, key: str, value: Any) -> None:
+    parts = key.split(".")
+    known = all_keys()
+    if key not in known:
+        raise UserError(f"Unknown config key '{key}'.{_did_you_mean(key, known)}")
+    if len(parts) == 1:
+        typ = get_type_hints(Config)[key]
+        setattr(cfg, key, _coerce(key, value, typ))
+        return
+    section = getattr(cfg, parts[0])
+    typ = get_type_hints(type(section))[parts[1]]
+    setattr(section, parts[1], _coerce(key, value, typ))
+
+
+def _flatten(data: dict, where: str) -> list[tuple[str, Any]]:
+    sections = _sections()
+    items = []
+    for k, v in data.items():
+        if k in sections:
+            if not isinstance(v, dict):
+                raise UserError(f"'{k}' in {where} must be a mapping of keys, not a value.")
+            items += [(f"{k}.{sk}", sv) for sk, sv in v.items()]
+        else:
+            items.append((str(k), v))
+    return items
+
+
+def from_dict(data: dict, where: str = "config", base: Config | None = None) -> Config:
+    cfg = base or Config()
+    for key, value in _flatten(data, where):
+        try:
+            _apply(cfg, key, value)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise UserError(f"Override '{text}' must look like key=value, for example train.lr=3e-4.")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    value = value.strip()
+    parsed = yaml.safe_load(value) if value else None
+    return key, parsed if not isinstance(parsed, (dict, list)) else value
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _apply(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def load_config(preset: str, overrides: list[str] | None = None) -> Config:
+    path = preset_path(preset)
+    data = read_yaml(path)
+    cfg = from_dict(data, where=path.name)
+    if cfg.name == "custom":
+        cfg.name = path.stem
+    return apply_overrides(cfg, overrides or [])
+
+
+def load_saved_config(path: Path, overrides: list[str] | None = None) -> Config:
+    return apply_overrides(from_dict(read_yaml(path), where=str(path)), overrides or [])
+
+
+# ---------------------------------------------------------------- validation and budget
+
+_BUDGET = re.compile(r"^\s*([\d.]+(?:e\d+)?)\s*([kmbg]?)\s*(steps?|tokens?|epochs?)\s*$", re.I)
+_SCALE = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
+
+
+def parse_budget(text: str) -> tuple[float, str]:
+    """'2000 steps' -> (2000, 'steps'); '50M tokens' -> (5e7, 'tokens'); '10 epochs' -> (10, 'epochs')."""
+    m = _BUDGET.match(str(text))
+    if not m:
+        raise UserError(f"train.budget '{text}' must look like '2000 steps', '50M tokens' or '10 epochs'.")
+    amount = float(m.group(1)) * _SCALE[m.group(2).lower()]
+    unit = m.group(3).lower().rstrip("s") + "s"
+    if amount <= 0:
+        raise UserError(f"train.budget must be positive, got '{text}'.")
+    return amount, unit
+
+
+def validate(cfg: Config) -> None:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise UserError(f"{key} must be one of {', '.join(allowed)}; got '{value}'.{_did_you_mean(str(value), list(allowed))}")
+    parse_budget(cfg.train.budget)
+    m, d = cfg.model, cfg.data
+    positive = {
+        "model.hidden_size": m.hidden_size, "model.num_layers": m.num_layers, "model.num_heads": m.num_heads,
+        "model.ffn_size": m.ffn_size, "model.cond_dim": m.cond_dim, "data.vocab_size": d.vocab_size,
+        "data.seq_len": d.seq_len, "train.batch_size": cfg.train.batch_size, "train.grad_accum": cfg.train.grad_accum,
+        "train.log_every": cfg.train.log_every, "train.checkpoint_every": cfg.train.checkpoint_every,
+        "train.keep_checkpoints": cfg.train.keep_checkpoints,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"{key} must be positive, got {value}.")
+    if m.hidden_size % m.num_heads:
+        raise UserError(f"model.hidden_size ({m.hidden_size}) must be divisible by model.num_heads ({m.num_heads}).")
+    if d.seq_len > m.max_position:
+        raise UserError(f"data.seq_len ({d.seq_len}) exceeds model.max_position ({m.max_position}).")
+    if d.vocab_size <= 16 + 256:
+        raise UserError(f"data.vocab_size must exceed 272 (16 specials + 256 bytes), got {d.vocab_size}.")
+    if not 0 <= d.dev_fraction < 1:
+        raise UserError(f"data.dev_fraction must be in [0, 1), got {d.dev_fraction}.")
+    if not 0 <= cfg.train.ema < 1:
+        raise UserError(f"train.ema must be in [0, 1), got {cfg.train.ema}.")
+    if cfg.train.warmup + cfg.train.cooldown > 1 or cfg.train.warmup < 0 or cfg.train.cooldown < 0:
+        raise UserError("train.warmup and train.cooldown are fractions of the run and must add up to at most 1.")
+    if cfg.masking.p_freq < 0:
+        raise UserError(f"masking.p_freq must be non-negative, got {cfg.masking.p_freq}.")
+    if cfg.schedule.power < 0:
+        raise UserError(f"schedule.power must be non-negative, got {cfg.schedule.power}.")
+
+
+# ---------------------------------------------------------------- output
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
