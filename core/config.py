@@ -337,6 +337,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"data.seq_len ({d.seq_len}) exceeds model.max_position ({m.max_position}).")
     if d.vocab_size <= 16 + 256:
         raise UserError(f"data.vocab_size must exceed 272 (16 specials + 256 bytes), got {d.vocab_size}.")
+    if d.source == "embedded" and d.path:
+        raise UserError(f"data.path is set ({d.path}) but data.source is 'embedded'; set data.source=auto to train on the path.")
     if not 0 <= d.dev_fraction < 1:
         raise UserError(f"data.dev_fraction must be in [0, 1), got {d.dev_fraction}.")
     if not 0 <= cfg.train.ema < 1:

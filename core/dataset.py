@@ -1,0 +1,252 @@
+"""From a corpus to cached token chunks, and a resumable stream of batches over them.
+
+Cache layout (every folder built under a temporary name and renamed into place, so a crash or two
+concurrent runs never leave a half-written one):
+
+    <cache root>/<hash of corpus identity, vocab_size, dev_fraction, format>/
+        tokenizer.json  train_ids.npy  train_lengths.npy  dev_ids.npy  dev_lengths.npy
+        token_counts.npy  meta.json
+        seq<seq_len>/   tokenizer.json  train.npy  dev.npy  token_counts.npy  meta.json
+
+Tokenising a 100M-word corpus takes minutes and does not depend on seq_len, so changing only the
+sequence length re-chunks the cached ids instead of retraining and re-encoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from core.config import DataConfig
+from core.corpus import find_corpus, human_count
+from core.errors import UserError
+from core.specials import BOS_ID, PAD_ID
+from core.tokenizer import encode_documents, load_tokenizer, train_tokenizer
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    tokenizer_path: Path
+    train: np.ndarray  # [N, seq_len] int32: <s> + up to seq_len-1 tokens of one document, right-padded with PAD_ID
+    dev: np.ndarray
+    token_counts: np.ndarray  # [vocab_size] int64 over the training token stream, without <s> and pads
+    description: str
+    cache_path: Path
+
+
+def cache_root(cfg: DataConfig) -> Path:
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    if os.environ.get("MDLM_TUI_CACHE"):
+        return Path(os.environ["MDLM_TUI_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mdlm-tui"
+
+
+def prepare_data(cfg: DataConfig, log: Callable[[str], None] = print) -> PreparedData:
+    if cfg.vocab_size <= 272:
+        raise UserError(f"data.vocab_size must exceed 272 (16 specials + 256 bytes), got {cfg.vocab_size}.")
+    if cfg.seq_len < 2:
+        raise UserError(f"data.seq_len must be at least 2 (<s> and one token), got {cfg.seq_len}.")
+    source = find_corpus(cfg)
+    key = {"identity": source.identity, "vocab_size": cfg.vocab_size, "dev_fraction": cfg.dev_fraction, "format": FORMAT_VERSION}
+    tokens_dir = cache_root(cfg) / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    try:
+        return _prepare_cached(source, cfg, key, tokens_dir, log)
+    except (OSError, ValueError, KeyError, UserError) as e:
+        if not _complete(tokens_dir):
+            raise
+        # A cache damaged by a full disk or a hand edit is rebuilt rather than trusted or fatal.
+        log(f"data: the cache at {tokens_dir} is unreadable ({e}); rebuilding it")
+        shutil.rmtree(tokens_dir, ignore_errors=True)
+        return _prepare_cached(source, cfg, key, tokens_dir, log)
+
+
+def _prepare_cached(source, cfg: DataConfig, key: dict, tokens_dir: Path, log: Callable[[str], None]) -> PreparedData:
+    if _complete(tokens_dir):
+        log(f"data: using cached tokenizer and token ids from {tokens_dir}")
+    else:
+        _build_atomically(tokens_dir, lambda tmp: _tokenise(source, cfg, key, tmp, log))
+    chunks_dir = tokens_dir / f"seq{cfg.seq_len}"
+    if _complete(chunks_dir):
+        log(f"data: using cached {cfg.seq_len}-token chunks from {chunks_dir}")
+    else:
+        _build_atomically(chunks_dir, lambda tmp: _chunk(tokens_dir, cfg.seq_len, tmp, log))
+    return _load(chunks_dir)
+
+
+# ---------------------------------------------------------------- building the cache
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "meta.json").is_file()
+
+
+def _build_atomically(final: Path, build: Callable[[Path], None]) -> None:
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would lock others out of a shared cache_dir
+    except OSError as e:
+        raise UserError(f"Cannot write the data cache in {final.parent} ({e.strerror}): set data.cache_dir to a writable folder.") from None
+    try:
+        try:
+            build(tmp)
+        except OSError as e:
+            raise UserError(f"Writing the data cache in {final.parent} failed ({e.strerror}): free disk space or set data.cache_dir.") from None
+        if final.exists() and not _complete(final):
+            shutil.rmtree(final, ignore_errors=True)  # left by an older, interrupted layout; never by us
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not _complete(final):  # another run finished the same folder first; theirs is as good
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save(folder: Path, name: str, array: np.ndarray) -> None:
+    np.save(folder / name, array, allow_pickle=False)
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    # Written last: its presence marks the folder complete.
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _tokenise(source, cfg: DataConfig, key: dict, folder: Path, log: Callable[[str], None]) -> None:
+    started = time.perf_counter()
+    corpus = source.read()
+    log(f"data: read {corpus.description} in {time.perf_counter() - started:.1f}s")
+
+    started = time.perf_counter()
+    tok = train_tokenizer(corpus.train, cfg.vocab_size)
+    tok.save(str(folder / "tokenizer.json"))
+    log(f"data: trained a byte-level BPE tokenizer ({tok.get_vocab_size():,} ids) in {time.perf_counter() - started:.1f}s")
+
+    started = time.perf_counter()
+    train_ids, train_lengths = encode_documents(tok, corpus.train)
+    dev_ids, dev_lengths = encode_documents(tok, corpus.dev)
+    counts = np.bincount(train_ids, minlength=cfg.vocab_size).astype(np.int64)
+    for name, array in [("train_ids", train_ids), ("train_lengths", train_lengths), ("dev_ids", dev_ids),
+                        ("dev_lengths", dev_lengths), ("token_counts", counts)]:
+        _save(folder, f"{name}.npy", array)
+    log(f"data: tokenised {human_count(len(train_ids))} train and {human_count(len(dev_ids))} dev tokens "
+        f"in {time.perf_counter() - started:.1f}s")
+    _write_meta(folder, {**key, "description": corpus.description, "tokenizer_vocab": tok.get_vocab_size(),
+                         "train_tokens": int(len(train_ids)), "dev_tokens": int(len(dev_ids)),
+                         "train_documents": len(corpus.train), "dev_documents": len(corpus.dev)})
+
+
+def chunk_documents(ids: np.ndarray, lengths: np.ndarray, seq_len: int, block_tokens: int = 1 << 23) -> np.ndarray:
+    """Cut each document into pieces of seq_len-1 ids, prepend <s>, right-pad with <pad> (SPEC 5).
+
+    Vectorised over blocks of whole documents, so millions of short documents are fast and the
+    index arrays of a 100M-token corpus never exist all at once."""
+    body = seq_len - 1
+    per_doc = -(-lengths // body)  # ceil; an empty document gives no chunk
+    out = np.full((int(per_doc.sum()), seq_len), PAD_ID, dtype=np.int32)
+    out[:, 0] = BOS_ID
+    doc_ends = np.cumsum(lengths)
+    doc_starts = doc_ends - lengths
+    first_chunk = np.cumsum(per_doc) - per_doc
+    first = 0
+    while first < len(lengths):
+        last = max(first + 1, int(np.searchsorted(doc_ends, doc_starts[first] + block_tokens, side="right")))
+        docs = np.arange(first, last)
+        doc_of_token = np.repeat(docs, lengths[first:last])
+        position = np.arange(doc_starts[first], doc_ends[last - 1]) - doc_starts[doc_of_token]
+        out[first_chunk[doc_of_token] + position // body, 1 + position % body] = ids[doc_starts[first] : doc_ends[last - 1]]
+        first = last
+    return out
+
+
+def _chunk(tokens_dir: Path, seq_len: int, folder: Path, log: Callable[[str], None]) -> None:
+    started = time.perf_counter()
+    meta = json.loads((tokens_dir / "meta.json").read_text())
+    for split in ("train", "dev"):
+        ids = np.load(tokens_dir / f"{split}_ids.npy")
+        lengths = np.load(tokens_dir / f"{split}_lengths.npy")
+        chunks = chunk_documents(ids, lengths, seq_len)
+        _save(folder, f"{split}.npy", chunks)
+        meta[f"{split}_chunks"] = int(len(chunks))
+    for name in ("tokenizer.json", "token_counts.npy"):
+        shutil.copyfile(tokens_dir / name, folder / name)
+    meta["seq_len"] = seq_len
+    log(f"data: cut {meta['train_chunks']:,} train and {meta['dev_chunks']:,} dev chunks of {seq_len} tokens "
+        f"in {time.perf_counter() - started:.1f}s")
+    _write_meta(folder, meta)
+
+
+def _load(folder: Path) -> PreparedData:
+    meta = json.loads((folder / "meta.json").read_text())
+    tokenizer_path = folder / "tokenizer.json"
+    # Memory-mapped: a 100M-word corpus loads instantly and data-parallel workers share the pages.
+    train = np.load(folder / "train.npy", mmap_mode="r")
+    dev = np.load(folder / "dev.npy", mmap_mode="r")
+    description = (f"{meta['description']} -> vocab {meta['tokenizer_vocab']:,}, {human_count(meta['train_tokens'])} train tokens "
+                   f"in {len(train):,} x {meta['seq_len']} chunks, {len(dev):,} dev chunks")
+    return PreparedData(tokenizer=load_tokenizer(tokenizer_path), tokenizer_path=tokenizer_path, train=train, dev=dev,
+                        token_counts=np.load(folder / "token_counts.npy"), description=description, cache_path=folder)
+
+
+# ---------------------------------------------------------------- batches
+
+
+class BatchStream:
+    """Deterministic, resumable stream of micro-batches: each epoch a permutation of the chunks seeded
+    by (seed, epoch); the last partial batch of an epoch is dropped."""
+
+    def __init__(self, chunks: np.ndarray, batch_size: int, seed: int):
+        if len(chunks) < batch_size:
+            raise UserError(f"The training data has {len(chunks):,} sequences, fewer than one batch of {batch_size}: "
+                            "lower train.batch_size or use a larger corpus.")
+        self.chunks = chunks
+        self.batch_size = batch_size
+        self.seed = seed
+        self.batches_per_epoch = len(chunks) // batch_size
+        self.epoch = 0
+        self.index = 0  # next batch to serve within self.epoch
+        self._order_epoch, self._order = -1, np.zeros(0, dtype=np.int64)
+
+    def _order_for(self, epoch: int) -> np.ndarray:
+        if epoch != self._order_epoch:
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.chunks))
+            self._order_epoch = epoch
+        return self._order
+
+    def next(self) -> torch.LongTensor:
+        start = self.index * self.batch_size
+        rows = self._order_for(self.epoch)[start : start + self.batch_size]
+        batch = torch.from_numpy(np.asarray(self.chunks[rows], dtype=np.int64))
+        self.index += 1
+        if self.index == self.batches_per_epoch:  # roll over now, so epoch always names the next batch's epoch
+            self.epoch, self.index = self.epoch + 1, 0
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "batch_size": self.batch_size,
+                "num_chunks": len(self.chunks)}
+
+    def load_state_dict(self, d: dict) -> None:
+        for name, mine in [("num_chunks", len(self.chunks)), ("batch_size", self.batch_size), ("seed", self.seed)]:
+            if d.get(name, mine) != mine:
+                raise UserError(f"The checkpoint's data position was saved with {name} {d[name]}, but this run has {mine}: "
+                                "resume with the same data and batch settings.")
+        if not (0 <= d["index"] < self.batches_per_epoch and d["epoch"] >= 0):
+            raise UserError(f"The checkpoint's data position (epoch {d['epoch']}, batch {d['index']}) is out of range.")
+        self.epoch, self.index = int(d["epoch"]), int(d["index"])

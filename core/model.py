@@ -1,0 +1,244 @@
+"""The MDLM denoiser: an LTG-BERT encoder with AdaLN time conditioning (SPEC section 4).
+
+Shapes: B sequences of L tokens, width D, H heads of size d = D / H, R = 2 * buckets - 1 relative
+position rows. Inside attention the head axis comes first ([H, B, L, d]) so that the position terms,
+which are shared by every sequence, are one batched matmul per head over all B * L tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.config import ModelConfig
+
+TIME_FEATURES = 256  # sinusoidal features of the mask rate
+TIME_SCALE = 1000.0  # r in [0, 1] is stretched like DiT's integer timesteps so all frequencies vary
+
+
+def relative_bucket_index(length: int, buckets: int, max_position: int) -> torch.Tensor:
+    """[L, L] row of the relative-position table for (query i, key j): exact offsets j - i up to
+    buckets // 2, logarithmic buckets beyond, saturating at max_position."""
+    offset = torch.arange(length)[None, :] - torch.arange(length)[:, None]
+    half = buckets // 2
+    distance = offset.abs().clamp(min=1, max=max_position - 1).double()
+    log_bucket = half + torch.ceil(torch.log(distance / half) / math.log((max_position - 1) / half) * (half - 1))
+    bucket = torch.where(offset.abs() <= half, offset, offset.sign() * log_bucket.long())
+    return bucket + buckets - 1
+
+
+def time_features(rate: torch.Tensor, dim: int = TIME_FEATURES, max_period: float = 10000.0) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=rate.device, dtype=torch.float32) / half)
+    angles = rate.float()[:, None] * TIME_SCALE * freqs[None, :]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def layer_norm(x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, x.shape[-1:])
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout, but on CPU the keep mask comes from 16-bit slices of 64-bit random integers:
+    the CPU generator makes one number at a time, so this is 3-4x faster than bernoulli_."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    bits = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64, device=x.device)
+    threshold = round(p * 65536) - 32768  # int16 values below it are dropped
+    keep = bits.view(torch.int16)[: x.numel()].view(x.shape) >= threshold
+    return x * (keep.to(x.dtype) * (1.0 / (1.0 - p)))
+
+
+class Dropout(nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return dropout(x, self.p, self.training)
+
+
+class Attention(nn.Module):
+    """Disentangled attention: content-content + content-position + position-content scores,
+    scaled by 1 / sqrt(3 d); values gated by GELU(gate); LayerNorm on the context."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        D = cfg.hidden_size
+        self.heads = cfg.num_heads
+        self.head_size = D // cfg.num_heads
+        self.scale = 1.0 / math.sqrt(3 * self.head_size)
+        # Query, key, value and gate in one matmul; rows [:2D] are the query-key projection, which
+        # also projects the relative-position table.
+        self.in_proj = nn.Linear(D, 4 * D)
+        self.out_proj = nn.Linear(D, D)
+        self.attention_dropout = cfg.attention_dropout
+
+    def forward(self, x, positions, bucket_index, key_bias):
+        B, L, D = x.shape
+        H, d = self.heads, self.head_size
+        qkv_gate = self.in_proj(x)
+        q, k, v = qkv_gate[..., : 3 * D].unflatten(-1, (3, H, d)).permute(2, 3, 0, 1, 4).unbind(0)  # [H, B, L, d]
+        gate = qkv_gate[..., 3 * D :]
+
+        # Position terms: project the R-row table once, then gather the [L, L] pattern from [L, R].
+        pos_q, pos_k = F.linear(positions, self.in_proj.weight[: 2 * D], self.in_proj.bias[: 2 * D]).unflatten(-1, (2, H, d)).permute(1, 2, 3, 0).unbind(0)  # [H, d, R]
+        q = q * self.scale
+        index = bucket_index.expand(H, B, L, L)
+        content_to_position = torch.matmul(q.reshape(H, B * L, d), pos_k).view(H, B, L, -1).gather(-1, index)
+        position_to_content = torch.matmul(k.reshape(H, B * L, d), pos_q * self.scale).view(H, B, L, -1).gather(-1, index)
+        bias = content_to_position + position_to_content.transpose(-1, -2) + key_bias
+
+        if self.training and self.attention_dropout > 0 and x.device.type == "cpu":
+            # PyTorch's CPU attention with dropout is this same math path with a slower dropout.
+            scores = bias.view(H * B, L, L).baddbmm_(q.reshape(H * B, L, d), k.reshape(H * B, L, d).transpose(1, 2))
+            probs = dropout(scores.softmax(dim=-1), self.attention_dropout, True)
+            context = torch.bmm(probs, v.reshape(H * B, L, d)).view(H, B, L, d)
+        else:
+            p = self.attention_dropout if self.training else 0.0
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=1.0)
+        context = context.permute(1, 2, 0, 3).reshape(B, L, D) * F.gelu(gate)
+        return self.out_proj(layer_norm(context))
+
+
+class FeedForward(nn.Module):
+    """GEGLU: x * GELU(gate), LayerNorm, projection back; no biases."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.in_proj = nn.Linear(cfg.hidden_size, 2 * cfg.ffn_size, bias=False)
+        self.out_proj = nn.Linear(cfg.ffn_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        value, gate = self.in_proj(x).chunk(2, dim=-1)
+        return self.out_proj(layer_norm(value * F.gelu(gate)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.feed_forward = FeedForward(cfg)
+        self.dropout = Dropout(cfg.dropout)
+        # AdaLN-Zero: shift, scale, gate for attention and FFN; zero at init, so each block starts
+        # as the identity when conditioning is on.
+        self.modulation = nn.Linear(cfg.cond_dim, 6 * cfg.hidden_size) if cfg.time_conditioning else None
+
+    def forward(self, x, cond, positions, bucket_index, key_bias):
+        if self.modulation is None:
+            x = x + self.dropout(self.attention(layer_norm(x), positions, bucket_index, key_bias))
+            return x + self.dropout(self.feed_forward(layer_norm(x)))
+        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.modulation(cond)[:, None, :].chunk(6, dim=-1)
+        h = torch.addcmul(shift_a, layer_norm(x), 1 + scale_a)
+        x = torch.addcmul(x, gate_a, self.dropout(self.attention(h, positions, bucket_index, key_bias)))
+        h = torch.addcmul(shift_f, layer_norm(x), 1 + scale_f)
+        return torch.addcmul(x, gate_f, self.dropout(self.feed_forward(h)))
+
+
+class MDLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.hidden_size
+        self.word_embedding = nn.Embedding(vocab_size, D)
+        self.relative_embedding = nn.Parameter(torch.empty(2 * cfg.position_buckets - 1, D))
+        self.relative_norm = nn.LayerNorm(D)  # the model's only affine LayerNorm
+        self.dropout = Dropout(cfg.dropout)
+        if cfg.time_conditioning:
+            self.time_mlp = nn.Sequential(
+                nn.Linear(TIME_FEATURES, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim), nn.SiLU()
+            )
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.head_proj = nn.Linear(D, D)
+        self.output_bias = nn.Parameter(torch.zeros(vocab_size))  # output matrix = word embedding
+        self._bucket_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = math.sqrt(2.0 / (5.0 * self.cfg.hidden_size))  # as LTG-BERT
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.trunc_normal_(self.relative_embedding, std=std, a=-2 * std, b=2 * std)
+        nn.init.zeros_(self.output_bias)
+        for block in self.blocks:
+            if block.modulation is not None:
+                nn.init.zeros_(block.modulation.weight)
+                nn.init.zeros_(block.modulation.bias)
+
+    def bucket_index(self, length: int, device: torch.device) -> torch.Tensor:
+        """Built once per (length, device): rebuilding it in every layer is what made the
+        original implementation slow."""
+        key = (length, device)
+        if key not in self._bucket_cache:
+            index = relative_bucket_index(length, self.cfg.position_buckets, self.cfg.max_position)
+            self._bucket_cache[key] = index.to(device)
+        return self._bucket_cache[key]
+
+    def forward(self, input_ids, attention_mask=None, rate=None, output_mask=None):
+        B, L = input_ids.shape
+        x = self.dropout(layer_norm(self.word_embedding(input_ids)))
+        positions = self.dropout(self.relative_norm(self.relative_embedding))
+        bucket_index = self.bucket_index(L, input_ids.device)
+
+        # Padding keys get a large finite negative score (not -inf: an all-padding row stays finite).
+        key_bias = torch.zeros(B, L, dtype=x.dtype, device=x.device)
+        if attention_mask is not None:
+            key_bias = key_bias.masked_fill(~attention_mask.bool(), torch.finfo(x.dtype).min)
+        key_bias = key_bias[:, None, :]  # [B, 1, L], broadcast over heads and queries
+
+        cond = None
+        if self.cfg.time_conditioning:
+            if rate is None:
+                rate = torch.zeros(B, device=input_ids.device)
+            cond = self.time_mlp(time_features(rate).to(x.dtype))
+
+        for block in self.blocks:
+            x = block(x, cond, positions, bucket_index, key_bias)
+        if output_mask is not None:
+            x = x[output_mask]  # the head runs only where it is asked for
+        return self.head(x)
+
+    def head(self, x):
+        x = layer_norm(F.gelu(self.head_proj(layer_norm(x))))
+        return F.linear(x, self.word_embedding.weight, self.output_bias)
+
+
+def build_model(cfg) -> MDLM:
+    return MDLM(cfg.model, cfg.data.vocab_size)
+
+
+def count_parameters(model_cfg: ModelConfig, vocab_size: int) -> int:
+    with torch.device("meta"):
+        model = MDLM(model_cfg, vocab_size)
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_flops_per_sequence(model_cfg: ModelConfig, vocab_size: int, seq_len: int, n_masked: int, batch_size: int = 1) -> int:
+    """Matmul FLOPs (2 m n k) of one forward pass for one sequence whose head runs at n_masked
+    positions. The relative-position projection is shared by a batch, so its cost is divided by
+    batch_size (1: a lone sequence pays all of it). Training costs about 3x this."""
+    D, F_, L, V = model_cfg.hidden_size, model_cfg.ffn_size, seq_len, vocab_size
+    R = 2 * model_cfg.position_buckets - 1
+    per_layer = (
+        2 * L * D * 4 * D  # query, key, value, gate
+        + 2 * L * L * D * 2  # content scores and attention-weighted values
+        + 2 * L * R * D * 2  # content-to-position and position-to-content scores
+        + 2 * L * D * D  # output projection
+        + 2 * L * D * 2 * F_ + 2 * L * F_ * D  # GEGLU
+    )
+    shared_per_layer = 2 * R * D * 2 * D  # projecting the position table
+    if model_cfg.time_conditioning:
+        per_layer += 2 * model_cfg.cond_dim * 6 * D
+    total = model_cfg.num_layers * per_layer
+    if model_cfg.time_conditioning:
+        total += 2 * (TIME_FEATURES * model_cfg.cond_dim + model_cfg.cond_dim * model_cfg.cond_dim)
+    total += n_masked * (2 * D * D + 2 * D * V)
+    return total + model_cfg.num_layers * shared_per_layer // batch_size

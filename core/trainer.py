@@ -1,0 +1,367 @@
+"""The training loop: one process, one run directory (DESIGN.md).
+
+Everything a watcher needs goes to the run directory: status.json (with a heartbeat),
+metrics.jsonl (a line per logging interval, dev losses, system stats) and checkpoints/.
+A seed fixes data order, masks and init; resume restores optimizer, EMA, RNG and data position,
+so a resumed run continues bit-for-bit on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core import checkpoint as ckpt
+from core.config import Config, parse_budget, to_yaml
+from core.dataset import BatchStream, PreparedData, prepare_data
+from core.errors import TrainingFailed, UserError
+from core.masking import Masker, curriculum_power, frequency_scores
+from core.allocator import tune_allocator
+from core.model import build_model
+from core.objective import diffusion_loss
+from core.optim import EMA, build_optimizer, lr_multiplier
+from core.runs import RunDir
+from core.schedules import build_schedule
+from core.telemetry import SystemMonitor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name} was asked for, but PyTorch sees no CUDA GPU on this machine; use --device cpu or auto.")
+        index = torch.device(name).index or 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {name} was asked for, but only {torch.cuda.device_count()} GPU(s) are visible.")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise UserError(f"Unknown device '{name}'; use auto, cpu, cuda or cuda:N.")
+
+
+@dataclass
+class Plan:
+    total_steps: int
+    total_epochs: int
+    steps_per_epoch: float
+
+
+def plan_steps(cfg: Config, batches_per_epoch: int) -> Plan:
+    """Turn the budget ('N steps', 'N tokens', 'N epochs') into optimizer steps."""
+    amount, unit = parse_budget(cfg.train.budget)
+    accum = cfg.train.grad_accum
+    steps_per_epoch = batches_per_epoch / accum
+    if unit == "steps":
+        total = int(amount)
+    elif unit == "tokens":  # nominal tokens: sequences x seq_len per optimizer step
+        total = math.ceil(amount / (cfg.train.batch_size * accum * cfg.data.seq_len))
+    else:
+        total = math.ceil(amount * steps_per_epoch)
+    total = max(total, 1)
+    return Plan(total, max(1, math.ceil(total / steps_per_epoch)), steps_per_epoch)
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class _Interval:
+    """Sums over one logging interval."""
+
+    def __init__(self):
+        self.steps = self.loss = self.ce = self.mask_rate = self.grad_norm = self.tokens = 0.0
+        self.skipped = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss, ce, mask_rate, grad_norm, tokens):
+        self.steps += 1
+        self.loss += loss
+        self.ce += ce
+        self.mask_rate += mask_rate
+        self.grad_norm += grad_norm
+        self.tokens += tokens
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run: RunDir, device: torch.device, resume: bool,
+                 log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None):
+        self.cfg, self.run, self.device, self.resume = cfg, run, device, resume
+        self.log = log
+        self.progress = progress or (lambda step, total: None)
+        self.stop_signal: str | None = None
+        self.step = 0
+        self.tokens = 0
+        self.skipped = 0
+        self.elapsed_before = 0.0
+
+    # ------------------------------------------------------------ setup
+
+    def _setup(self) -> None:
+        cfg, device = self.cfg, self.device
+        if device.type == "cpu":
+            torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+        tune_allocator()
+        self.data: PreparedData = prepare_data(cfg.data, log=self.log)
+        self._copy_data_files()
+        self.stream = BatchStream(self.data.train, cfg.train.batch_size, cfg.seed)
+        if self.stream.batches_per_epoch < cfg.train.grad_accum:
+            raise UserError(f"The corpus gives {self.stream.batches_per_epoch} batches per epoch, fewer than train.grad_accum ({cfg.train.grad_accum}); lower the batch size or accumulation.")
+        self.plan = plan_steps(cfg, self.stream.batches_per_epoch)
+
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg).to(device)
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        self.ema = EMA(self.model, cfg.train.ema) if cfg.train.ema > 0 else None
+        self.schedule = build_schedule(cfg.schedule)
+        scores = frequency_scores(self.data.token_counts).to(device) if cfg.masking.kind == "frequency" else None
+        self.masker = Masker(cfg.masking.kind, scores, cfg.masking.p_freq, cfg.masking.curriculum)
+        self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.monitor = SystemMonitor(use_gpu=device.type == "cuda")
+        self.autocast = self._autocast_context()
+        if self.resume:
+            self._restore()
+
+    def _autocast_context(self):
+        precision = self.cfg.train.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision == "bf16":
+            if self.device.type == "cpu":
+                self.log("warning: bf16 on CPU is much slower than fp32 on most processors")
+            return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext
+
+    def _copy_data_files(self) -> None:
+        shutil.copyfile(self.data.tokenizer_path, self.run.path / "tokenizer.json")
+        np.save(self.run.path / "token_counts.npy", self.data.token_counts)
+
+    def _restore(self) -> None:
+        where, state, ema_state = ckpt.load_latest(self.run.checkpoints_dir, self.model, self.optimizer,
+                                                   self.device, warn=lambda m: self.log(f"warning: {m}"))
+        if self.ema is not None and ema_state is not None:
+            self.ema.load_state_dict(ema_state)
+        self.step, self.tokens, self.skipped = state["step"], state["tokens"], state["skipped"]
+        self.elapsed_before = state["elapsed"]
+        self.stream.load_state_dict(state["stream"])
+        torch.set_rng_state(state["rng_cpu"])
+        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.noise.set_state(state["rng_noise"])
+        dropped = self.run.truncate_metrics(self.step)
+        extra = f"; dropped {dropped} metric lines written after it" if dropped else ""
+        self.log(f"resumed from step {self.step} ({where.name}){extra}")
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save(self) -> None:
+        state = {
+            "step": self.step, "tokens": self.tokens, "skipped": self.skipped, "elapsed": self._elapsed(),
+            "stream": self.stream.state_dict(), "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "rng_noise": self.noise.get_state(), "total_steps": self.plan.total_steps,
+        }
+        ema_state = self.ema.state_dict() if self.ema is not None else None
+        path = ckpt.save_checkpoint(self.run.checkpoints_dir, self.step, self.model, ema_state,
+                                    self.optimizer, state, self.cfg.train.keep_checkpoints)
+        self.last_saved = self.step
+        self.run.update_status(checkpoint=path.name)
+
+    # ------------------------------------------------------------ one step
+
+    def _train_step(self) -> tuple[float, float, float, float, int]:
+        cfg = self.cfg
+        self.model.train()
+        accum = cfg.train.grad_accum
+        progress = self.step / self.plan.total_steps
+        loss_sum = torch.zeros((), device=self.device)
+        ce_sum, masked, maskable_rate, tokens = torch.zeros((), device=self.device), 0, 0.0, 0
+        for _ in range(accum):
+            epoch = self.stream.epoch
+            ids = self.stream.next().to(self.device, non_blocking=True)
+            with self.autocast():
+                out = diffusion_loss(self.model, ids, schedule=self.schedule, masker=self.masker,
+                                     power=cfg.schedule.power, progress=progress, epoch=epoch,
+                                     total_epochs=self.plan.total_epochs, generator=self.noise,
+                                     subs=cfg.objective.subs)
+            (out.loss / accum).backward()
+            loss_sum += out.loss.detach()
+            ce_sum += out.masked_ce * out.n_masked
+            masked += out.n_masked
+            maskable_rate += out.mask_rate / accum
+            tokens += out.n_tokens
+        if cfg.train.clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        loss, ce, gnorm = torch.stack([loss_sum / accum, ce_sum / max(masked, 1), grad_norm.float()]).tolist()
+        # step + 1: the first update already gets a warm-up learning rate above zero
+        lr = cfg.train.lr * lr_multiplier(self.step + 1, self.plan.total_steps, cfg.train.warmup,
+                                          cfg.train.cooldown, cfg.train.min_lr_ratio)
+        if math.isfinite(loss) and math.isfinite(gnorm):
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+        else:
+            self._nonfinite(loss, gnorm)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens += tokens
+        return loss, ce, maskable_rate, gnorm, tokens
+
+    def _nonfinite(self, loss: float, gnorm: float) -> None:
+        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
+        last = getattr(self, "last_saved", None)
+        if self.cfg.objective.on_nonfinite == "skip":
+            self.skipped += 1
+            self.log(f"warning: step {self.step + 1}: {what}; update skipped ({self.skipped} so far)")
+            if self.skipped <= self.cfg.objective.max_skipped:
+                return
+            raise TrainingFailed(f"{self.skipped} steps had a non-finite loss or gradient (more than objective.max_skipped = {self.cfg.objective.max_skipped}); training diverged.")
+        saved = f" the last good checkpoint is step-{last};" if last is not None else ""
+        raise TrainingFailed(f"Step {self.step + 1} gave a non-finite {what}:{saved} lower train.lr, or set objective.on_nonfinite=skip to skip such steps.")
+
+    # ------------------------------------------------------------ dev loss
+
+    @torch.no_grad()
+    def dev_loss(self) -> dict | None:
+        cfg = self.cfg
+        n = min(len(self.data.dev), cfg.train.dev_batches * cfg.train.batch_size)
+        if n == 0:
+            return None
+        generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919)  # same masks every time
+        chunks = torch.from_numpy(self.data.dev[:n].astype(np.int64))
+        weights = self.ema.swapped(self.model) if self.ema is not None else contextlib.nullcontext()
+        loss = ce = tokens = masked = 0.0
+        self.model.eval()
+        with weights:
+            for start in range(0, n, cfg.train.batch_size):
+                ids = chunks[start:start + cfg.train.batch_size].to(self.device)
+                with self.autocast():
+                    out = diffusion_loss(self.model, ids, schedule=self.schedule, masker=self.masker,
+                                         power=cfg.schedule.power, progress=self.step / self.plan.total_steps,
+                                         epoch=self.stream.epoch, total_epochs=self.plan.total_epochs,
+                                         generator=generator, subs=cfg.objective.subs)
+                loss += out.loss.item() * out.n_tokens
+                ce += out.masked_ce.item() * out.n_masked
+                tokens += out.n_tokens
+                masked += out.n_masked
+        return {"dev_loss": loss / max(tokens, 1), "dev_masked_ce": ce / max(masked, 1),
+                "dev_weights": "ema" if self.ema is not None else "raw", "dev_sequences": n}
+
+    # ------------------------------------------------------------ the loop
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self._t0)
+
+    def _handle_signal(self, signum, frame) -> None:
+        if self.stop_signal is not None:
+            raise KeyboardInterrupt  # a second signal: stop at once; `latest` still names a whole checkpoint
+        self.stop_signal = signal.Signals(signum).name
+        self.log(f"{self.stop_signal} received: saving a checkpoint and stopping after this step (send it again to stop at once)")
+
+    def _log_interval(self, iv: _Interval) -> None:
+        cfg, plan = self.cfg, self.plan
+        seconds = time.perf_counter() - iv.start
+        n = max(iv.steps, 1)
+        record = {
+            "event": "train", "step": self.step, "epoch": round(self.step / plan.steps_per_epoch, 4),
+            "tokens": self.tokens, "loss": iv.loss / n, "masked_ce": iv.ce / n,
+            "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": iv.grad_norm / n,
+            "tokens_per_s": iv.tokens / max(seconds, 1e-9), "mask_rate": iv.mask_rate / n,
+            "p_freq": curriculum_power(cfg.masking.p_freq, self.stream.epoch, plan.total_epochs, cfg.masking.curriculum) if cfg.masking.kind == "frequency" else None,
+            "skipped": self.skipped, "time": time.time(), "elapsed": self._elapsed(), "sys": self.monitor.sample(),
+        }
+        self.run.append_metrics(record)
+        eta = (plan.total_steps - self.step) * seconds / n
+        self.run.update_status(step=self.step, tokens=self.tokens, loss=record["loss"], eta_s=eta)
+        self.log(f"step {self.step}/{plan.total_steps} | epoch {record['epoch']:.2f} | loss {record['loss']:.4f} | "
+                 f"masked CE {record['masked_ce']:.4f} | lr {record['lr']:.2e} | {record['tokens_per_s']:,.0f} tok/s | "
+                 f"mask {record['mask_rate']:.3f} | eta {_fmt_duration(eta)}")
+
+    def _log_dev(self) -> None:
+        result = self.dev_loss()
+        if result is None:
+            return
+        self.run.append_metrics({"event": "dev", "step": self.step, **result, "time": time.time()})
+        self.run.update_status(dev_loss=result["dev_loss"])
+        self.log(f"step {self.step} | dev loss {result['dev_loss']:.4f} | dev masked CE {result['dev_masked_ce']:.4f} ({result['dev_weights']} weights)")
+
+    def train(self) -> str:
+        """Run to the end of the budget or a stop signal; returns the final state."""
+        cfg = self.cfg
+        self.run.update_status(state="starting", step=self.step, message="preparing data", error=None)
+        self._setup()
+        plan = self.plan
+        self.log(f"model: {sum(p.numel() for p in self.model.parameters()):,} parameters on {self.device}; "
+                 f"{plan.total_steps:,} steps ({plan.total_epochs} epoch(s), {plan.steps_per_epoch:,.1f} steps an epoch)")
+        self.run.update_status(state="running", total_steps=plan.total_steps, step=self.step, message="")
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._handle_signal),
+                    signal.SIGTERM: signal.signal(signal.SIGTERM, self._handle_signal)}
+        self._t0 = time.perf_counter()
+        try:
+            iv = _Interval()
+            while self.step < plan.total_steps and self.stop_signal is None:
+                iv.add(*self._train_step())
+                self.progress(self.step, plan.total_steps)
+                if self.step % cfg.train.log_every == 0 or self.step == plan.total_steps:
+                    self._log_interval(iv)
+                    iv = _Interval()
+                if cfg.train.dev_every and self.step % cfg.train.dev_every == 0:
+                    self._log_dev()
+                if self.step % cfg.train.checkpoint_every == 0:
+                    self.save()
+            if self.stop_signal is not None:
+                self.run.update_status(state="stopping", step=self.step)
+            if getattr(self, "last_saved", None) != self.step:
+                self.save()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        state = "stopped" if self.stop_signal else "finished"
+        self.run.update_status(state=state, step=self.step, tokens=self.tokens, elapsed_s=self._elapsed(),
+                               message=f"stopped by {self.stop_signal}" if self.stop_signal else "")
+        self.log(f"{state} at step {self.step} after {_fmt_duration(self._elapsed())}; checkpoint {self.run.checkpoints_dir / ('step-%d' % self.step)}")
+        return state
+
+
+def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callable[[str], None] = print,
+          progress: Callable[[int, int], None] | None = None) -> Trainer:
+    """Create or reopen the run directory, train, and keep status.json true whatever happens.
+    Returns the trainer: its `stop_signal` says whether a signal ended the run early."""
+    device = resolve_device(device_name)
+    if not resume:
+        if run.is_run():
+            raise UserError(f"{run.path} already holds a run; continue it with --resume or choose another --run-dir.")
+        run.create(to_yaml(cfg))
+    trainer = Trainer(cfg, run, device, resume, log, progress)
+    heartbeat = run.start_heartbeat()
+    try:
+        trainer.train()
+        return trainer
+    except (UserError, TrainingFailed) as e:
+        run.update_status(state="failed", error=str(e), step=trainer.step)
+        raise
+    except KeyboardInterrupt:
+        run.update_status(state="stopped", step=trainer.step, message="interrupted")
+        raise
+    except BaseException as e:
+        run.update_status(state="failed", error=f"{type(e).__name__}: {e}", step=trainer.step)
+        raise
+    finally:
+        heartbeat.set()
+        run.close()

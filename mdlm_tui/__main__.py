@@ -1,0 +1,3 @@
+from mdlm_tui.cli import main
+
+main()

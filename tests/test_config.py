@@ -1,0 +1,90 @@
+import pytest
+
+from core.config import (Config, apply_overrides, from_dict, load_config, parse_budget, preset_names, read_yaml,
+                         to_yaml)
+from core.errors import UserError
+
+PAPER_PRESETS = ["linear", "cosine", "bimodal-p0", "bimodal-p1", "bimodal-p0.1"]
+
+
+def test_every_required_preset_ships():
+    assert {"smoke", "cpu-small", *PAPER_PRESETS} <= set(preset_names())
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_follow_the_paper_recipe(name):
+    cfg = load_config(name)
+    m, t = cfg.model, cfg.train
+    assert (m.hidden_size, m.num_layers, m.num_heads, m.ffn_size, cfg.data.vocab_size) == (768, 12, 12, 2560, 16384)
+    assert (t.optimizer, t.lr, t.beta1, t.beta2, t.weight_decay, t.clip, t.ema) == ("lamb", 7e-3, 0.9, 0.98, 0.1, 2.0, 0.999)
+    assert (t.warmup, t.cooldown, t.min_lr_ratio) == (0.016, 0.016, 0.1)
+    assert cfg.masking.kind == "frequency" and cfg.masking.p_freq == 0.02 and cfg.masking.curriculum
+    assert t.batch_size * t.grad_accum * cfg.data.seq_len == 1024 * 128
+    assert parse_budget(t.budget) == (10, "epochs")
+
+
+def test_bimodal_presets_differ_only_in_power():
+    powers = {name: load_config(name).schedule.power for name in ("bimodal-p0", "bimodal-p1", "bimodal-p0.1")}
+    assert powers == {"bimodal-p0": 0.0, "bimodal-p1": 1.0, "bimodal-p0.1": 0.1}
+    s = load_config("bimodal-p0").schedule
+    assert (s.name, s.w_left, s.mu_left, s.sigma_left, s.mu_right_start, s.mu_right_end, s.sigma_right, s.k) == (
+        "bimodal", 0.6, 0.12, 0.02, 0.40, 0.85, 0.08, 1.0)
+
+
+def test_overrides_are_typed():
+    cfg = apply_overrides(load_config("smoke"), ["train.lr=3e-4", "model.time_conditioning=false", "data.path=/x", "train.budget=50 steps"])
+    assert cfg.train.lr == 3e-4 and cfg.model.time_conditioning is False and cfg.data.path == "/x"
+    assert cfg.train.budget == "50 steps"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=1", "Did you mean 'train.lr'"),
+    ("schedule.powr=0", "Did you mean 'schedule.power'"),
+    ("train.lr=fast", "train.lr must be a number"),
+    ("train.batch_size=1.5", "train.batch_size must be an integer"),
+    ("schedule.name=bimodl", "Did you mean 'bimodal'"),
+    ("train.budget=ten steps", "train.budget"),
+    ("model.num_heads=5", "divisible"),
+    ("noequals", "key=value"),
+])
+def test_bad_overrides_explain_themselves(override, message):
+    with pytest.raises(UserError, match=message):
+        apply_overrides(load_config("smoke"), [override])
+
+
+def test_unknown_preset_suggests_the_nearest():
+    with pytest.raises(UserError, match="Did you mean 'smoke'"):
+        load_config("smok")
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [1, 2\n  budget: 3 steps\n")
+    with pytest.raises(UserError, match=r"bad.yaml is not valid YAML at line \d+"):
+        load_config(str(bad))
+
+
+def test_unknown_key_in_a_preset_file(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(UserError, match="mine.yaml: Unknown config key 'train.learning_rate'"):
+        load_config(str(f))
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = apply_overrides(load_config("bimodal-p0"), ["data.path=/data/train_100M"])
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(cfg))
+    assert from_dict(read_yaml(path)) == cfg
+
+
+@pytest.mark.parametrize("text, parsed", [
+    ("2000 steps", (2000, "steps")), ("50M tokens", (5e7, "tokens")), ("10 epochs", (10, "epochs")),
+    ("1 epoch", (1, "epochs")), ("1.5k steps", (1500, "steps")),
+])
+def test_budget_forms(text, parsed):
+    assert parse_budget(text) == parsed
+
+
+def test_defaults_validate():
+    apply_overrides(Config(), [])

@@ -1,0 +1,135 @@
+"""End to end: the installed command trains, checkpoints, stops and resumes for real."""
+
+import json
+import signal
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.runs import read_jsonl
+from tests.helpers import mdlm, start
+
+pytestmark = pytest.mark.slow
+
+# The smoke model, shortened; dropout on so that resuming must restore the RNG too.
+TINY = ["--set", "model.dropout=0.1", "--set", "train.log_every=1", "--set", "train.dev_every=10",
+        "--set", "train.checkpoint_every=4", "--set", "train.keep_checkpoints=3", "--set", "train.threads=1"]
+
+
+def train_records(run_dir):
+    return [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["event"] == "train"]
+
+
+def status(run_dir):
+    return json.loads((run_dir / "status.json").read_text())
+
+
+def test_smoke_preset_learns_from_any_folder(tmp_path):
+    run_dir = tmp_path / "smoke"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    started = time.time()
+    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    records = train_records(run_dir)
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert records[-1]["step"] == 300
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-300"
+    assert (run_dir / "checkpoints" / "step-300" / "model.safetensors").is_file()
+    assert status(run_dir)["state"] == "finished"
+    assert any(r["event"] == "dev" for r in read_jsonl(run_dir / "metrics.jsonl"))
+    assert "cpu_percent" in records[-1]["sys"] and records[-1]["sys"]["rss_mb"] > 0
+    assert "\r" not in result.stdout, "no progress bar when stdout is not a terminal"
+    print(f"smoke run took {time.time() - started:.0f} s")
+
+
+def _weights(run_dir, step):
+    folder = run_dir / "checkpoints" / f"step-{step}"
+    return load_file(str(folder / "model.safetensors")), load_file(str(folder / "ema.safetensors"))
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    steps = 40
+    budget = ["--set", f"train.budget={steps} steps"]
+    straight = tmp_path / "straight"
+    assert mdlm("run", "--preset", "smoke", "--run-dir", straight, *TINY, *budget).returncode == 0
+
+    killed = tmp_path / "killed"
+    proc = start("run", "--preset", "smoke", "--run-dir", killed, *TINY, *budget)
+    latest = killed / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if latest.exists() and int(latest.read_text().strip()[5:]) >= steps // 2:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert status(killed)["state"] == "running"  # a killed trainer leaves its last word behind
+    assert train_records(killed)[-1]["step"] < steps, "the run finished before it could be killed"
+
+    resumed = mdlm("run", "--resume", "--run-dir", killed)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from step" in resumed.stdout
+    assert status(killed)["state"] == "finished"
+
+    for a, b in zip(_weights(straight, steps), _weights(killed, steps)):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), name
+    assert [r["step"] for r in train_records(killed)] == list(range(1, steps + 1))
+    assert [r["loss"] for r in train_records(killed)] == [r["loss"] for r in train_records(straight)]
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *TINY, "--set", "train.checkpoint_every=1000")
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    st = status(run_dir)
+    assert st["state"] == "stopped"
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step-{st['step']}"
+    assert 0 < st["step"] < 300
+
+    again = mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=" + f"{st['step'] + 3} steps")
+    assert again.returncode == 0, again.stderr
+    assert f"resumed from step {st['step']}" in again.stdout
+    assert status(run_dir)["step"] == st["step"] + 3
+
+
+def test_truncated_latest_checkpoint_falls_back(tmp_path):
+    run_dir = tmp_path / "run"
+    assert mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *TINY, "--set", "train.budget=8 steps").returncode == 0
+    weights = run_dir / "checkpoints" / "step-8" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    result = mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=10 steps")
+    assert result.returncode == 0, result.stderr
+    assert "step-8 is damaged" in result.stdout and "resumed from step 4" in result.stdout
+    assert [r["step"] for r in train_records(run_dir)] == list(range(1, 11))
+
+
+def test_nonfinite_loss_fails_clearly(tmp_path):
+    run_dir = tmp_path / "run"
+    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *TINY, "--set", "train.lr=1e30",
+                  "--set", "train.clip=0", "--set", "train.warmup=0")
+    assert result.returncode == 3
+    assert "non-finite" in result.stderr and "Traceback" not in result.stderr
+    st = status(run_dir)
+    assert st["state"] == "failed" and "non-finite" in st["error"]
+
+
+def test_nonfinite_steps_can_be_skipped_and_counted(tmp_path):
+    run_dir = tmp_path / "run"
+    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *TINY, "--set", "train.lr=1e30",
+                  "--set", "train.clip=0", "--set", "train.warmup=0", "--set", "objective.on_nonfinite=skip",
+                  "--set", "objective.max_skipped=3")
+    assert result.returncode == 3
+    assert "more than objective.max_skipped = 3" in result.stderr
+    assert "update skipped (3 so far)" in result.stdout
