@@ -72,36 +72,41 @@ class Attention(nn.Module):
         D = cfg.hidden_size
         self.heads = cfg.num_heads
         self.head_size = D // cfg.num_heads
-        self.scale = 1.0 / math.sqrt(3 * self.head_size)
         # Query, key, value and gate in one matmul; rows [:2D] are the query-key projection, which
         # also projects the relative-position table.
         self.in_proj = nn.Linear(D, 4 * D)
         self.out_proj = nn.Linear(D, D)
         self.attention_dropout = cfg.attention_dropout
+        # 1 / sqrt(3 d) folded into the query rows of the weight: scaling 4 D^2 weights is cheaper
+        # than scaling B L D activations, and it scales all three score terms at once.
+        query_scale = torch.ones(4 * D)
+        query_scale[:D] = 1.0 / math.sqrt(3 * self.head_size)
+        self.register_buffer("query_scale", query_scale, persistent=False)
 
     def forward(self, x, positions, bucket_index, key_bias):
         B, L, D = x.shape
         H, d = self.heads, self.head_size
-        qkv_gate = self.in_proj(x)
-        q, k, v = qkv_gate[..., : 3 * D].unflatten(-1, (3, H, d)).permute(2, 3, 0, 1, 4).unbind(0)  # [H, B, L, d]
-        gate = qkv_gate[..., 3 * D :]
+        weight = self.in_proj.weight * self.query_scale[:, None]
+        bias = self.in_proj.bias * self.query_scale
+        # split (not slicing) so that backward joins the gradients with one cat, not zero-fills
+        qkv, gate = F.linear(x, weight, bias).split([3 * D, D], dim=-1)
+        q, k, v = qkv.unflatten(-1, (3, H, d)).permute(2, 3, 0, 1, 4).contiguous().unbind(0)  # [H, B, L, d]
 
         # Position terms: project the R-row table once, then gather the [L, L] pattern from [L, R].
-        pos_q, pos_k = F.linear(positions, self.in_proj.weight[: 2 * D], self.in_proj.bias[: 2 * D]).unflatten(-1, (2, H, d)).permute(1, 2, 3, 0).unbind(0)  # [H, d, R]
-        q = q * self.scale
+        pos_q, pos_k = F.linear(positions, weight[: 2 * D], bias[: 2 * D]).unflatten(-1, (2, H, d)).permute(1, 2, 3, 0).unbind(0)  # [H, d, R]
         index = bucket_index.expand(H, B, L, L)
-        content_to_position = torch.matmul(q.reshape(H, B * L, d), pos_k).view(H, B, L, -1).gather(-1, index)
-        position_to_content = torch.matmul(k.reshape(H, B * L, d), pos_q * self.scale).view(H, B, L, -1).gather(-1, index)
-        bias = content_to_position + position_to_content.transpose(-1, -2) + key_bias
+        content_to_position = torch.matmul(q.view(H, B * L, d), pos_k).view(H, B, L, -1).gather(-1, index)
+        position_to_content = torch.matmul(k.view(H, B * L, d), pos_q).view(H, B, L, -1).gather(-1, index)
+        scores_bias = content_to_position + position_to_content.transpose(-1, -2) + key_bias
 
         if self.training and self.attention_dropout > 0 and x.device.type == "cpu":
             # PyTorch's CPU attention with dropout is this same math path with a slower dropout.
-            scores = bias.view(H * B, L, L).baddbmm_(q.reshape(H * B, L, d), k.reshape(H * B, L, d).transpose(1, 2))
+            scores = scores_bias.view(H * B, L, L).baddbmm_(q.view(H * B, L, d), k.view(H * B, L, d).transpose(1, 2))
             probs = dropout(scores.softmax(dim=-1), self.attention_dropout, True)
-            context = torch.bmm(probs, v.reshape(H * B, L, d)).view(H, B, L, d)
+            context = torch.bmm(probs, v.view(H * B, L, d)).view(H, B, L, d)
         else:
             p = self.attention_dropout if self.training else 0.0
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=1.0)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=scores_bias, dropout_p=p, scale=1.0)
         context = context.permute(1, 2, 0, 3).reshape(B, L, D) * F.gelu(gate)
         return self.out_proj(layer_norm(context))
 

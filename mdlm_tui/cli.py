@@ -76,10 +76,11 @@ def run(
 
 def _reporter():
     """One line per logging interval; on a terminal also a live progress bar under the lines."""
+    def stamped(line: str) -> str:
+        return f"[{time.strftime('%H:%M:%S')}] {line}"
+
     if not _stdout_is_terminal():
-        def log(line: str) -> None:
-            print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
-        return log, None, lambda: None
+        return lambda line: print(stamped(line), flush=True), None, lambda: None
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -92,7 +93,7 @@ def _reporter():
     def progress(step: int, total: int) -> None:
         bar.update(task, completed=step, total=total)
 
-    return lambda line: console.log(line, markup=False, highlight=False), progress, bar.stop
+    return lambda line: console.print(stamped(line), markup=False, highlight=False), progress, bar.stop
 
 
 @app.command()
