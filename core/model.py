@@ -20,8 +20,8 @@ TIME_SCALE = 1000.0  # r in [0, 1] is stretched like DiT's integer timesteps so 
 
 
 def relative_bucket_index(length: int, buckets: int, max_position: int) -> torch.Tensor:
-    """[L, L] row of the relative-position table for (query i, key j): exact offsets j - i up to
-    buckets // 2, logarithmic buckets beyond, saturating at max_position."""
+    """[L, L] index into the relative-position table for (query i, key j): the offset j - i itself
+    up to buckets // 2, logarithmic buckets beyond (as LTG-BERT), the last reaching max_position."""
     offset = torch.arange(length)[None, :] - torch.arange(length)[:, None]
     half = buckets // 2
     distance = offset.abs().clamp(min=1, max=max_position - 1).double()
@@ -43,7 +43,7 @@ def layer_norm(x: torch.Tensor) -> torch.Tensor:
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout, but on CPU the keep mask comes from 16-bit slices of 64-bit random integers:
-    the CPU generator makes one number at a time, so this is 3-4x faster than bernoulli_."""
+    the CPU generator makes one number at a time, so this is about 3x faster than bernoulli_."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
@@ -63,9 +63,24 @@ class Dropout(nn.Module):
         return dropout(x, self.p, self.training)
 
 
+def attend(q, k, v, scores_bias, dropout_p: float) -> torch.Tensor:
+    """softmax(q k^T + scores_bias) v over [..., L, d] inputs; the scale is already in q, and
+    scores_bias may be overwritten."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=scores_bias, dropout_p=dropout_p, scale=1.0)
+    # On CPU, PyTorch's attention with a float mask runs this same math and is no faster; by hand,
+    # the dropout can use the fast mask.
+    L, d = q.shape[-2:]
+    scores = scores_bias.reshape(-1, L, L).baddbmm_(q.reshape(-1, L, d), k.reshape(-1, L, d).transpose(1, 2))
+    probs = dropout(scores.softmax(dim=-1), dropout_p, dropout_p > 0)
+    return torch.bmm(probs, v.reshape(-1, L, d)).view(q.shape)
+
+
 class Attention(nn.Module):
-    """Disentangled attention: content-content + content-position + position-content scores,
-    scaled by 1 / sqrt(3 d); values gated by GELU(gate); LayerNorm on the context."""
+    """Disentangled attention (DeBERTa style), scaled by 1 / sqrt(3 d):
+        score(i, j) = q_i . k_j + q_i . pos_k[bucket(j - i)] + k_j . pos_q[bucket(i - j)],
+    where pos_q, pos_k are the relative table through this layer's query-key projection;
+    values gated by GELU(gate); LayerNorm on the context before the output projection."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -83,30 +98,31 @@ class Attention(nn.Module):
         query_scale[:D] = 1.0 / math.sqrt(3 * self.head_size)
         self.register_buffer("query_scale", query_scale, persistent=False)
 
-    def forward(self, x, positions, bucket_index, key_bias):
+    def forward(self, x, positions, bucket_index, key_padding):
         B, L, D = x.shape
         H, d = self.heads, self.head_size
         weight = self.in_proj.weight * self.query_scale[:, None]
         bias = self.in_proj.bias * self.query_scale
-        # split (not slicing) so that backward joins the gradients with one cat, not zero-fills
-        qkv, gate = F.linear(x, weight, bias).split([3 * D, D], dim=-1)
+        # Two matmuls on slices of one weight: backward then sums two [B, L, D] input gradients
+        # instead of concatenating (or zero-filling) one [B, L, 4 D] output gradient.
+        qkv = F.linear(x, weight[: 3 * D], bias[: 3 * D])
+        gate = F.linear(x, weight[3 * D :], bias[3 * D :])
         q, k, v = qkv.unflatten(-1, (3, H, d)).permute(2, 3, 0, 1, 4).contiguous().unbind(0)  # [H, B, L, d]
 
-        # Position terms: project the R-row table once, then gather the [L, L] pattern from [L, R].
-        pos_q, pos_k = F.linear(positions, weight[: 2 * D], bias[: 2 * D]).unflatten(-1, (2, H, d)).permute(1, 2, 3, 0).unbind(0)  # [H, d, R]
+        # Position terms: project only the R table rows, score every token against them ([L, R]
+        # per head, one matmul over all B * L tokens), then gather the [L, L] pattern.
+        table = F.linear(positions, weight[: 2 * D], bias[: 2 * D])
+        pos_q, pos_k = table.unflatten(-1, (2, H, d)).permute(1, 2, 3, 0).unbind(0)  # [H, d, R]
         index = bucket_index.expand(H, B, L, L)
         content_to_position = torch.matmul(q.view(H, B * L, d), pos_k).view(H, B, L, -1).gather(-1, index)
         position_to_content = torch.matmul(k.view(H, B * L, d), pos_q).view(H, B, L, -1).gather(-1, index)
-        scores_bias = content_to_position + position_to_content.transpose(-1, -2) + key_bias
+        scores_bias = content_to_position + position_to_content.transpose(-1, -2)
+        if key_padding is not None:
+            # the most negative finite value of the scores' dtype (bf16 under autocast): -inf
+            # would turn an all-padding row into NaN
+            scores_bias.masked_fill_(key_padding, torch.finfo(scores_bias.dtype).min)
 
-        if self.training and self.attention_dropout > 0 and x.device.type == "cpu":
-            # PyTorch's CPU attention with dropout is this same math path with a slower dropout.
-            scores = scores_bias.view(H * B, L, L).baddbmm_(q.view(H * B, L, d), k.view(H * B, L, d).transpose(1, 2))
-            probs = dropout(scores.softmax(dim=-1), self.attention_dropout, True)
-            context = torch.bmm(probs, v.view(H * B, L, d)).view(H, B, L, d)
-        else:
-            p = self.attention_dropout if self.training else 0.0
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=scores_bias, dropout_p=p, scale=1.0)
+        context = attend(q, k, v, scores_bias, self.attention_dropout if self.training else 0.0)
         context = context.permute(1, 2, 0, 3).reshape(B, L, D) * F.gelu(gate)
         return self.out_proj(layer_norm(context))
 
@@ -116,11 +132,14 @@ class FeedForward(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.ffn_size = cfg.ffn_size
         self.in_proj = nn.Linear(cfg.hidden_size, 2 * cfg.ffn_size, bias=False)
         self.out_proj = nn.Linear(cfg.ffn_size, cfg.hidden_size, bias=False)
 
     def forward(self, x):
-        value, gate = self.in_proj(x).chunk(2, dim=-1)
+        # slices of one weight rather than chunking the output (see Attention.forward)
+        value = F.linear(x, self.in_proj.weight[: self.ffn_size])
+        gate = F.linear(x, self.in_proj.weight[self.ffn_size :])
         return self.out_proj(layer_norm(value * F.gelu(gate)))
 
 
@@ -134,13 +153,13 @@ class Block(nn.Module):
         # as the identity when conditioning is on.
         self.modulation = nn.Linear(cfg.cond_dim, 6 * cfg.hidden_size) if cfg.time_conditioning else None
 
-    def forward(self, x, cond, positions, bucket_index, key_bias):
+    def forward(self, x, cond, positions, bucket_index, key_padding):
         if self.modulation is None:
-            x = x + self.dropout(self.attention(layer_norm(x), positions, bucket_index, key_bias))
+            x = x + self.dropout(self.attention(layer_norm(x), positions, bucket_index, key_padding))
             return x + self.dropout(self.feed_forward(layer_norm(x)))
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.modulation(cond)[:, None, :].chunk(6, dim=-1)
         h = torch.addcmul(shift_a, layer_norm(x), 1 + scale_a)
-        x = torch.addcmul(x, gate_a, self.dropout(self.attention(h, positions, bucket_index, key_bias)))
+        x = torch.addcmul(x, gate_a, self.dropout(self.attention(h, positions, bucket_index, key_padding)))
         h = torch.addcmul(shift_f, layer_norm(x), 1 + scale_f)
         return torch.addcmul(x, gate_f, self.dropout(self.feed_forward(h)))
 
@@ -179,8 +198,8 @@ class MDLM(nn.Module):
                 nn.init.zeros_(block.modulation.bias)
 
     def bucket_index(self, length: int, device: torch.device) -> torch.Tensor:
-        """Built once per (length, device): rebuilding it in every layer is what made the
-        original implementation slow."""
+        """Built once per (length, device): rebuilding relative-position tensors in every layer
+        is what made the paper's released code slow."""
         key = (length, device)
         if key not in self._bucket_cache:
             index = relative_bucket_index(length, self.cfg.position_buckets, self.cfg.max_position)
@@ -193,11 +212,11 @@ class MDLM(nn.Module):
         positions = self.dropout(self.relative_norm(self.relative_embedding))
         bucket_index = self.bucket_index(L, input_ids.device)
 
-        # Padding keys get a large finite negative score (not -inf: an all-padding row stays finite).
-        key_bias = torch.zeros(B, L, dtype=x.dtype, device=x.device)
-        if attention_mask is not None:
-            key_bias = key_bias.masked_fill(~attention_mask.bool(), torch.finfo(x.dtype).min)
-        key_bias = key_bias[:, None, :]  # [B, 1, L], broadcast over heads and queries
+        # [B, 1, L], True at padding keys. On CPU a batch without padding skips the masking pass
+        # (on CUDA the check would wait for the device).
+        key_padding = None
+        if attention_mask is not None and not (input_ids.device.type == "cpu" and bool(attention_mask.all())):
+            key_padding = ~attention_mask.bool()[:, None, :]
 
         cond = None
         if self.cfg.time_conditioning:
@@ -206,7 +225,7 @@ class MDLM(nn.Module):
             cond = self.time_mlp(time_features(rate).to(x.dtype))
 
         for block in self.blocks:
-            x = block(x, cond, positions, bucket_index, key_bias)
+            x = block(x, cond, positions, bucket_index, key_padding)
         if output_mask is not None:
             x = x[output_mask]  # the head runs only where it is asked for
         return self.head(x)
@@ -226,7 +245,9 @@ def count_parameters(model_cfg: ModelConfig, vocab_size: int) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def forward_flops_per_sequence(model_cfg: ModelConfig, vocab_size: int, seq_len: int, n_masked: int, batch_size: int = 1) -> int:
+def forward_flops_per_sequence(
+    model_cfg: ModelConfig, vocab_size: int, seq_len: int, n_masked: int, batch_size: int = 1
+) -> int:
     """Matmul FLOPs (2 m n k) of one forward pass for one sequence whose head runs at n_masked
     positions. The relative-position projection is shared by a batch, so its cost is divided by
     batch_size (1: a lone sequence pays all of it). Training costs about 3x this."""

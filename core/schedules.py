@@ -1,6 +1,7 @@
 """Noise schedules (SPEC section 2): for a batch of times t, the mask rate r = 1 - alpha_t and |alpha'_t|.
 
-Every schedule is a small class with one method, `sample(t, progress, generator)`. All of them use the
+Every schedule is a small class with `sample(t, progress, generator)` for training and, except the
+bimodal one, a deterministic `rate(t)` for the sampler (see `sampling_schedule`). All of them use the
 convention of SPEC section 7 (and MDLM): alpha_t falls as t grows, so t = 0 is clean text and t = 1
 the most masked. The SPEC's cosine and gaussian rows are written with t -> 1 - t; for t ~ U[0, 1]
 (and z -> -z for the gaussians) that is the same law of (r, |alpha'|), so E[r], the weights and the
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from core.config import ScheduleConfig
+from core.errors import UserError
 
 # A sequence with rate r masks about r * L tokens and weighs each by 1/r. Below 1e-3 (0.13 expected
 # masked tokens at L = 128) the rare masked token would carry a weight of thousands and one such step
@@ -55,6 +57,12 @@ class Schedule:
         rate, abs_dalpha = self._rate_and_slope(t.double(), progress, generator)
         rate = rate.clamp(RATE_FLOOR, 1.0)
         return rate.to(torch.float32), abs_dalpha.to(torch.float32)
+
+    def rate(self, t: Tensor) -> Tensor:
+        """The mask rate 1 - alpha_t as a deterministic float64 function of t, for the sampler's
+        reverse process: no RATE_FLOOR here, since walking t down to eps must reach a rate near 0."""
+        rate, _ = self._rate_and_slope(t.double(), 0.0, None)
+        return rate.clamp(0.0, 1.0)
 
     def _rate_and_slope(self, t: Tensor, progress: float, generator) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -144,6 +152,10 @@ class BimodalGaussian(Schedule):
     def mean_rate(self, progress: float = 0.0) -> float:
         return self.w_left * self.mu_left + (1 - self.w_left) * self.mu_right(progress)
 
+    def rate(self, t: Tensor) -> Tensor:
+        raise TypeError("The bimodal schedule draws a mode per sequence, so no single rate belongs to a time t; "
+                        "sample with sampling_schedule(name) instead.")
+
     def _rate_and_slope(self, t, progress, generator):
         left = draw_uniform(t.shape, generator, t.device).double() < self.w_left
         mu = torch.full_like(t, self.mu_right(progress)).masked_fill(left, self.mu_left)
@@ -168,6 +180,23 @@ def build_schedule(cfg: ScheduleConfig) -> Schedule:
     if cfg.name not in builders:
         raise ValueError(f"Unknown schedule '{cfg.name}'; choose one of {', '.join(builders)}.")
     return builders[cfg.name]()
+
+
+# Schedules whose rate runs from 0 at t = 0 to (about) 1 at t = 1, so the sampler can walk them from
+# all-masked to clean. The gaussian schedules cannot: a gaussian rate at t = 1 is only mu + 5.6 sigma
+# (0.86 for the defaults) and the bimodal one is random per sequence. A model trained with either
+# is sampled along one of these (linear by default, as MDLM); with time conditioning it is then
+# asked about rates it saw rarely, which is a known cost of those schedules, not of the sampler.
+SAMPLING_SCHEDULES = ("linear", "cosine", "cosine-squared", "log-linear")
+
+
+def sampling_schedule(name: str) -> Schedule:
+    """A schedule with a deterministic `rate(t)` for the reverse (unmasking) process."""
+    builders = {"linear": Linear, "cosine": Cosine, "cosine-squared": CosineSquared, "log-linear": LogLinear}
+    if name not in builders:
+        raise UserError(f"Sampling schedule '{name}' is not one of {', '.join(SAMPLING_SCHEDULES)} "
+                        "(models trained with gaussian or bimodal schedules are sampled along one of these).")
+    return builders[name]()
 
 
 QUANTILES = {"p1": 0.01, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}

@@ -1,0 +1,277 @@
+"""Sampling by iterative unmasking (SPEC section 7).
+
+A sequence starts as <s> followed by [MASK]s, or as a template whose given tokens stay fixed, and
+walks t from 1 down to eps along a deterministic schedule (`schedules.sampling_schedule`):
+
+- ancestral: from t to s each masked position unmasks with probability (alpha_s - alpha_t) /
+  (1 - alpha_t) = 1 - r_s / r_t and takes a token drawn from p_theta; the last step fills any
+  position still masked with the argmax.
+- confidence: each step unmasks the k masked positions whose drawn token is the most probable, with
+  k set so the number still masked follows the schedule and reaches 0 at the last step.
+
+Categorical draws are Gumbel-max in float64: float32 noise cannot draw a token more than ~17 nats
+below the best one, which measurably changes samples. Ids below 16 (the specials, [MASK] included)
+are never drawn.
+
+Prompts: plain text is a prefix, "<s> prompt [MASK]...", up to `length` tokens. Text with mask
+markers is an infill template and the whole sequence: "<mask>" or "[MASK]" stands for one position
+to fill, "<mask>*5" for five; a space just before a marker is dropped, since the filled token
+brings its own. "The cat <mask>*3 the mat." fills three tokens between the given words; end the
+template with "<mask>*20" to also continue it. Positions after a template are padding.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from core.errors import UserError
+from core.schedules import sampling_schedule
+from core.specials import BOS_ID, MASK_ID, NUM_SPECIAL, PAD_ID
+
+SAMPLERS = ("ancestral", "confidence")
+MASK_TEXT = "[MASK]"  # how a masked position shows in TraceStep.text
+MASK_MARKER = re.compile(r" ?(?:<mask>|\[mask\])(?:\*(\d+))?", re.IGNORECASE)
+
+
+@dataclass
+class SampleConfig:
+    length: int = 64
+    steps: int = 32
+    sampler: str = "ancestral"  # ancestral | confidence
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+    schedule: str = "linear"  # the reverse process; see schedules.SAMPLING_SCHEDULES
+    eps: float = 1e-5  # the last time, t_N
+    cache: bool = True  # run the model only at steps that unmask something (see `sample`)
+
+
+@dataclass
+class TraceStep:
+    step: int  # 0 is the starting template
+    t: float  # the time after this step
+    tokens: list[int]  # the whole sequence, <s> and padding included, positions as in the model
+    masked: int
+    text: str  # decoded, each masked position shown as MASK_TEXT
+
+
+@dataclass
+class SampleResult:
+    tokens: list[int]
+    text: str
+    trace: list[TraceStep] = field(default_factory=list)
+    forward_passes: int = 0
+    seconds: float = 0.0
+
+
+def check_config(cfg: SampleConfig) -> None:
+    if cfg.sampler not in SAMPLERS:
+        raise UserError(f"Unknown sampler '{cfg.sampler}'; choose one of {', '.join(SAMPLERS)}.")
+    if cfg.steps < 1:
+        raise UserError(f"Sampling needs at least 1 step, got {cfg.steps}.")
+    if cfg.length < 2:
+        raise UserError(f"Sample length must be at least 2 (<s> and one token), got {cfg.length}.")
+    if cfg.temperature < 0:
+        raise UserError(f"Temperature must be 0 (greedy) or more, got {cfg.temperature}.")
+    if not 0 < cfg.top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], got {cfg.top_p}.")
+    if not 0 < cfg.eps < 1:
+        raise UserError(f"The sampler's final time eps must be in (0, 1), got {cfg.eps}.")
+    sampling_schedule(cfg.schedule)
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    previous = tokenizer.encode_special_tokens
+    tokenizer.encode_special_tokens = True  # "<s>" typed in a prompt is text, not the special
+    try:
+        return tokenizer.encode(text, add_special_tokens=False).ids
+    finally:
+        tokenizer.encode_special_tokens = previous
+
+
+def template_from_prompt(tokenizer, prompt: str | None, length: int) -> tuple[Tensor, Tensor]:
+    """Token ids [length] and `fixed` [length] (True where a token is given and never changes)."""
+    ids = [BOS_ID]
+    infill = prompt is not None and MASK_MARKER.search(prompt) is not None
+    if infill:
+        start = 0
+        for marker in MASK_MARKER.finditer(prompt):
+            count = int(marker.group(1) or 1)
+            if count < 1:
+                raise UserError(f"Mask marker '{marker.group(0).strip()}' asks for no position; "
+                                "use a count of 1 or more.")
+            ids += _encode(tokenizer, prompt[start : marker.start()]) + [MASK_ID] * count
+            start = marker.end()
+        ids += _encode(tokenizer, prompt[start:])
+        if len(ids) > length:
+            raise UserError(f"The infill template needs {len(ids)} tokens with <s> but the length is {length}; "
+                            "raise the length.")
+        ids += [PAD_ID] * (length - len(ids))
+    else:
+        ids += _encode(tokenizer, prompt or "")
+        if len(ids) >= length:
+            raise UserError(f"The prompt takes {len(ids)} tokens with <s>, leaving nothing to sample "
+                            f"in length {length}; raise the length.")
+        ids += [MASK_ID] * (length - len(ids))
+    tokens = torch.tensor(ids, dtype=torch.long)
+    return tokens, tokens != MASK_ID
+
+
+def render_text(tokenizer, tokens: list[int], mask_text: str = MASK_TEXT) -> str:
+    """Decoded text with each masked position as mask_text; other specials are left out."""
+    parts, run = [], []
+    for token in tokens + [MASK_ID]:  # the sentinel flushes the last run
+        if token >= NUM_SPECIAL:
+            run.append(token)
+            continue
+        if run:
+            parts.append(tokenizer.decode(run, skip_special_tokens=False))
+            run = []
+        if token == MASK_ID:
+            parts.append(mask_text)
+    return "".join(parts[:-1])
+
+
+def token_log_probs(logits: Tensor, temperature: float, top_p: float) -> Tensor:
+    """float64 log-probabilities over the non-special vocabulary, after temperature and top-p."""
+    logits = logits.to(torch.float64, copy=True)  # a copy: the caller's logits stay as they were
+    logits[:, :NUM_SPECIAL] = float("-inf")
+    if temperature > 0:
+        logits = logits / temperature
+    log_probs = logits.log_softmax(dim=-1)
+    if top_p < 1:
+        # keep the smallest set of most probable tokens whose mass reaches top_p (the best always)
+        sorted_log_probs, order = log_probs.sort(dim=-1, descending=True)
+        sorted_probs = sorted_log_probs.exp()
+        drop_sorted = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        log_probs = log_probs.masked_fill(drop, float("-inf")).log_softmax(dim=-1)
+    return log_probs
+
+
+def uniform64(n, generator: torch.Generator) -> Tensor:
+    return torch.rand(n, generator=generator, device=generator.device, dtype=torch.float64)
+
+
+def draw_tokens(log_probs: Tensor, generator: torch.Generator, greedy: bool = False) -> Tensor:
+    """One token per row: argmax(log p + Gumbel noise) with float64 noise, or plain argmax."""
+    if greedy:
+        return log_probs.argmax(dim=-1)
+    tiny = torch.finfo(torch.float64).tiny
+    gumbel = -torch.log(-torch.log(uniform64(log_probs.shape, generator).clamp_min(tiny)))
+    return (log_probs + gumbel.to(log_probs.device)).argmax(dim=-1)
+
+
+def confidence_plan(masked: int, rates: Tensor) -> list[int]:
+    """How many positions each confidence step unmasks: the number still masked follows
+    masked * r_t / r_(t=1) (rounded) and is 0 after the last step."""
+    remaining = (masked * rates[1:] / rates[0]).round().long().tolist()
+    remaining[-1] = 0
+    before = [masked] + remaining[:-1]
+    return [b - a for b, a in zip(before, remaining)]
+
+
+@torch.no_grad()
+def sample(model, tokenizer, cfg: SampleConfig, prompt: str | None = None, device="cpu",
+           on_step: Callable[[TraceStep], None] | None = None) -> SampleResult:
+    """Sample one sequence; every step's state goes to the trace and to on_step.
+
+    Caching: with cfg.cache the model runs only at steps that unmask at least one position. That is
+    SPEC 7's reuse of logits for an unchanged sequence (MDLM's ddpm_cache) taken one step further:
+    the positions to unmask are drawn before the model runs, so a step that unmasks nothing needs no
+    logits at all, with or without time conditioning. The random draws are the same either way, so
+    the result equals that of cfg.cache = False for the same seed."""
+    check_config(cfg)
+    started = time.perf_counter()
+    tokens, _ = template_from_prompt(tokenizer, prompt, cfg.length)
+    ids = tokens[None].to(device)
+    attention_mask = None if not (ids == PAD_ID).any() else ids != PAD_ID
+    generator = torch.Generator(device=torch.device(device)).manual_seed(cfg.seed)
+    times = torch.linspace(1.0, cfg.eps, cfg.steps + 1, dtype=torch.float64)
+    rates = sampling_schedule(cfg.schedule).rate(times)
+    greedy = cfg.temperature == 0
+    passes = 0
+    trace: list[TraceStep] = []
+
+    def predict(rate: float) -> Tensor:
+        """float64 log-probs [M, V] at the masked positions, in row-major order."""
+        nonlocal passes
+        passes += 1
+        rate_batch = torch.full((ids.shape[0],), rate, dtype=torch.float32, device=ids.device)
+        logits = model(ids, attention_mask=attention_mask, rate=rate_batch, output_mask=ids == MASK_ID)
+        return token_log_probs(logits, cfg.temperature, cfg.top_p)
+
+    def record(step: int) -> None:
+        current = ids[0].tolist()
+        entry = TraceStep(step, float(times[step]), current, current.count(MASK_ID), render_text(tokenizer, current))
+        trace.append(entry)
+        if on_step is not None:
+            on_step(entry)
+
+    was_training = model.training
+    model.eval()
+    try:
+        record(0)
+        plan = confidence_plan(int((ids == MASK_ID).sum()), rates) if cfg.sampler == "confidence" else None
+        for step in range(1, cfg.steps + 1):
+            where = (ids == MASK_ID).nonzero(as_tuple=True)
+            n_masked = where[0].numel()
+            rate = float(rates[step - 1])  # time conditioning sees the rate of the sequence it is given
+            if plan is not None:
+                k = plan[step - 1]
+                if k or (n_masked and not cfg.cache):
+                    log_probs = predict(rate)
+                if k:
+                    drawn = draw_tokens(log_probs, generator, greedy)
+                    confidence = log_probs.gather(-1, drawn[:, None])[:, 0]
+                    chosen = confidence.topk(k).indices
+                    ids[where[0][chosen], where[1][chosen]] = drawn[chosen]
+            elif n_masked:
+                last = step == cfg.steps
+                stay = float(rates[step] / rates[step - 1])  # P(still masked at s | masked at t)
+                unmask = uniform64(n_masked, generator) >= stay
+                if unmask.any() or last or not cfg.cache:
+                    log_probs = predict(rate)
+                if unmask.any():
+                    ids[where[0][unmask], where[1][unmask]] = draw_tokens(log_probs[unmask], generator, greedy)
+                if last and not unmask.all():
+                    keep = ~unmask
+                    ids[where[0][keep], where[1][keep]] = log_probs[keep].argmax(dim=-1)
+            record(step)
+    finally:
+        model.train(was_training)
+    final = ids[0].tolist()
+    return SampleResult(final, render_text(tokenizer, final), trace, passes, time.perf_counter() - started)
+
+
+def sample_record(result: SampleResult, **fields) -> dict:
+    """One samples.jsonl line for the TUI to replay; fields add context such as the training step."""
+    return {**fields, "text": result.text, "tokens": result.tokens, "forward_passes": result.forward_passes,
+            "seconds": result.seconds, "trace": [asdict(step) for step in result.trace]}
+
+
+def append_sample(path, result: SampleResult, **fields) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(sample_record(result, **fields)) + "\n")
+        f.flush()
+
+
+def trace_to_jsonl(result: SampleResult, path_or_file) -> None:
+    """One JSON object per step ({"step", "t", "masked", "tokens", "text"}), then {"final": true, ...}."""
+    lines = [json.dumps({"step": s.step, "t": s.t, "masked": s.masked, "tokens": s.tokens, "text": s.text})
+             for s in result.trace]
+    lines.append(json.dumps({"final": True, "text": result.text, "tokens": result.tokens,
+                             "forward_passes": result.forward_passes, "seconds": result.seconds}))
+    if isinstance(path_or_file, (str, Path)):
+        with open(path_or_file, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+    else:
+        path_or_file.write("\n".join(lines) + "\n")
