@@ -106,6 +106,8 @@ class Trainer:
         self.tokens = 0
         self.skipped = 0
         self.elapsed_before = 0.0
+        self._t0 = time.perf_counter()
+        self.last_saved: int | None = None
 
     # ------------------------------------------------------------ setup
 
@@ -160,6 +162,7 @@ class Trainer:
         if self.device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.noise.set_state(state["rng_noise"])
+        self.last_saved = self.step
         dropped = self.run.truncate_metrics(self.step)
         extra = f"; dropped {dropped} metric lines written after it" if dropped else ""
         self.log(f"resumed from step {self.step} ({where.name}){extra}")
@@ -225,7 +228,7 @@ class Trainer:
 
     def _nonfinite(self, loss: float, gnorm: float) -> None:
         what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
-        last = getattr(self, "last_saved", None)
+        last = self.last_saved
         if self.cfg.objective.on_nonfinite == "skip":
             self.skipped += 1
             self.log(f"warning: step {self.step + 1}: {what}; update skipped ({self.skipped} so far)")
@@ -303,6 +306,16 @@ class Trainer:
 
     def train(self) -> str:
         """Run to the end of the budget or a stop signal; returns the final state."""
+        # Handlers first: a signal during data preparation also ends the run cleanly.
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._handle_signal),
+                    signal.SIGTERM: signal.signal(signal.SIGTERM, self._handle_signal)}
+        try:
+            return self._train()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _train(self) -> str:
         cfg = self.cfg
         self.run.update_status(state="starting", step=self.step, message="preparing data", error=None)
         self._setup()
@@ -310,28 +323,22 @@ class Trainer:
         self.log(f"model: {sum(p.numel() for p in self.model.parameters()):,} parameters on {self.device}; "
                  f"{plan.total_steps:,} steps ({plan.total_epochs} epoch(s), {plan.steps_per_epoch:,.1f} steps an epoch)")
         self.run.update_status(state="running", total_steps=plan.total_steps, step=self.step, message="")
-        previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._handle_signal),
-                    signal.SIGTERM: signal.signal(signal.SIGTERM, self._handle_signal)}
         self._t0 = time.perf_counter()
-        try:
-            iv = _Interval()
-            while self.step < plan.total_steps and self.stop_signal is None:
-                iv.add(*self._train_step())
-                self.progress(self.step, plan.total_steps)
-                if self.step % cfg.train.log_every == 0 or self.step == plan.total_steps:
-                    self._log_interval(iv)
-                    iv = _Interval()
-                if cfg.train.dev_every and self.step % cfg.train.dev_every == 0:
-                    self._log_dev()
-                if self.step % cfg.train.checkpoint_every == 0:
-                    self.save()
-            if self.stop_signal is not None:
-                self.run.update_status(state="stopping", step=self.step)
-            if getattr(self, "last_saved", None) != self.step:
+        iv = _Interval()
+        while self.step < plan.total_steps and self.stop_signal is None:
+            iv.add(*self._train_step())
+            self.progress(self.step, plan.total_steps)
+            if self.step % cfg.train.log_every == 0 or self.step == plan.total_steps:
+                self._log_interval(iv)
+                iv = _Interval()
+            if cfg.train.dev_every and self.step % cfg.train.dev_every == 0:
+                self._log_dev()
+            if self.step % cfg.train.checkpoint_every == 0:
                 self.save()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        if self.stop_signal is not None:
+            self.run.update_status(state="stopping", step=self.step)
+        if self.last_saved != self.step:
+            self.save()
         state = "stopped" if self.stop_signal else "finished"
         self.run.update_status(state=state, step=self.step, tokens=self.tokens, elapsed_s=self._elapsed(),
                                message=f"stopped by {self.stop_signal}" if self.stop_signal else "")

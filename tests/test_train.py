@@ -35,9 +35,9 @@ def test_smoke_preset_learns_from_any_folder(tmp_path):
     assert result.returncode == 0, result.stderr
     records = train_records(run_dir)
     assert records[-1]["loss"] < records[0]["loss"]
-    assert records[-1]["step"] == 300
-    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-300"
-    assert (run_dir / "checkpoints" / "step-300" / "model.safetensors").is_file()
+    assert records[-1]["step"] == 500
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-500"
+    assert (run_dir / "checkpoints" / "step-500" / "model.safetensors").is_file()
     assert status(run_dir)["state"] == "finished"
     assert any(r["event"] == "dev" for r in read_jsonl(run_dir / "metrics.jsonl"))
     assert "cpu_percent" in records[-1]["sys"] and records[-1]["sys"]["rss_mb"] > 0
@@ -98,7 +98,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
     st = status(run_dir)
     assert st["state"] == "stopped"
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step-{st['step']}"
-    assert 0 < st["step"] < 300
+    assert 0 < st["step"] < 500
 
     again = mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=" + f"{st['step'] + 3} steps")
     assert again.returncode == 0, again.stderr
