@@ -158,6 +158,56 @@ def schedule(
     Console().print(table)
 
 
+@app.command()
+def sample(
+    target: str = typer.Argument(..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."),
+    length: int = typer.Option(64, "--length", help="Tokens in the sample, <s> included."),
+    steps: int = typer.Option(32, "--steps", help="Unmasking steps."),
+    sampler: str = typer.Option("ancestral", "--sampler", help="ancestral | confidence"),
+    seed: int = typer.Option(0, "--seed"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="A prefix, or an infill template with <mask> or <mask>*N where tokens are to be filled."),
+    temperature: float = typer.Option(1.0, "--temperature", help="0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    schedule_name: str = typer.Option("linear", "--schedule", help="Reverse-process schedule: linear | cosine | cosine-squared | log-linear."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="Write every step's state as JSON lines to this file."),
+    weights: str = typer.Option("ema", "--weights", help="ema | raw"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+):
+    """Generate text by iterative unmasking and print it (live, step by step, on a terminal)."""
+    from core.evaluate import load_for_eval
+    from core.sampling import MASK_TEXT, SampleConfig, sample as run_sampler, trace_to_jsonl
+
+    cfg = SampleConfig(length=length, steps=steps, sampler=sampler, temperature=temperature, top_p=top_p,
+                       seed=seed, schedule=schedule_name)
+    model, tokenizer, _, ckpt = load_for_eval(target, weights=weights, device=device,
+                                              warn=lambda m: print(m, file=sys.stderr))
+    on_step, finish = None, lambda: None
+    if _stdout_is_terminal():
+        from rich.live import Live
+        from rich.text import Text
+
+        def styled(text: str) -> Text:
+            out = Text()
+            for i, part in enumerate(text.split(MASK_TEXT)):
+                if i:
+                    out.append("░", style="reverse")
+                out.append(part)
+            return out
+
+        live = Live(Text(""), auto_refresh=False, transient=True)
+        live.start()
+        on_step = lambda step: live.update(Text(f"step {step.step}/{steps}, {step.masked} masked\n") + styled(step.text), refresh=True)
+        finish = live.stop
+    try:
+        result = run_sampler(model, tokenizer, cfg, prompt=prompt, device=str(next(model.parameters()).device), on_step=on_step)
+    finally:
+        finish()
+    if trace is not None:
+        trace_to_jsonl(result, trace)
+    print(result.text)
+    print(f"({ckpt}, {result.forward_passes} forward passes, {result.seconds:.2f} s)", file=sys.stderr)
+
+
 def main() -> None:
     try:
         app()
