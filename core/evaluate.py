@@ -1,0 +1,214 @@
+"""Evaluating a checkpoint: zero-shot suites (accuracy per UID, per field, macro) and the dev NELBO.
+
+A pair counts 1 when the good side scores higher, 0 when lower and 0.5 on a tie (equal to float
+precision, see TIE_TOLERANCE): the official pipeline takes the first option on a tie, which flatters
+a model that cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.checkpoint import latest_checkpoint, load_checkpoint
+from core.config import Config, load_saved_config
+from core.errors import UserError
+from core.masking import Masker, maskable
+from core.model import MDLM
+from core.objective import diffusion_loss
+from core.schedules import LogLinear, Schedule
+from core.suites import Suite
+from core.tokenizer import load_tokenizer
+
+ITEMS_PER_CALL = 512  # items per scorer call: large enough to batch well, small enough for progress
+
+
+@dataclass
+class EvalReport:
+    suite: str
+    per_uid: dict[str, dict]  # uid -> {"accuracy", "n", "field", "term"}
+    per_field: dict[str, float]  # field -> mean accuracy of its UIDs
+    macro: float  # mean accuracy over UIDs
+    n: int
+    seconds: float
+    backend: str
+    checkpoint: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Scores are sums of fp32 log-probabilities, exact only to about 1e-7 of their size: the batch
+# shape alone moves them that much. Closer than this, two scores are a tie, not a preference (an
+# untrained model scores many word-order pairs within 1e-8 of each other, and the fast and naive
+# scorers would otherwise break those ties differently).
+TIE_TOLERANCE = 1e-6
+
+
+def pair_credit(good: float, bad: float) -> float:
+    if abs(good - bad) <= TIE_TOLERANCE * max(1.0, abs(good), abs(bad)):
+        return 0.5
+    return 1.0 if good > bad else 0.0
+
+
+def evaluate(scorer, suite: Suite, progress: Callable[[int, int], None] | None = None, checkpoint: str = "") -> EvalReport:
+    started = time.perf_counter()
+    credit: dict[str, list[float]] = {}
+    meta: dict[str, tuple[str | None, str | None]] = {}
+    total = len(suite.items)
+    for first in range(0, total, ITEMS_PER_CALL):
+        chunk = suite.items[first:first + ITEMS_PER_CALL]
+        # good and bad of every item side by side, so one call batches all of them together
+        texts = [text for item in chunk for text in (item.good, item.bad)]
+        contexts = [item.context for item in chunk for _ in range(2)]
+        scores = scorer.score_texts(texts, contexts)
+        for index, item in enumerate(chunk):
+            credit.setdefault(item.uid, []).append(pair_credit(scores[2 * index], scores[2 * index + 1]))
+            meta.setdefault(item.uid, (item.field, item.term))
+        if progress is not None:
+            progress(first + len(chunk), total)
+
+    per_uid = {uid: {"accuracy": sum(values) / len(values), "n": len(values), "field": meta[uid][0], "term": meta[uid][1]}
+               for uid, values in credit.items()}
+    by_field: dict[str, list[float]] = {}
+    for result in per_uid.values():
+        if result["field"] is not None:
+            by_field.setdefault(result["field"], []).append(result["accuracy"])
+    return EvalReport(
+        suite=suite.name,
+        per_uid=per_uid,
+        per_field={field: sum(values) / len(values) for field, values in sorted(by_field.items())},
+        macro=sum(r["accuracy"] for r in per_uid.values()) / len(per_uid) if per_uid else float("nan"),
+        n=total,
+        seconds=time.perf_counter() - started,
+        backend=getattr(scorer, "backend", type(scorer).__name__),
+        checkpoint=checkpoint,
+    )
+
+
+# ---------------------------------------------------------------- loading a checkpoint
+
+
+def find_run_and_checkpoint(target: str) -> tuple[Path, Path]:
+    """(run folder, checkpoint folder) from a run folder or one of its checkpoints/step-N folders."""
+    path = Path(target).expanduser()
+    if not path.exists():
+        raise UserError(f"{target} does not exist: give a run folder or a checkpoint folder (runs/NAME/checkpoints/step-N).")
+    if (path / "config.yaml").is_file():
+        ckpt = latest_checkpoint(path / "checkpoints")
+        if ckpt is None:
+            raise UserError(f"Run {path} has no checkpoint yet: evaluate it after its first checkpoint is written.")
+        return path, ckpt
+    if (path / "model.safetensors").is_file() or (path / "meta.json").is_file():
+        run = path.parent.parent
+        if not (run / "config.yaml").is_file():
+            raise UserError(f"Checkpoint {path} is not inside a run folder (no config.yaml in {run}), so its model shape is unknown.")
+        return run, path
+    raise UserError(f"{target} is neither a run folder (with config.yaml) nor a checkpoint folder (with model.safetensors).")
+
+
+def check_weights_fit(ckpt: Path, model: MDLM, cfg: Config) -> None:
+    """Compare tensor shapes from the safetensors header before loading, to say what does not fit."""
+    from safetensors import safe_open
+
+    path = ckpt / "model.safetensors"
+    if not path.is_file():
+        raise UserError(f"Checkpoint {ckpt} has no model.safetensors: it is incomplete.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"Checkpoint {ckpt} is damaged ({str(e).splitlines()[0][:120]}).") from None
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    vocab = shapes.get("word_embedding.weight")
+    if vocab is not None and vocab[0] != cfg.data.vocab_size:
+        raise UserError(f"Checkpoint {ckpt} has a vocabulary of {vocab[0]:,} ids but its run's config says data.vocab_size "
+                        f"{cfg.data.vocab_size:,}: the checkpoint belongs to another tokenizer.")
+    for name, shape in expected.items():
+        if name in shapes and shapes[name] != shape:
+            raise UserError(f"Checkpoint {ckpt} does not fit the model of its run's config.yaml: {name} is "
+                            f"{list(shapes[name])} in the checkpoint but {list(shape)} in the config.")
+
+
+def load_for_eval(target: str, weights: str = "ema", device="cpu", warn: Callable[[str], None] = print):
+    """(model in eval mode on device, tokenizer, config, checkpoint folder)."""
+    if weights not in ("ema", "raw"):
+        raise UserError(f"weights must be 'ema' or 'raw', got '{weights}'.")
+    from core.trainer import resolve_device  # the same device rules and messages as training
+
+    device = resolve_device(str(device))
+    run, ckpt = find_run_and_checkpoint(target)
+    cfg = load_saved_config(run / "config.yaml")
+    tokenizer = load_tokenizer(run / "tokenizer.json")
+    model = MDLM(cfg.model, cfg.data.vocab_size)
+    if tokenizer.get_vocab_size() > cfg.data.vocab_size:
+        raise UserError(f"{run / 'tokenizer.json'} has {tokenizer.get_vocab_size():,} ids but the model has only "
+                        f"{cfg.data.vocab_size:,}: the tokenizer belongs to another run.")
+    check_weights_fit(ckpt, model, cfg)
+    try:
+        _, ema = load_checkpoint(ckpt, model, None, torch.device("cpu"))
+    except (ValueError, OSError, RuntimeError) as e:
+        raise UserError(f"Checkpoint {ckpt} cannot be loaded ({str(e).splitlines()[0][:160]}).") from None
+    if weights == "ema":
+        if ema is None:
+            warn(f"warning: checkpoint {ckpt.name} has no EMA weights (train.ema was 0); using the raw weights")
+        else:
+            with torch.no_grad():
+                for name, parameter in model.named_parameters():
+                    if name in ema["shadow"]:
+                        parameter.copy_(ema["shadow"][name])
+    model.to(device).eval()
+    return model, tokenizer, cfg, ckpt
+
+
+# ---------------------------------------------------------------- dev NELBO
+
+
+@torch.no_grad()
+def dev_nelbo(model, data, cfg: Config, device, batches: int = 10, seed: int = 0, schedule: Schedule | None = None) -> dict:
+    """NELBO per token on the first batches x batch_size dev chunks, and the perplexity bound
+    exp(NELBO / token). Exact weights (power 1) and uniform masks, whatever the run trained with,
+    so that runs compare; the continuous-time NELBO is the same for every schedule whose rate spans
+    (0, 1), only its variance differs, hence log-linear by default. Fixed seed: same t and masks
+    every call."""
+    device = torch.device(device)
+    batch_size = cfg.train.batch_size
+    n = min(len(data.dev), batches * batch_size)
+    if n == 0:
+        raise UserError("The dev split is empty, so there is no dev NELBO to compute.")
+    schedule = schedule or LogLinear(cfg.schedule.eps)
+    masker = Masker("uniform")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    chunks = torch.from_numpy(np.asarray(data.dev[:n], dtype=np.int64))
+    weighted_ce = masked_ce = 0.0
+    tokens = masked = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for first in range(0, n, batch_size):
+            ids = chunks[first:first + batch_size].to(device)
+            out = diffusion_loss(model, ids, schedule=schedule, masker=masker, power=1.0, progress=1.0, epoch=0,
+                                 total_epochs=1, generator=generator, subs=cfg.objective.subs)
+            weighted_ce += out.loss.item() * out.n_tokens  # undo the per-batch normaliser
+            masked_ce += out.masked_ce.item() * out.n_masked
+            masked += out.n_masked
+            tokens += int(maskable(ids).sum())  # <s> and pads are not text: they are not predicted
+    finally:
+        model.train(was_training)
+    per_token = weighted_ce / max(tokens, 1)
+    return {
+        "dev_nelbo_per_token": per_token,
+        "dev_ppl_bound": math.exp(min(per_token, 700.0)),  # exp overflows past ~709
+        "dev_masked_ce": masked_ce / max(masked, 1),
+        "dev_tokens": tokens,
+        "dev_sequences": n,
+        "dev_seed": seed,
+        "dev_schedule": type(schedule).__name__,
+    }
