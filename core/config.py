@@ -104,6 +104,29 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    every: int = 0  # steps between zero-shot evaluations while training; 0 disables
+    suites: str = "builtin"  # comma-separated: builtin, blimp, supplement, ewok, all, a .jsonl path, hf:<id>
+    data_dir: str | None = None  # BabyLM evaluation_data folder for blimp / supplement / ewok
+    limit: int = 100  # items per UID while training (0 = all); `mdlm-tui eval --limit` overrides
+    backend: str = "pll"  # pll | nelbo
+    rate_value: str = "0"  # time-conditioning input while scoring: a rate in [0, 1] or "realised" (1/L)
+    draws: int = 16  # Monte-Carlo draws of the nelbo backend
+    weights: str = "ema"  # ema | raw
+
+
+@dataclass
+class SamplesConfig:
+    every: int = 0  # steps between unmasking traces written to samples.jsonl; 0 disables
+    length: int = 64
+    steps: int = 32
+    sampler: str = "ancestral"  # ancestral | confidence
+    temperature: float = 1.0
+    top_p: float = 1.0
+    prompt: str | None = None  # a prefix or an infill template with <mask>*N
+
+
+@dataclass
 class Config:
     name: str = "custom"
     description: str = ""
@@ -114,6 +137,8 @@ class Config:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
 
 
 CHOICES = {
@@ -123,6 +148,9 @@ CHOICES = {
     "objective.on_nonfinite": ("fail", "skip"),
     "train.optimizer": ("lamb", "adamw"),
     "train.precision": ("auto", "fp32", "bf16"),
+    "eval.backend": ("pll", "nelbo"),
+    "eval.weights": ("ema", "raw"),
+    "samples.sampler": ("ancestral", "confidence"),
 }
 
 
@@ -345,6 +373,16 @@ def validate(cfg: Config) -> None:
         raise UserError(f"train.ema must be in [0, 1), got {cfg.train.ema}.")
     if cfg.train.warmup + cfg.train.cooldown > 1 or cfg.train.warmup < 0 or cfg.train.cooldown < 0:
         raise UserError("train.warmup and train.cooldown are fractions of the run and must add up to at most 1.")
+    if cfg.eval.rate_value != "realised":
+        try:
+            rate = float(cfg.eval.rate_value)
+        except ValueError:
+            rate = -1.0
+        if not 0 <= rate <= 1:
+            raise UserError(f"eval.rate_value must be a rate in [0, 1] or 'realised', got '{cfg.eval.rate_value}'.")
+    for key, value in {"eval.every": cfg.eval.every, "eval.limit": cfg.eval.limit, "samples.every": cfg.samples.every}.items():
+        if value < 0:
+            raise UserError(f"{key} must be 0 or more, got {value}.")
     if cfg.masking.p_freq < 0:
         raise UserError(f"masking.p_freq must be non-negative, got {cfg.masking.p_freq}.")
     if cfg.schedule.power < 0:

@@ -212,3 +212,38 @@ def dev_nelbo(model, data, cfg: Config, device, batches: int = 10, seed: int = 0
         "dev_seed": seed,
         "dev_schedule": type(schedule).__name__,
     }
+
+
+# ---------------------------------------------------------------- scorers and reports from a config
+
+
+def make_scorer(model, tokenizer, cfg: Config, device, backend: str | None = None,
+                rate_value: str | None = None, draws: int | None = None):
+    """The scorer a run's `eval` section asks for; arguments override the section."""
+    from core.scoring import NELBOScorer, PLLScorer
+
+    backend = backend or cfg.eval.backend
+    if backend == "pll":
+        value = cfg.eval.rate_value if rate_value is None else rate_value
+        return PLLScorer(model, tokenizer, device, rate_value=value if value == "realised" else float(value),
+                         subs=cfg.objective.subs)
+    if backend == "nelbo":
+        # log-linear: the same bound as any schedule spanning (0, 1), with the lowest variance (see dev_nelbo)
+        return NELBOScorer(model, tokenizer, device, LogLinear(cfg.schedule.eps), draws=draws or cfg.eval.draws,
+                           subs=cfg.objective.subs)
+    raise UserError(f"Unknown scoring backend '{backend}'; use pll or nelbo.")
+
+
+def save_report(report: EvalReport, eval_dir: Path, step: int | None) -> Path:
+    """eval/<suite>-step-<N>-<backend>.json, written atomically."""
+    from core.runs import atomic_write_json
+
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    name = report.suite.replace("/", "_").replace(":", "_")
+    path = eval_dir / f"{name}-step-{step if step is not None else 'x'}-{report.backend}.json"
+    atomic_write_json(path, report.to_dict())
+    return path
+
+
+def checkpoint_step(ckpt: Path) -> int | None:
+    return int(ckpt.name[5:]) if ckpt.name.startswith("step-") and ckpt.name[5:].isdigit() else None

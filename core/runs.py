@@ -115,13 +115,19 @@ class RunDir:
     def read_metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_path)
 
-    def truncate_metrics(self, last_step: int) -> int:
-        """Drop records past `last_step` (written after the checkpoint we resume from); returns how many."""
-        records = self.read_metrics()
-        kept = [r for r in records if r.get("step", 0) <= last_step]
-        if self.metrics_path.exists():  # rewrite also drops a torn last line
-            atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
-        return len(records) - len(kept)
+    def truncate_after(self, last_step: int) -> int:
+        """Drop metric and sample records past `last_step` (written after the checkpoint a run resumes
+        from), so no step is missing or repeated; returns how many metric records went."""
+        dropped = 0
+        for path in (self.metrics_path, self.samples_path):
+            if not path.exists():
+                continue
+            records = read_jsonl(path)
+            kept = [r for r in records if r.get("step", 0) <= last_step]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))  # also drops a torn last line
+            if path == self.metrics_path:
+                dropped = len(records) - len(kept)
+        return dropped
 
     def close(self) -> None:
         if self._metrics_file is not None:

@@ -29,6 +29,7 @@ from core.allocator import tune_allocator
 from core.model import build_model
 from core.objective import diffusion_loss
 from core.optim import EMA, build_optimizer, lr_multiplier
+from core.probes import Probes
 from core.runs import RunDir
 from core.schedules import build_schedule
 from core.telemetry import SystemMonitor
@@ -133,6 +134,7 @@ class Trainer:
         self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.monitor = SystemMonitor(use_gpu=device.type == "cuda")
         self.autocast = self._autocast_context()
+        self.probes = Probes(cfg, self.run, self.data.tokenizer, device, self.log)
         if self.resume:
             self._restore()
 
@@ -163,7 +165,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.noise.set_state(state["rng_noise"])
         self.last_saved = self.step
-        dropped = self.run.truncate_metrics(self.step)
+        dropped = self.run.truncate_after(self.step)
         extra = f"; dropped {dropped} metric lines written after it" if dropped else ""
         self.log(f"resumed from step {self.step} ({where.name}){extra}")
 
@@ -240,7 +242,17 @@ class Trainer:
 
     # ------------------------------------------------------------ dev loss
 
-    @torch.no_grad()
+    @contextlib.contextmanager
+    def inference(self, weights: str = "ema"):
+        """EMA (or raw) weights, eval mode, no grad, the run's precision; training state restored after."""
+        swap = self.ema.swapped(self.model) if weights == "ema" and self.ema is not None else contextlib.nullcontext()
+        self.model.eval()
+        try:
+            with swap, torch.no_grad(), self.autocast():
+                yield
+        finally:
+            self.model.train()
+
     def dev_loss(self) -> dict | None:
         cfg = self.cfg
         n = min(len(self.data.dev), cfg.train.dev_batches * cfg.train.batch_size)
@@ -248,17 +260,14 @@ class Trainer:
             return None
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919)  # same masks every time
         chunks = torch.from_numpy(self.data.dev[:n].astype(np.int64))
-        weights = self.ema.swapped(self.model) if self.ema is not None else contextlib.nullcontext()
         loss = ce = tokens = masked = 0.0
-        self.model.eval()
-        with weights:
+        with self.inference("ema"):
             for start in range(0, n, cfg.train.batch_size):
                 ids = chunks[start:start + cfg.train.batch_size].to(self.device)
-                with self.autocast():
-                    out = diffusion_loss(self.model, ids, schedule=self.schedule, masker=self.masker,
-                                         power=cfg.schedule.power, progress=self.step / self.plan.total_steps,
-                                         epoch=self.stream.epoch, total_epochs=self.plan.total_epochs,
-                                         generator=generator, subs=cfg.objective.subs)
+                out = diffusion_loss(self.model, ids, schedule=self.schedule, masker=self.masker,
+                                     power=cfg.schedule.power, progress=self.step / self.plan.total_steps,
+                                     epoch=self.stream.epoch, total_epochs=self.plan.total_epochs,
+                                     generator=generator, subs=cfg.objective.subs)
                 loss += out.loss.item() * out.n_tokens
                 ce += out.masked_ce.item() * out.n_masked
                 tokens += out.n_tokens
@@ -333,6 +342,12 @@ class Trainer:
                 iv = _Interval()
             if cfg.train.dev_every and self.step % cfg.train.dev_every == 0:
                 self._log_dev()
+            if cfg.eval.every and self.step % cfg.eval.every == 0:
+                with self.inference(cfg.eval.weights):
+                    self.probes.evaluate(self.model, self.step)
+            if cfg.samples.every and self.step % cfg.samples.every == 0:
+                with self.inference("ema"):
+                    self.probes.sample(self.model, self.step)
             if self.step % cfg.train.checkpoint_every == 0:
                 self.save()
         if self.stop_signal is not None:

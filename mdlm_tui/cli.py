@@ -158,6 +158,105 @@ def schedule(
     Console().print(table)
 
 
+@app.command("eval")
+def eval_command(
+    target: str = typer.Argument(..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="blimp, supplement, ewok, all, builtin, dev (dev-set NELBO), a .jsonl file or folder, hf:<id>; comma-separated for several (default: the run's eval.suites)."),
+    data: Optional[str] = typer.Option(None, "--data", help="The BabyLM evaluation_data folder holding blimp_filtered, supplement_filtered, ewok_filtered (under full_eval/ or fast_eval/)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most N items per UID (default: all)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="pll | nelbo (default: the run's eval.backend)."),
+    rate_value: Optional[str] = typer.Option(None, "--rate-value", help="Time-conditioning input while scoring: a rate or 'realised'."),
+    draws: Optional[int] = typer.Option(None, "--draws", help="Monte-Carlo draws of the nelbo backend."),
+    weights: str = typer.Option("ema", "--weights", help="ema | raw"),
+    on_bad_line: str = typer.Option("refuse", "--on-bad-line", help="refuse | skip a malformed JSONL line."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the reports to this JSON file."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+):
+    """Score a checkpoint on minimal-pair suites: a table per UID, per field and the macro average."""
+    from core.config import apply_overrides
+    from core.evaluate import checkpoint_step, evaluate, load_for_eval, make_scorer, save_report
+
+    warn = lambda m: print(m if m.startswith("warning") else f"warning: {m}", file=sys.stderr)
+    model, tokenizer, cfg, ckpt = load_for_eval(target, weights=weights, device=device, warn=warn)
+    keys = [f"eval.{k}={v}" for k, v in (("backend", backend), ("rate_value", rate_value), ("draws", draws)) if v is not None]
+    cfg = apply_overrides(cfg, keys)  # the same validation and messages as --set
+    specs = [part.strip() for part in (suite or cfg.eval.suites).split(",") if part.strip()]
+    run_dir, step = ckpt.parent.parent, checkpoint_step(ckpt)
+    reports = []
+    if "dev" in specs:
+        specs.remove("dev")
+        reports.append(_dev_report(model, cfg, ckpt, run_dir, step))
+    if specs:
+        from core.suites import load_suite
+
+        suites = load_suite(",".join(specs), data or cfg.eval.data_dir, limit=limit, on_bad_line=on_bad_line, warn=warn)
+        device_name = str(next(model.parameters()).device)
+        scorer = make_scorer(model, tokenizer, cfg, device_name)
+        for one in suites:
+            with _progress_bar(f"{one.name}", len(one.items)) as progress:
+                report = evaluate(scorer, one, progress=progress, checkpoint=str(ckpt))
+            path = save_report(report, run_dir / "eval", step)
+            _print_report(report)
+            print(f"report: {path}", file=sys.stderr)
+            reports.append(report.to_dict())
+    if json_out is not None:
+        json_out.write_text(json.dumps(reports if len(reports) > 1 else reports[0], indent=2) + "\n")
+
+
+def _dev_report(model, cfg, ckpt, run_dir: Path, step) -> dict:
+    from core.dataset import prepare_data
+    from core.evaluate import dev_nelbo
+    from core.runs import atomic_write_json
+
+    data = prepare_data(cfg.data, log=lambda m: print(m, file=sys.stderr))
+    result = {"suite": "dev", "checkpoint": str(ckpt), **dev_nelbo(model, data, cfg, next(model.parameters()).device)}
+    atomic_write_json(run_dir / "eval" / f"dev-step-{step}-nelbo.json", result)
+    print(f"dev NELBO {result['dev_nelbo_per_token']:.4f} nats/token, perplexity bound {result['dev_ppl_bound']:.2f} "
+          f"({result['dev_tokens']:,} tokens, {result['dev_sequences']} sequences, seed {result['dev_seed']})")
+    return result
+
+
+class _progress_bar:
+    """A rich progress bar on a terminal, nothing otherwise; usable as evaluate's progress callback."""
+
+    def __init__(self, label: str, total: int):
+        self.bar = None
+        if _stdout_is_terminal():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+            self.task = self.bar.add_task(label, total=total)
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _print_report(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report.suite} ({report.backend}, {report.n:,} items, {report.seconds:.0f} s)")
+    for name, justify in (("UID", "left"), ("field", "left"), ("n", "right"), ("accuracy", "right")):
+        table.add_column(name, justify=justify)
+    for uid, row in sorted(report.per_uid.items()):
+        table.add_row(uid, row.get("field") or "", str(row["n"]), f"{100 * row['accuracy']:.1f}")
+    table.add_section()
+    for field, accuracy in sorted(report.per_field.items()):
+        table.add_row(f"field: {field}", "", "", f"{100 * accuracy:.1f}")
+    table.add_row("macro average", "", str(report.n), f"{100 * report.macro:.1f}", style="bold")
+    Console(width=None if _stdout_is_terminal() else 120).print(table)
+
+
 @app.command()
 def sample(
     target: str = typer.Argument(..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."),

@@ -73,13 +73,15 @@ def test_status_is_replaced_atomically_and_merged(tmp_path):
     assert status["state"] == "running" and status["step"] == 4 and status["heartbeat"] > 0 and status["pid"] > 0
 
 
-def test_metrics_truncation_drops_later_steps_and_torn_lines(tmp_path):
+def test_truncation_drops_later_steps_and_torn_lines(tmp_path):
     run = RunDir(tmp_path)
     run.create("name: x\n")
     for step in range(1, 6):
         run.append_metrics({"event": "train", "step": step})
     run.close()
+    run.samples_path.write_text('{"step": 2, "text": "a"}\n{"step": 4, "text": "b"}\n')
     with open(run.metrics_path, "a") as f:
         f.write('{"event": "train", "st')  # a crash mid-line
-    assert run.truncate_metrics(3) == 2
+    assert run.truncate_after(3) == 2
     assert [r["step"] for r in read_jsonl(run.metrics_path)] == [1, 2, 3]
+    assert [r["step"] for r in read_jsonl(run.samples_path)] == [2]
