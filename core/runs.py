@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 STATES = ("starting", "running", "paused", "stopping", "stopped", "finished", "failed")
+ACTIVE_STATES = ("starting", "running", "paused", "stopping")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -92,6 +93,23 @@ class RunDir:
             self._status["heartbeat"] = time.time()
             atomic_write_json(self.status_path, self._status)
             return dict(self._status)
+
+    def live_pid(self, stale_after_s: float = 30.0) -> int | None:
+        """The pid of a trainer still working on this run: its status says so, the process exists
+        and its heartbeat is fresh; None for a finished, failed or crashed run."""
+        status = self.read_status()
+        pid = status.get("pid")
+        if status.get("state") not in ACTIVE_STATES or not pid or status.get("host") != socket.gethostname():
+            return None
+        if time.time() - status.get("heartbeat", 0) > stale_after_s:
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # alive, owned by someone else
+            pass
+        return pid
 
     def start_heartbeat(self, every_s: float = 5.0) -> threading.Event:
         """Refresh the heartbeat from a daemon thread, so a long step or eval never looks stale."""

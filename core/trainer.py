@@ -22,6 +22,7 @@ import torch
 
 from core import checkpoint as ckpt
 from core.config import Config, parse_budget, to_yaml
+from core.control import ControlReader
 from core.dataset import BatchStream, PreparedData, prepare_data
 from core.errors import TrainingFailed, UserError
 from core.masking import Masker, curriculum_power, frequency_scores
@@ -102,7 +103,8 @@ class Trainer:
         self.cfg, self.run, self.device, self.resume = cfg, run, device, resume
         self.log = log
         self.progress = progress or (lambda step, total: None)
-        self.stop_signal: str | None = None
+        self.stop_reason: str | None = None  # why the run ends early: a signal's name or "stop request"
+        self.stop_signum: int | None = None
         self.step = 0
         self.tokens = 0
         self.skipped = 0
@@ -135,6 +137,7 @@ class Trainer:
         self.monitor = SystemMonitor(use_gpu=device.type == "cuda")
         self.autocast = self._autocast_context()
         self.probes = Probes(cfg, self.run, self.data.tokenizer, device, self.log)
+        self.control = ControlReader(self.run.path)
         if self.resume:
             self._restore()
 
@@ -281,10 +284,11 @@ class Trainer:
         return self.elapsed_before + (time.perf_counter() - self._t0)
 
     def _handle_signal(self, signum, frame) -> None:
-        if self.stop_signal is not None:
+        if self.stop_signum is not None:
             raise KeyboardInterrupt  # a second signal: stop at once; `latest` still names a whole checkpoint
-        self.stop_signal = signal.Signals(signum).name
-        self.log(f"{self.stop_signal} received: saving a checkpoint and stopping after this step (send it again to stop at once)")
+        self.stop_signum = signum
+        self.stop_reason = signal.Signals(signum).name
+        self.log(f"{self.stop_reason} received: saving a checkpoint and stopping after this step (send it again to stop at once)")
 
     def _log_interval(self, iv: _Interval) -> None:
         cfg, plan = self.cfg, self.plan
@@ -324,6 +328,27 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def _obey(self, command: str | None) -> None:
+        """Act on a command from control.json; a pause waits here, heartbeat still beating."""
+        if command == "checkpoint" and self.last_saved != self.step:
+            self.save()
+            self.log(f"step {self.step} | checkpoint saved on request")
+        elif command == "stop":
+            self.stop_reason = "stop request"
+        elif command == "pause":
+            self.run.update_status(state="paused", step=self.step)
+            self.log(f"step {self.step} | paused; resume from the TUI or with the control file")
+            paused_at = time.perf_counter()
+            while (command := self.control.poll()) not in ("resume", "stop") and self.stop_reason is None:
+                if command == "checkpoint":
+                    self._obey(command)
+                time.sleep(0.2)
+            self._t0 += time.perf_counter() - paused_at  # paused time is not training time
+            self.run.update_status(state="running")
+            self.log(f"step {self.step} | {'resumed' if command == 'resume' else 'stopping'}")
+            if command == "stop":
+                self.stop_reason = "stop request"
+
     def _train(self) -> str:
         cfg = self.cfg
         self.run.update_status(state="starting", step=self.step, message="preparing data", error=None)
@@ -334,7 +359,7 @@ class Trainer:
         self.run.update_status(state="running", total_steps=plan.total_steps, step=self.step, message="")
         self._t0 = time.perf_counter()
         iv = _Interval()
-        while self.step < plan.total_steps and self.stop_signal is None:
+        while self.step < plan.total_steps and self.stop_reason is None:
             iv.add(*self._train_step())
             self.progress(self.step, plan.total_steps)
             if self.step % cfg.train.log_every == 0 or self.step == plan.total_steps:
@@ -350,13 +375,14 @@ class Trainer:
                     self.probes.sample(self.model, self.step)
             if self.step % cfg.train.checkpoint_every == 0:
                 self.save()
-        if self.stop_signal is not None:
+            self._obey(self.control.poll())
+        if self.stop_reason is not None:
             self.run.update_status(state="stopping", step=self.step)
         if self.last_saved != self.step:
             self.save()
-        state = "stopped" if self.stop_signal else "finished"
+        state = "stopped" if self.stop_reason else "finished"
         self.run.update_status(state=state, step=self.step, tokens=self.tokens, elapsed_s=self._elapsed(),
-                               message=f"stopped by {self.stop_signal}" if self.stop_signal else "")
+                               message=f"stopped by {self.stop_reason}" if self.stop_reason else "")
         self.log(f"{state} at step {self.step} after {_fmt_duration(self._elapsed())}; checkpoint {self.run.checkpoints_dir / ('step-%d' % self.step)}")
         return state
 
@@ -364,8 +390,10 @@ class Trainer:
 def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callable[[str], None] = print,
           progress: Callable[[int, int], None] | None = None) -> Trainer:
     """Create or reopen the run directory, train, and keep status.json true whatever happens.
-    Returns the trainer: its `stop_signal` says whether a signal ended the run early."""
+    Returns the trainer: its `stop_reason` says whether a signal or a stop request ended it early."""
     device = resolve_device(device_name)
+    if resume and (pid := run.live_pid()) is not None:
+        raise UserError(f"{run.path} is still being trained by process {pid}; stop it (kill {pid}) before resuming.")
     if not resume:
         if run.is_run():
             raise UserError(f"{run.path} already holds a run; continue it with --resume or choose another --run-dir.")

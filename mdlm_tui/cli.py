@@ -41,7 +41,7 @@ def run(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: the config's train.device)."),
 ):
     """Train headless, writing a run folder that `mdlm-tui watch` and the TUI can follow."""
-    from core.config import apply_overrides, load_config, load_saved_config, to_yaml
+    from core.config import load_config, load_saved_config, to_yaml
     from core.runs import RunDir, atomic_write_text
 
     if resume:
@@ -56,22 +56,39 @@ def run(
     else:
         if preset is None:
             raise UserError("Choose a preset with --preset NAME (see `mdlm-tui presets`), or continue a run with --resume.")
-        cfg = apply_overrides(load_config(preset), overrides)
+        cfg = load_config(preset, overrides)
         run = RunDir(run_dir or _default_run_dir(cfg.name, Path("runs")))
 
     log, progress, done = _reporter()
     log(f"run folder: {run.path}")
     log("config:\n" + to_yaml(cfg).rstrip())
-    import signal
-
     from core.trainer import start
 
     try:
         trainer = start(cfg, run, device or cfg.train.device, resume, log=log, progress=progress)
     finally:
         done()
-    if trainer.stop_signal:  # the shell convention for "ended by a signal": 128 + its number
-        raise typer.Exit(128 + signal.Signals[trainer.stop_signal].value)
+    if trainer.stop_signum:  # the shell convention for "ended by a signal": 128 + its number
+        raise typer.Exit(128 + trainer.stop_signum)
+
+
+@app.command()
+def control(
+    run_dir: Path = typer.Argument(..., help="The run folder of a running trainer."),
+    command: str = typer.Argument(..., help="stop | pause | resume | checkpoint"),
+):
+    """Tell a running trainer to stop (after a checkpoint), pause, resume or checkpoint now."""
+    from core.control import send
+    from core.runs import RunDir
+
+    run = RunDir(run_dir)
+    if not run.is_run():
+        raise UserError(f"{run_dir} holds no run (no config.yaml).")
+    pid = run.live_pid()
+    if pid is None:
+        raise UserError(f"No trainer is working on {run_dir} now (state: {run.read_status().get('state', 'unknown')}).")
+    send(run.path, command)
+    print(f"sent '{command}' to the trainer of {run_dir} (process {pid}); it acts after the current step")
 
 
 def _reporter():

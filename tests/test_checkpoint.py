@@ -85,3 +85,22 @@ def test_truncation_drops_later_steps_and_torn_lines(tmp_path):
     assert run.truncate_after(3) == 2
     assert [r["step"] for r in read_jsonl(run.metrics_path)] == [1, 2, 3]
     assert [r["step"] for r in read_jsonl(run.samples_path)] == [2]
+
+
+def test_live_pid_tells_a_working_trainer_from_a_dead_one(tmp_path):
+    import os
+    import time
+
+    run = RunDir(tmp_path)
+    run.create("name: x\n")
+    run.update_status(state="running")
+    assert run.live_pid() == os.getpid()
+    run.update_status(state="finished")
+    assert run.live_pid() is None
+    run.update_status(state="running", pid=2**22 + 12345)  # no such process
+    assert run.live_pid() is None
+    run.update_status(pid=os.getpid())
+    status = json.loads(run.status_path.read_text())
+    status["heartbeat"] = time.time() - 3600
+    run.status_path.write_text(json.dumps(status))
+    assert run.live_pid() is None  # a stale heartbeat: the trainer is gone or hung

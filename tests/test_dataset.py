@@ -114,7 +114,7 @@ def test_chunks_start_with_bos_are_right_padded_and_rebuild_each_document():
         assert np.array_equal(chunk_documents(ids, lengths, 16, block_tokens=block), chunks)
     assert chunks.shape == (0 + 1 + 1 + 2 + 3, 16) and chunks.dtype == np.int32
     assert (chunks[:, 0] == BOS_ID).all()
-    rebuilt, row, start = [], 0, 0
+    row, start = 0, 0
     for n in lengths:
         pieces = -(-n // 15)
         body = chunks[row : row + pieces, 1:]

@@ -91,7 +91,8 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():
         time.sleep(0.05)
-    time.sleep(0.5)
+    clash = mdlm("run", "--resume", "--run-dir", run_dir)
+    assert clash.returncode == 2 and "still being trained by process" in clash.stderr
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -135,3 +136,38 @@ def test_nonfinite_steps_can_be_skipped_and_counted(tmp_path):
     assert result.returncode == 3
     assert "more than objective.max_skipped = 3" in result.stderr
     assert "update skipped (3 so far)" in result.stdout
+
+
+def _wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_control_pause_checkpoint_resume_and_stop(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *TINY, "--set", "train.checkpoint_every=1000",
+                 "--set", "train.budget=100000 steps")
+    assert _wait_for(lambda: status(run_dir).get("state") == "running" if (run_dir / "status.json").exists() else False)
+
+    assert mdlm("control", run_dir, "pause").returncode == 0
+    assert _wait_for(lambda: status(run_dir)["state"] == "paused")
+    paused_at = status(run_dir)["step"]
+    assert mdlm("control", run_dir, "checkpoint").returncode == 0
+    assert _wait_for(lambda: (run_dir / "checkpoints" / "latest").exists())
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step-{paused_at}"
+    time.sleep(0.5)
+    assert status(run_dir)["step"] == paused_at, "a paused run does not train"
+
+    assert mdlm("control", run_dir, "resume").returncode == 0
+    assert _wait_for(lambda: status(run_dir)["step"] > paused_at and status(run_dir)["state"] == "running")
+    assert mdlm("control", run_dir, "stop").returncode == 0
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    st = status(run_dir)
+    assert st["state"] == "stopped" and (run_dir / "checkpoints" / "latest").read_text().strip() == f"step-{st['step']}"
+    gone = mdlm("control", run_dir, "stop")
+    assert gone.returncode == 2 and "No trainer is working" in gone.stderr
