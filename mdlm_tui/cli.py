@@ -15,7 +15,7 @@ from core.errors import TrainingFailed, UserError
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
     help="A terminal workbench for masked diffusion language models with frequency-informed masking.",
 )
@@ -30,6 +30,18 @@ def _stdout_is_terminal() -> bool:
 
 def _default_run_dir(name: str, root: Path) -> Path:
     return root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@app.callback()
+def open_workbench(
+    ctx: typer.Context,
+    runs: Path = typer.Option(Path("runs"), "--runs", help="The folder holding your runs (for the TUI)."),
+):
+    """Without a command, open the workbench (TUI) on the runs folder."""
+    if ctx.invoked_subcommand is None:
+        from mdlm_tui.app import run_app
+
+        run_app(runs_root=runs)
 
 
 @app.command()
@@ -70,6 +82,18 @@ def run(
         done()
     if trainer.stop_signum:  # the shell convention for "ended by a signal": 128 + its number
         raise typer.Exit(128 + trainer.stop_signum)
+
+
+@app.command()
+def watch(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/bimodal-p0; also one trained headless on this server.")):
+    """Attach the workbench to a run: live curves, system stats, log; stop, pause and checkpoint keys."""
+    from core.runs import RunDir
+
+    if not RunDir(run_dir).is_run():
+        raise UserError(f"{run_dir} holds no run (no config.yaml); give a folder that `mdlm-tui run` wrote.")
+    from mdlm_tui.app import run_app
+
+    run_app(runs_root=run_dir.resolve().parent, watch=run_dir.resolve())
 
 
 @app.command()

@@ -1,0 +1,192 @@
+"""The Textual app: a shell of screens over run folders.
+
+Training is always its own process writing a run folder (see DESIGN.md); the app reads folders
+and sends control requests, so quitting it never stops a run. Screens are made on first use and
+kept installed, the run-bound ones (train, eval, samples) per open run. torch is never imported
+here: the app starts at once even on a machine where importing torch takes seconds.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import partial
+from pathlib import Path
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from mdlm_tui.screens.help import HelpScreen
+from mdlm_tui.screens.runs import RunsScreen, find_runs
+from mdlm_tui.screens.train import TrainScreen
+
+SCREEN_TITLES = {
+    "runs": "Runs: every run, its state, open or delete",
+    "configure": "Configure: choose a preset and start training",
+    "train": "Train: the open run, live",
+    "eval": "Eval: evaluation reports of the open run",
+    "samples": "Samples: unmasking traces of the open run",
+    "help": "Help: keys and watching remote runs",
+}
+RUN_BOUND = ("train", "eval", "samples")
+CONTROL_COMMANDS = ("stop", "pause", "resume", "checkpoint")
+
+
+class UnavailableScreen(Screen):
+    """Stands in for a screen whose module is not part of this installation."""
+
+    def __init__(self, title: str):
+        super().__init__()
+        self.title_text = title
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"{self.title_text}: not available in this installation.", id="unavailable")
+        yield Footer()
+
+
+def _optional_screen(module: str, class_name: str):
+    """The class, or None only when its module does not exist; a broken module still raises."""
+    try:
+        return getattr(importlib.import_module(f"mdlm_tui.screens.{module}"), class_name)
+    except ModuleNotFoundError as e:
+        if e.name == f"mdlm_tui.screens.{module}":
+            return None
+        raise
+
+
+class MdlmCommands(Provider):
+    """Command palette entries: the screens, the runs to open, and requests to the open run's trainer."""
+
+    def _commands(self) -> list[tuple[str, object, str]]:
+        app: MdlmApp = self.app  # type: ignore[assignment]
+        commands = [(f"Screen: {name}", partial(app.action_show, name), title) for name, title in SCREEN_TITLES.items()]
+        commands += [(f"Open run: {run.name}", partial(app.open_run, run), str(run)) for run in find_runs(app.runs_root)]
+        if app.current_run is not None:
+            commands += [(f"Train: {command}", partial(app.action_control, command), f"send '{command}' to {app.current_run.name}")
+                         for command in CONTROL_COMMANDS]
+        return commands
+
+    async def discover(self) -> Hits:
+        for text, callback, help_text in self._commands():
+            yield DiscoveryHit(text, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for text, callback, help_text in self._commands():
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text), callback, text=text, help=help_text)
+
+
+class MdlmApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "mdlm-tui"
+    COMMANDS = App.COMMANDS | {MdlmCommands}
+    BINDINGS = [
+        Binding("r", "show('runs')", "Runs"),
+        Binding("c", "show('configure')", "Configure"),
+        Binding("t", "show('train')", "Train"),
+        Binding("e", "show('eval')", "Eval"),
+        Binding("s", "show('samples')", "Samples"),
+        Binding("question_mark", "show('help')", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, runs_root: Path = Path("runs"), watch: Path | None = None):
+        super().__init__()
+        self.runs_root = Path(runs_root)
+        self.current_run: Path | None = Path(watch) if watch is not None else None
+        self._run_screens: dict[str, Screen] = {}  # name -> screen for current_run
+
+    def on_mount(self) -> None:
+        self.install_screen(RunsScreen(self.runs_root), "runs")
+        self.push_screen(self._screen("train") if self.current_run is not None else self._screen("runs"))
+
+    # ------------------------------------------------------------ screens
+
+    def _build(self, name: str) -> Screen:
+        if name == "train":
+            return TrainScreen(self.current_run)
+        if name == "help":
+            return HelpScreen()
+        specs = {"configure": ("configure", "ConfigureScreen", (self.runs_root,)),
+                 "eval": ("eval", "EvalScreen", (self.current_run,)),
+                 "samples": ("samples", "SamplesScreen", (self.current_run,))}
+        module, class_name, args = specs[name]
+        screen_class = _optional_screen(module, class_name)
+        return screen_class(*args) if screen_class is not None else UnavailableScreen(name.capitalize())
+
+    def _screen(self, name: str) -> Screen:
+        """The screen for `name`, made on first use and kept (run-bound ones for the current run)."""
+        if name in RUN_BOUND:
+            if name not in self._run_screens:
+                screen = self._build(name)
+                self.install_screen(screen, f"{name}:{self.current_run}")  # kept while the run stays open
+                self._run_screens[name] = screen
+            return self._run_screens[name]
+        if not self.is_screen_installed(name):
+            self.install_screen(self._build(name), name)
+        return self.get_screen(name)
+
+    def action_show(self, name: str) -> None:
+        if name == "help":
+            if not isinstance(self.screen, HelpScreen):
+                self.push_screen(self._screen("help"))
+            return
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+        target = self._screen(name)
+        if target is not self.screen:
+            self.switch_screen(target)
+
+    def open_run(self, path: Path) -> None:
+        """Make `path` the current run and show it on the Train screen."""
+        path = Path(path)
+        if path != self.current_run:
+            old = list(self._run_screens.values())
+            showing = [screen for screen in old if screen in self.screen_stack]
+            self._run_screens = {}
+            self.current_run = path
+            self.action_show("train")
+            for screen in old:
+                self._discard(screen, removed_by_switch=screen in showing)
+        else:
+            self.action_show("train")
+
+    def forget_run(self, path: Path) -> None:
+        """A run was deleted: drop its screens (unless one is showing) and stop following it."""
+        if Path(path) != self.current_run or any(s in self.screen_stack for s in self._run_screens.values()):
+            return
+        for screen in self._run_screens.values():
+            self._discard(screen, removed_by_switch=False)
+        self._run_screens = {}
+        self.current_run = None
+
+    def _discard(self, screen: Screen, removed_by_switch: bool) -> None:
+        """Stop a screen of a run no longer open; the switch that replaced it removes it, or we do."""
+        stop = getattr(screen, "stop_watching", None)
+        if stop is not None:
+            stop()
+        self.uninstall_screen(screen)
+        if not removed_by_switch and screen.is_mounted:
+            screen.remove()
+
+    # ------------------------------------------------------------ control
+
+    def action_control(self, command: str) -> None:
+        """A control request to the open run's trainer, from the command palette."""
+        if self.current_run is None:
+            self.notify("No run open.", severity="warning")
+            return
+        train = self._screen("train")
+        if train is not self.screen:
+            self.action_show("train")
+        actions = {"stop": train.action_stop_run, "checkpoint": train.action_checkpoint,
+                   "pause": train.action_pause, "resume": train.action_resume}
+        actions[command]()
+
+
+def run_app(runs_root: Path, watch: Path | None = None) -> None:
+    MdlmApp(runs_root=runs_root, watch=watch).run()

@@ -1,0 +1,84 @@
+"""Starting a training run from the TUI: the same `mdlm-tui run` a person would type, as its own process.
+
+Training never runs inside the TUI. The child gets its own session (so closing the terminal or
+pressing Ctrl+C in the TUI never reaches it) and writes its log to <run>/train.log; the TUI follows
+the run folder like any other watcher. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from core.errors import UserError
+
+# A new override starts where whitespace is followed by `key=` or `section.key=`, so a value with
+# spaces ("train.budget=20 steps") stays whole while "a.b=1 c.d=2" splits in two.
+_OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)?=)")
+# The CLI spelling is accepted too, so a line copied from a shell works: --set k=v -s k=v
+_SET_FLAG = re.compile(r"(?:^|\s)(?:--set|-s)(?:\s+|=)")
+
+
+def parse_extra_overrides(text: str) -> list[str]:
+    """'--set train.budget=20 steps; model.num_layers=3 train.lr=1e-3' -> three key=value overrides."""
+    pieces = []
+    for chunk in re.split(r";|\n", _SET_FLAG.sub(" ; ", f" {text}")):
+        pieces += [part.strip() for part in _OVERRIDE_START.split(chunk.strip())]
+    return [piece for piece in pieces if piece]
+
+
+def validate_overrides(preset: str, overrides: list[str]) -> str | None:
+    """The sentence `mdlm-tui run --preset PRESET --set ...` would fail with, or None when it would start.
+
+    Beyond the config itself this checks that data.path exists, because the CLI would otherwise
+    only say so after the run folder was created."""
+    from core.config import load_config
+
+    try:
+        cfg = load_config(preset, list(overrides))
+        if cfg.data.source == "auto" and cfg.data.path:
+            from core.corpus import detect_source
+
+            detect_source(cfg.data.path)
+    except UserError as e:
+        return str(e)
+    return None
+
+
+def new_run_dir(runs_root: Path, preset: str) -> Path:
+    """runs_root/<preset>-<YYYYmmdd-HHMMSS>, with -2, -3 ... when two runs start in the same second."""
+    stem = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+    base = Path(runs_root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = base, 2
+    while candidate.exists():
+        candidate, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return candidate
+
+
+def run_command(preset: str, overrides: list[str], run_dir: Path) -> list[str]:
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    return [sys.executable, "-m", "mdlm_tui", "run", "--preset", preset, *sets, "--run-dir", str(run_dir)]
+
+
+def spawn_run(preset: str, overrides: list[str], run_dir: Path) -> subprocess.Popen:
+    """Start `mdlm-tui run` detached from the TUI, logging to run_dir/train.log."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "train.log", "ab") as log:
+        # The child keeps its own copy of the log descriptor; ours closes when this block ends.
+        process = subprocess.Popen(
+            run_command(preset, overrides, run_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    # Reap the child when it ends, so a long TUI session leaves no zombie behind; the run's outcome
+    # is read from its status.json like any other run's.
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+    return process

@@ -1,0 +1,69 @@
+"""The Help screen: the keys, what each screen is for, and how to watch a run on a server."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+HELP_TEXT = """\
+mdlm-tui: train and study masked diffusion language models
+
+SCREENS (their keys work everywhere)
+  r  Runs       every run under the runs folder: state, step, loss,
+                eval, age. Enter/o opens (attaches to) a run; d deletes
+                one after asking, never a run that is training
+  c  Configure  pick a preset, change keys, start a training process
+  t  Train      the open run, live: loss, masked CE, dev loss and
+                learning-rate curves, progress, ETA, tokens/s, GPU,
+                CPU and RAM, the trainer's log.
+                x stop (the trainer saves a checkpoint first)
+                k checkpoint now   p pause / resume
+  e  Eval       evaluation reports of the open run
+  s  Samples    unmasking traces of the open run
+  ?  Help       this page (Escape goes back)
+  Ctrl+P        command palette: screens, runs to open, and stop,
+                pause, resume, checkpoint for the open run
+  q  Quit       closes the TUI only: a run keeps training
+
+STATES
+  starting, running, paused, stopping: a trainer works on the run
+  stopped: ended by a request or a signal, after a checkpoint
+  finished, failed (the Train screen shows the error)
+  stale: says active, but the heartbeat is over 30 s old or the
+         trainer's process is gone
+
+TRAINING IS ITS OWN PROCESS
+  A run is a folder (config.yaml, status.json, metrics.jsonl,
+  checkpoints/ ...) written by `mdlm-tui run`. The TUI reads it and
+  sends stop, pause and checkpoint requests; closing the TUI, losing
+  an SSH connection or watching from several TUIs never disturbs it.
+
+WATCHING A RUN ON A SERVER
+  start it headless (train.log feeds the Train screen's log pane):
+    mkdir -p runs/NAME
+    mdlm-tui run --preset cosine --run-dir runs/NAME \\
+        > runs/NAME/train.log 2>&1 &
+  watch it over SSH:
+    ssh server -t mdlm-tui watch runs/NAME
+  or keep the TUI in tmux and re-attach later:
+    tmux new -s watch 'mdlm-tui watch runs/NAME'
+    tmux attach -t watch
+  control it from a shell:
+    mdlm-tui control runs/NAME stop|pause|resume|checkpoint
+
+TERMINALS
+  Works at 80x24, inside tmux and over SSH; the mouse is optional.
+  With NO_COLOR set, states still read as words.
+"""
+
+
+class HelpScreen(Screen):
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-body"):
+            yield Static(HELP_TEXT, id="help-text", markup=False)
+        yield Footer()

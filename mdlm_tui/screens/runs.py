@@ -1,0 +1,193 @@
+"""The Runs screen: every run folder under the runs root, with its state (stale heartbeats
+included), step, latest loss and eval, refreshed every couple of seconds. Enter opens a run on
+the Train screen; d deletes one after a confirmation, never one a trainer is working on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from core.runs import RunDir
+from mdlm_tui.watcher import FileTail, is_live, run_health
+from mdlm_tui.widgets import formatting as fmt
+from mdlm_tui.widgets.confirm import ConfirmScreen
+from mdlm_tui.widgets.state_label import state_text
+
+REFRESH_EVERY_S = 2.0
+COLUMNS = ("run", "state", "step", "loss", "eval", "age")
+
+
+@dataclass
+class RunRow:
+    path: Path
+    status: dict
+    health: str
+    loss: float | None
+    eval_label: str
+    age_s: float | None
+
+
+class RunSummaries:
+    """The latest loss and eval of each run, read incrementally so a refresh costs only new lines."""
+
+    def __init__(self):
+        self._tails: dict[Path, FileTail] = {}
+        self._latest: dict[Path, dict] = {}
+        self._eval_reports: dict[Path, tuple[float, str]] = {}
+
+    def row(self, path: Path) -> RunRow:
+        run = RunDir(path)
+        status = run.read_status()
+        tail = self._tails.setdefault(path, FileTail(run.metrics_path))
+        lines = tail.read_lines()
+        latest = self._latest.setdefault(path, {})
+        if tail.reset:
+            latest.clear()
+        for event in ("train", "eval"):  # parse only the newest line of each kind: a refresh stays cheap
+            line = next((line for line in reversed(lines) if f'"event": "{event}"' in line), None)
+            if line is not None:
+                try:
+                    latest[event] = json.loads(line)
+                except json.JSONDecodeError:
+                    pass
+        loss = status.get("loss", latest.get("train", {}).get("loss"))
+        evaluation = latest.get("eval")
+        label = (f"{evaluation.get('suite')} {fmt.percent(evaluation.get('macro'))}" if evaluation
+                 else self._latest_report(run))
+        heartbeat = status.get("heartbeat")
+        return RunRow(path, status, run_health(status), loss, label, time.time() - heartbeat if heartbeat else None)
+
+    def _latest_report(self, run: RunDir) -> str:
+        """The newest eval/*.json report (from `mdlm-tui eval`), cached by its modification time."""
+        try:
+            reports = [p for p in run.eval_dir.glob("*.json")]
+            newest = max(reports, key=lambda p: p.stat().st_mtime) if reports else None
+        except OSError:
+            return "--"
+        if newest is None:
+            return "--"
+        mtime = newest.stat().st_mtime
+        cached = self._eval_reports.get(run.path)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        try:
+            report = json.loads(newest.read_text())
+            label = f"{report.get('suite', newest.stem)} {fmt.percent(report.get('macro'))}" if "macro" in report else "--"
+        except (OSError, json.JSONDecodeError):
+            label = "--"
+        self._eval_reports[run.path] = (mtime, label)
+        return label
+
+    def forget(self, path: Path) -> None:
+        self._tails.pop(path, None)
+        self._latest.pop(path, None)
+        self._eval_reports.pop(path, None)
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run folders directly under root (a config.yaml or status.json marks one), newest first."""
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and ((p / "config.yaml").is_file() or (p / "status.json").is_file())]
+    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+class RunsScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "open_run", "Open", show=False),
+        Binding("o", "open_run", "Open/attach"),
+        Binding("d", "delete_run", "Delete"),
+        Binding("f5", "refresh_runs", "Refresh", show=False),
+    ]
+
+    def __init__(self, runs_root: Path):
+        super().__init__()
+        self.runs_root = Path(runs_root)
+        self.summaries = RunSummaries()
+        self.rows: dict[str, RunRow] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"Runs in {self.runs_root}", id="runs-title")
+        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Static("", id="runs-empty")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for column in COLUMNS:
+            table.add_column(column, key=column)
+        self.action_refresh_runs()
+        self.set_interval(REFRESH_EVERY_S, self.action_refresh_runs)
+        table.focus()
+
+    def action_refresh_runs(self) -> None:
+        table = self.query_one(DataTable)
+        found = {str(p): self.summaries.row(p) for p in find_runs(self.runs_root)}
+        for key in list(self.rows):
+            if key not in found:
+                table.remove_row(key)
+                self.summaries.forget(Path(key))
+        for key, row in found.items():
+            cells = (row.path.name, state_text(row.health),
+                     f"{row.status.get('step', 0)}/{row.status.get('total_steps') or '?'}",
+                     fmt.number(row.loss), row.eval_label, fmt.age(row.age_s))
+            if key in self.rows:
+                for column, value in zip(COLUMNS, cells):
+                    table.update_cell(key, column, value)
+            else:
+                table.add_row(*cells, key=key)
+        self.rows = found
+        self.query_one("#runs-empty", Static).update(
+            "" if found else f"No runs yet under {self.runs_root}. Press c to configure and start one, or run "
+                             "`mdlm-tui run --preset smoke --run-dir runs/smoke` in a shell.")
+
+    def selected(self) -> RunRow | None:
+        table = self.query_one(DataTable)
+        if not self.rows or table.cursor_row < 0:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        return self.rows.get(key)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        row = self.rows.get(event.row_key.value)
+        if row is not None:
+            self.app.open_run(row.path)
+
+    def action_open_run(self) -> None:
+        row = self.selected()
+        if row is not None:
+            self.app.open_run(row.path)
+
+    def action_delete_run(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        status = RunDir(row.path).read_status()  # fresh, not the table's two-second-old copy
+        if RunDir(row.path).live_pid() is not None or is_live(status):
+            self.notify(f"{row.path.name} is being trained now; stop it first (t, then x).", severity="error")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.delete_run(row.path)
+
+        self.app.push_screen(ConfirmScreen(f"Delete {row.path}?\nIts checkpoints, metrics and reports go too."), answered)
+
+    def delete_run(self, path: Path) -> None:
+        if is_live(RunDir(path).read_status()):  # it may have been resumed while the dialog was open
+            self.notify(f"{path.name} is being trained now; not deleted.", severity="error")
+            return
+        shutil.rmtree(path, ignore_errors=True)
+        if hasattr(self.app, "forget_run"):
+            self.app.forget_run(path)
+        self.notify(f"Deleted {path.name}.")
+        self.action_refresh_runs()

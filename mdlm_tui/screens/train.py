@@ -1,0 +1,167 @@
+"""The Train screen: one run, live. Curves, progress and ETA, the machine, the log tail, and the
+three things a watcher may ask of a trainer (stop after a checkpoint, checkpoint now, pause/resume).
+
+Everything shown comes from `RunUpdated` messages posted by a `RunWatcher` thread; this screen
+never reads the run folder itself, and leaving it (or closing the app) never touches the trainer.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Log, ProgressBar, Static
+
+from mdlm_tui.watcher import RunUpdated, RunWatcher, is_live, run_health
+from mdlm_tui.widgets import formatting as fmt
+from mdlm_tui.widgets.curves import CurvePlot
+from mdlm_tui.widgets.state_label import StateLabel
+from mdlm_tui.widgets.system_pane import SystemPane
+
+REPLOT_EVERY_S = 1.0  # plotting thousands of points is the costly part; numbers update on every message
+
+
+class TrainScreen(Screen):
+    BINDINGS = [
+        Binding("x", "stop_run", "Stop"),
+        Binding("k", "checkpoint", "Checkpoint"),
+        Binding("p", "pause_resume", "Pause/resume"),
+    ]
+
+    def __init__(self, run: Path | None, watch_interval: float = 0.25):
+        super().__init__()
+        self.run_dir = Path(run) if run is not None else None
+        self.watch_interval = watch_interval
+        self.watcher: RunWatcher | None = None
+        self.status: dict = {}
+        self.latest_train: dict = {}
+        self.health = "unknown"
+        self._last_plot = 0.0
+        self._pending_history: dict | None = None
+
+    # ------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        if self.run_dir is None:
+            yield Static("No run open. Press r for the Runs screen and Enter on a run, or c to start one.",
+                         id="no-run")
+            yield Footer()
+            return
+        with Horizontal(id="train-head"):
+            yield StateLabel(id="train-state")
+            yield Static(self.run_dir.name, id="train-name")
+            yield Static("", id="train-numbers")
+        yield ProgressBar(total=None, show_eta=False, id="train-progress")
+        with Grid(id="train-curves"):
+            yield CurvePlot("loss / masked CE", id="plot-loss")
+            yield CurvePlot("dev loss", id="plot-dev")
+            yield CurvePlot("learning rate", id="plot-lr")
+        with Horizontal(id="train-bottom"):
+            with Vertical(id="train-side"):
+                yield Static("", id="train-detail")
+                yield SystemPane("", id="train-system")
+            yield Log(id="train-log", max_lines=400, auto_scroll=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.run_dir is not None:
+            self.watcher = RunWatcher(self.run_dir, self, interval=self.watch_interval).start()
+            self.set_interval(REPLOT_EVERY_S, self._replot_if_pending)
+
+    def on_unmount(self) -> None:
+        self.stop_watching()
+
+    def stop_watching(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    # ------------------------------------------------------------ updates
+
+    def on_run_updated(self, message: RunUpdated) -> None:
+        self.status = message.status
+        self.health = run_health(message.status)
+        if message.latest_train:
+            self.latest_train = message.latest_train
+        self.query_one("#train-state", StateLabel).show(self.health)
+        self._show_numbers(message)
+        self.query_one("#train-system", SystemPane).show(self.latest_train.get("sys"))
+        log = self.query_one("#train-log", Log)
+        if message.log_reset:
+            log.clear()
+        if message.log_lines:
+            log.write_lines(message.log_lines)
+        if message.metrics_changed:
+            self._pending_history = message.history
+        if time.monotonic() - self._last_plot >= REPLOT_EVERY_S:
+            self._replot_if_pending()
+
+    def _show_numbers(self, message: RunUpdated) -> None:
+        status, train = message.status, self.latest_train
+        step, total = status.get("step", train.get("step", 0)) or 0, status.get("total_steps")
+        bar = self.query_one("#train-progress", ProgressBar)
+        bar.update(total=total or None, progress=step)
+        eta = status.get("eta_s") if self.health == "running" else None
+        self.query_one("#train-numbers", Static).update(
+            f"step {step}/{total or '?'}  ETA {fmt.duration(eta)}  {fmt.count(train.get('tokens_per_s'))} tok/s")
+        dev = message.latest_dev
+        evaluation = message.latest_eval
+        lines = [
+            f"epoch {fmt.number(train.get('epoch'), 2)}  tokens {fmt.count(status.get('tokens', train.get('tokens')))}",
+            f"loss {fmt.number(status.get('loss', train.get('loss')))}  CE {fmt.number(train.get('masked_ce'))}",
+            f"dev {fmt.number(dev.get('dev_loss', status.get('dev_loss')))}  lr {fmt.scientific(train.get('lr'))}",
+            f"eval {evaluation['suite']} {fmt.percent(evaluation.get('macro'))}" if evaluation.get("suite") else "eval --",
+            f"ckpt {status.get('checkpoint') or '--'}  beat {fmt.age(time.time() - status['heartbeat']) if status.get('heartbeat') else '--'}",
+        ]
+        if status.get("error"):
+            lines.append(f"error: {status['error']}")
+        self.query_one("#train-detail", Static).update("\n".join(lines))
+
+    def _replot_if_pending(self) -> None:
+        history, self._pending_history = self._pending_history, None
+        if history is None:
+            return
+        self._last_plot = time.monotonic()
+        self.query_one("#plot-loss", CurvePlot).draw([("loss", *history["loss"]), ("masked CE", *history["masked_ce"])])
+        self.query_one("#plot-dev", CurvePlot).draw([("dev loss", *history["dev_loss"]), ("dev CE", *history["dev_masked_ce"])])
+        self.query_one("#plot-lr", CurvePlot).draw([("lr", *history["lr"])])
+
+    # ------------------------------------------------------------ control (through core.control)
+
+    def _send(self, command: str, done: str) -> bool:
+        if self.run_dir is None:
+            self.notify("No run open.", severity="warning")
+            return False
+        from core.control import send  # light: json and the run folder only
+        from core.runs import RunDir
+
+        status = RunDir(self.run_dir).read_status()  # fresh: the last message may be a moment old
+        if not is_live(status):
+            self.notify(f"No trainer is working on this run ({run_health(status)}).", severity="warning")
+            return False
+        send(self.run_dir, command)
+        self.notify(done)
+        return True
+
+    def action_stop_run(self) -> None:
+        self._send("stop", "Stop sent: the trainer saves a checkpoint, then stops.")
+
+    def action_checkpoint(self) -> None:
+        self._send("checkpoint", "Checkpoint requested.")
+
+    def action_pause(self) -> None:
+        self._send("pause", "Pause sent.")
+
+    def action_resume(self) -> None:
+        self._send("resume", "Resume sent.")
+
+    def action_pause_resume(self) -> None:
+        """One key for both, decided by the state the trainer reports."""
+        if self.run_dir is not None:
+            from core.runs import RunDir
+
+            state = RunDir(self.run_dir).read_status().get("state")
+            (self.action_resume if state == "paused" else self.action_pause)()

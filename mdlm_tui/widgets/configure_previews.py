@@ -1,0 +1,118 @@
+"""The numbers behind the Configure screen's plots, computed with the engine itself.
+
+Both functions import torch, so they run in worker threads, never while the app starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SchedulePreview:
+    """Mask rates and NELBO weights of a few thousand draws of one schedule at one training progress."""
+
+    name: str
+    power: float
+    progress: float
+    rates: list[float]
+    weights: list[float]
+    mean_rate: float
+    weight_p50: float
+    weight_p99: float
+    weight_max: float
+    # bimodal only: the rates at the end of training, where the right mode has moved (SPEC 2)
+    rates_end: list[float] | None = None
+    mean_rate_end: float | None = None
+
+
+def schedule_preview(schedule_cfg, progress: float = 0.0, samples: int = 4000, seed: int = 0) -> SchedulePreview:
+    """Draw t stratified, as training does, and take the schedule's r and w = |alpha'|^p / r."""
+    import torch
+
+    from core.schedules import build_schedule, nelbo_weight, stratified_t
+
+    generator = torch.Generator().manual_seed(seed)
+    t = stratified_t(samples, generator)
+    rate, abs_dalpha = build_schedule(schedule_cfg).sample(t, progress, generator)
+    weight = nelbo_weight(rate, abs_dalpha, schedule_cfg.power).double()
+    levels = torch.tensor([0.5, 0.99], dtype=torch.float64)
+    p50, p99 = torch.quantile(weight, levels).tolist()
+    preview = SchedulePreview(
+        name=schedule_cfg.name, power=schedule_cfg.power, progress=progress,
+        rates=rate.tolist(), weights=weight.tolist(), mean_rate=rate.double().mean().item(),
+        weight_p50=p50, weight_p99=p99, weight_max=weight.max().item(),
+    )
+    if schedule_cfg.name == "bimodal":
+        rate_end, _ = build_schedule(schedule_cfg).sample(t, 1.0, generator)
+        preview.rates_end, preview.mean_rate_end = rate_end.tolist(), rate_end.double().mean().item()
+    return preview
+
+
+def parameter_count(cfg) -> int:
+    """The model's parameter count, as `mdlm-tui inspect` reports it (built on the meta device)."""
+    from core.model import count_parameters
+
+    return count_parameters(cfg.model, cfg.data.vocab_size)
+
+
+@dataclass
+class FrequencyPreview:
+    """Mean masking probability per frequency-rank bucket (bucket 0 holds the most frequent ids)."""
+
+    buckets: list[str]  # labels, e.g. "0-10%"
+    bucket_centres: list[float]  # rank percentile at the bucket's middle, for the x axis
+    informed: list[float]  # mean q under the config's masking (frequency-informed, or uniform)
+    uniform: list[float]  # mean q under uniform masking at the same per-sequence rates
+    relative: list[float]  # mean q / r_b: how much more (or less) than its sequence's rate a token is masked
+    kind: str
+    power: float  # the softening power shown: p_freq as reached by the end of the curriculum
+    sequences: int
+    tokens: int
+    description: str
+
+
+def frequency_preview(cfg, bucket_count: int = 10, log=lambda message: None) -> FrequencyPreview:
+    """Masking probabilities q on one real batch of the config's corpus, averaged per rank bucket.
+
+    Uses the first train.batch_size chunks, rates drawn from the configured schedule at progress 0,
+    and the final curriculum power (p_freq), where the tilt towards rare tokens is strongest."""
+    import numpy as np
+    import torch
+
+    from core.dataset import prepare_data
+    from core.masking import frequency_mask_probs, frequency_scores, maskable, uniform_mask_probs
+    from core.schedules import build_schedule, stratified_t
+
+    data = prepare_data(cfg.data, log=log)
+    batch = np.asarray(data.train[: cfg.train.batch_size], dtype=np.int64)
+    if len(batch) == 0:
+        raise ValueError("The corpus gave no training chunks to preview.")
+    ids = torch.from_numpy(batch)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    rates, _ = build_schedule(cfg.schedule).sample(stratified_t(len(ids), generator), 0.0, generator)
+    scores = frequency_scores(data.token_counts)
+    uniform = uniform_mask_probs(ids, rates)
+    informed = frequency_mask_probs(ids, rates, scores, cfg.masking.p_freq) if cfg.masking.kind == "frequency" else uniform
+
+    keep = maskable(ids)
+    # scores are (rank + 1) / V, so a score is already the rank's place in the vocabulary in (0, 1]
+    percentile = scores[ids][keep].double()
+    bucket = ((percentile - 1e-12) * bucket_count).long().clamp(0, bucket_count - 1)
+    # q / r_b takes out which sequences happened to draw high rates, leaving the tilt alone
+    relative = informed / rates.clamp_min(1e-6)[:, None]
+    labels, centres, informed_means, uniform_means, relative_means = [], [], [], [], []
+    for b in range(bucket_count):
+        where = bucket == b
+        if not where.any():
+            continue  # no token of this rank range in the batch
+        labels.append(f"{100 * b // bucket_count}-{100 * (b + 1) // bucket_count}%")
+        centres.append(100 * (b + 0.5) / bucket_count)
+        informed_means.append(informed[keep][where].double().mean().item())
+        uniform_means.append(uniform[keep][where].double().mean().item())
+        relative_means.append(relative[keep][where].double().mean().item())
+    return FrequencyPreview(
+        buckets=labels, bucket_centres=centres, informed=informed_means, uniform=uniform_means, relative=relative_means,
+        kind=cfg.masking.kind, power=cfg.masking.p_freq if cfg.masking.kind == "frequency" else 0.0,
+        sequences=len(ids), tokens=int(keep.sum()), description=data.description,
+    )

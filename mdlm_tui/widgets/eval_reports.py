@@ -1,0 +1,89 @@
+"""A run's evaluation reports on disk, and the arithmetic to assemble one from per-UID parts.
+
+Plain JSON and Python: no torch here, so the Eval screen can list and compare reports at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_REPORT_NAME = re.compile(r"^(?P<suite>.+)-step-(?P<step>\d+|x)-(?P<backend>[a-z]+)$")
+
+
+@dataclass
+class SavedReport:
+    path: Path
+    suite: str
+    step: int | None
+    backend: str
+    macro: float
+    per_uid: dict[str, dict]
+
+    @property
+    def label(self) -> str:
+        step = "?" if self.step is None else self.step
+        return f"{self.suite} step {step} {self.backend} ({100 * self.macro:.1f})"
+
+
+def list_checkpoints(run: Path) -> list[Path]:
+    """checkpoints/step-N folders, newest first."""
+    folder = Path(run) / "checkpoints"
+    found = [p for p in folder.glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def read_reports(run: Path) -> list[SavedReport]:
+    """The run's suite reports (eval/*.json with per-UID results), newest first; dev reports
+    (a NELBO, no UIDs) and unreadable files are left out."""
+    reports = []
+    for path in sorted((Path(run) / "eval").glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("per_uid"), dict):
+            continue
+        match = _REPORT_NAME.match(path.stem)
+        step = int(match["step"]) if match and match["step"].isdigit() else None
+        reports.append(SavedReport(path, str(data.get("suite", path.stem)), step, str(data.get("backend", "")),
+                                   float(data.get("macro", float("nan"))), data["per_uid"]))
+    # newest step first; at one step, the file written last
+    return sorted(reports, key=lambda r: (r.step is None, -(r.step or 0), -_mtime(r.path)))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def earlier_report(reports: list[SavedReport], suite: str, step: int | None, backend: str) -> SavedReport | None:
+    """The report to compare a new one with: the same suite and backend at the latest other step."""
+    same = [r for r in reports if r.suite == suite and r.backend == backend and r.step != step]
+    earlier = [r for r in same if step is None or r.step is None or r.step < step]
+    return (earlier or same or [None])[0]
+
+
+def assemble_report(suite: str, per_uid: dict[str, dict], seconds: float, backend: str, checkpoint: str):
+    """An EvalReport from UIDs scored one at a time, with the same per-field and macro averages as
+    core.evaluate.evaluate computes for a whole suite."""
+    from core.evaluate import EvalReport  # the report type saved by the CLI; imported when one is built
+
+    by_field: dict[str, list[float]] = {}
+    for result in per_uid.values():
+        if result.get("field") is not None:
+            by_field.setdefault(result["field"], []).append(result["accuracy"])
+    return EvalReport(
+        suite=suite,
+        per_uid=per_uid,
+        per_field={field: sum(values) / len(values) for field, values in sorted(by_field.items())},
+        macro=sum(r["accuracy"] for r in per_uid.values()) / len(per_uid) if per_uid else float("nan"),
+        n=sum(r["n"] for r in per_uid.values()),
+        seconds=seconds,
+        backend=backend,
+        checkpoint=checkpoint,
+    )

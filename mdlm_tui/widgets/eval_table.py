@@ -1,0 +1,68 @@
+"""The Eval screen's per-UID table: one row per paradigm as its score lands, next to an earlier
+report's accuracy and the difference. Differences carry a sign, so they read without colour."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable
+
+from mdlm_tui.widgets.eval_reports import SavedReport
+
+COLUMNS = (("UID", "uid"), ("n", "n"), ("acc %", "now"), ("earlier %", "earlier"), ("Δ", "delta"))
+
+
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def signed_points(now: float | None, earlier: float | None) -> str:
+    if now is None or earlier is None:
+        return ""
+    return f"{100 * (now - earlier):+.1f}"
+
+
+class EvalTable(DataTable):
+    """Rows keyed by suite/uid; `compare_with` picks, per suite, the report in the earlier column."""
+
+    DEFAULT_CSS = "EvalTable { height: 1fr; }"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.results: dict[tuple[str, str], dict] = {}  # (suite, uid) -> {"accuracy", "n", ...}
+        self.earlier: dict[str, SavedReport | None] = {}  # suite -> report compared with
+
+    def on_mount(self) -> None:
+        for label, key in COLUMNS:
+            self.add_column(label, key=key)
+
+    def reset(self) -> None:
+        self.clear()
+        self.results.clear()
+        self.earlier.clear()
+
+    def earlier_accuracy(self, suite: str, uid: str) -> float | None:
+        report = self.earlier.get(suite)
+        row = report.per_uid.get(uid) if report is not None else None
+        return None if row is None else row.get("accuracy")
+
+    def compare_with(self, suite: str, report: SavedReport | None) -> None:
+        self.earlier[suite] = report
+        for (row_suite, uid), result in self.results.items():
+            if row_suite == suite:
+                self._update(row_suite, uid, result)
+
+    def add_result(self, suite: str, uid: str, result: dict) -> None:
+        key = f"{suite}/{uid}"
+        self.results[(suite, uid)] = result
+        if key in self.rows:
+            self._update(suite, uid, result)
+            return
+        earlier = self.earlier_accuracy(suite, uid)
+        self.add_row(uid, str(result["n"]), percent(result["accuracy"]), percent(earlier),
+                     signed_points(result["accuracy"], earlier), key=key)
+        self.move_cursor(row=self.row_count - 1)  # follow the newest row
+
+    def _update(self, suite: str, uid: str, result: dict) -> None:
+        key = f"{suite}/{uid}"
+        earlier = self.earlier_accuracy(suite, uid)
+        self.update_cell(key, "earlier", percent(earlier))
+        self.update_cell(key, "delta", signed_points(result["accuracy"], earlier))

@@ -1,0 +1,174 @@
+"""Eval screen, driven with Pilot at 80x24 on a tiny real run: the per-UID table fills, the macro
+shows, a report is saved where `mdlm-tui eval` saves it, and earlier reports are compared."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from textual.app import App
+from textual.widgets import Input, Select, Static
+
+from mdlm_tui.screens.eval import EvalScreen
+from mdlm_tui.widgets.eval_table import EvalTable
+
+SIZE = (80, 24)
+TINY_STEPS = 10
+_tiny_runs: dict[str, Path] = {}
+
+
+def trained_tiny_run(tmp_path_factory) -> Path:
+    """A smoke run of TINY_STEPS steps, trained once per test session (the Samples tests share it)."""
+    if "run" not in _tiny_runs:
+        run = tmp_path_factory.mktemp("tui") / "tiny"
+        done = subprocess.run(
+            [sys.executable, "-m", "mdlm_tui", "run", "--preset", "smoke", "--run-dir", str(run),
+             "--set", f"train.budget={TINY_STEPS} steps", "--set", "train.dev_every=0"],
+            capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        _tiny_runs["run"] = run
+    return _tiny_runs["run"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    return trained_tiny_run(tmp_path_factory)
+
+
+class EvalHost(App):
+    def __init__(self, run: Path) -> None:
+        super().__init__()
+        self.run_path = run
+
+    def on_mount(self) -> None:
+        self.push_screen(EvalScreen(self.run_path))
+
+
+async def wait_for(pilot, condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await pilot.pause(0.1)
+
+
+async def run_builtin(pilot, screen: EvalScreen, limit: str = "5") -> None:
+    screen.query_one("#eval-limit", Input).value = limit
+    finished = screen.evaluations_finished
+    await pilot.press("ctrl+r")
+    await wait_for(pilot, lambda: screen.evaluations_finished > finished, 180, "the evaluation to finish")
+    assert not screen.running
+
+
+def test_builtin_suite_fills_the_table_uid_by_uid(tiny_run):
+    report_path = tiny_run / "eval" / f"builtin-step-{TINY_STEPS}-pll.json"
+
+    async def drive():
+        app = EvalHost(tiny_run)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            assert screen.query_one("#eval-checkpoint", Select).value == str(tiny_run / "checkpoints" / f"step-{TINY_STEPS}")
+            table = screen.query_one(EvalTable)
+            counts = []
+            original = table.add_result
+            table.add_result = lambda *args: (original(*args), counts.append(table.row_count))
+            await run_builtin(pilot, screen)
+            status = str(screen.query_one("#eval-status", Static).render())
+            assert "done: 1 report(s)" in status, status
+            assert counts == [1, 2, 3, 4, 5, 6, 7]  # one row per UID, as each was scored
+            assert table.row_count == 7
+            macro = str(screen.query_one("#eval-macro", Static).render())
+            saved = json.loads(report_path.read_text())
+            assert f"builtin macro {100 * saved['macro']:.1f}" in macro
+            assert len(saved["per_uid"]) == 7 and all(row["n"] == 5 for row in saved["per_uid"].values())
+            assert saved["n"] == 35 and saved["backend"] == "pll"
+            shown = {uid: table.get_cell(f"builtin/{uid}", "now") for uid in saved["per_uid"]}
+            assert shown == {uid: f"{100 * row['accuracy']:.1f}" for uid, row in saved["per_uid"].items()}
+
+    asyncio.run(drive())
+
+
+def test_compares_with_an_earlier_report(tiny_run):
+    # an earlier evaluation of the same suite, as if written at step 5 with every pair right
+    current = tiny_run / "eval" / f"builtin-step-{TINY_STEPS}-pll.json"
+    if not current.exists():
+        pytest.skip("needs the report of the previous test")
+    earlier = json.loads(current.read_text())
+    for row in earlier["per_uid"].values():
+        row["accuracy"] = 1.0
+    earlier["macro"] = 1.0
+    earlier_path = tiny_run / "eval" / "builtin-step-5-pll.json"
+    earlier_path.write_text(json.dumps(earlier))
+
+    async def drive():
+        app = EvalHost(tiny_run)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            await run_builtin(pilot, screen)
+            table = screen.query_one(EvalTable)
+            report = json.loads(current.read_text())
+            for uid, row in report["per_uid"].items():
+                assert table.get_cell(f"builtin/{uid}", "earlier") == "100.0"
+                assert table.get_cell(f"builtin/{uid}", "delta") == f"{100 * (row['accuracy'] - 1.0):+.1f}"
+            macro = str(screen.query_one("#eval-macro", Static).render())
+            assert "earlier 100.0" in macro
+
+            # choosing "none" empties the comparison
+            screen.query_one("#eval-compare", Select).value = "none"
+            await pilot.pause(0.2)
+            assert all(table.get_cell(f"builtin/{uid}", "earlier") == "" for uid in report["per_uid"])
+
+    try:
+        asyncio.run(drive())
+    finally:
+        earlier_path.unlink()
+
+
+def test_dev_nelbo_as_the_cli_computes_it(tiny_run):
+    async def drive():
+        app = EvalHost(tiny_run)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            screen.query_one("#eval-suites", Input).value = "dev"
+            await run_builtin(pilot, screen)
+            saved = json.loads((tiny_run / "eval" / f"dev-step-{TINY_STEPS}-nelbo.json").read_text())
+            macro = str(screen.query_one("#eval-macro", Static).render())
+            assert f"dev NELBO {saved['dev_nelbo_per_token']:.4f} nats/token" in macro
+            assert saved["dev_seed"] == 0 and saved["dev_tokens"] > 0
+
+    asyncio.run(drive())
+
+
+def test_a_bad_suite_shows_the_sentence(tiny_run):
+    async def drive():
+        app = EvalHost(tiny_run)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            screen.query_one("#eval-suites", Input).value = "blimp"
+            screen.query_one("#eval-data-dir", Input).value = str(tiny_run / "nowhere")
+            await run_builtin(pilot, screen)
+            status = screen.query_one("#eval-status", Static)
+            assert "Suite 'blimp' not found" in str(status.render())
+            assert status.has_class("-error")
+
+    asyncio.run(drive())
+
+
+def test_a_run_without_checkpoints_says_so(tmp_path):
+    shutil.copy(Path(__file__).resolve().parents[1] / "presets" / "smoke.yaml", tmp_path / "config.yaml")
+
+    async def drive():
+        app = EvalHost(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            await pilot.press("ctrl+r")
+            assert not screen.running
+            assert "Choose a checkpoint first" in str(screen.query_one("#eval-status", Static).render())
+
+    asyncio.run(drive())

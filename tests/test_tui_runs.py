@@ -1,0 +1,301 @@
+"""The app shell and the Runs screen, driven with Pilot on run folders written by hand (no training):
+state markers (stale included), open, delete with confirmation (never a live run), help, the
+command palette, NO_COLOR at 80x24, and a start that never imports torch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mdlm_tui.app import MdlmApp
+from mdlm_tui.screens.help import HelpScreen
+from mdlm_tui.screens.runs import RunsScreen
+from mdlm_tui.screens.train import TrainScreen
+from mdlm_tui.watcher import FileTail, Series, run_health
+from mdlm_tui.widgets.confirm import ConfirmScreen
+from mdlm_tui.widgets.state_label import StateLabel
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def make_run(root: Path, name: str, state: str, pid: int | None = None, heartbeat_age: float = 0.0,
+             step: int = 20, total: int = 20, error: str | None = None, eval_macro: float | None = None) -> Path:
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "eval").mkdir()
+    (run / "config.yaml").write_text("name: test\n")
+    now = time.time()
+    status = {"state": state, "pid": pid or dead_pid(), "host": socket.gethostname(), "step": step,
+              "total_steps": total, "loss": 5.25, "heartbeat": now - heartbeat_age, "error": error,
+              "tokens": step * 1000, "eta_s": 0.0}
+    (run / "status.json").write_text(json.dumps(status))
+    lines = []
+    for s in range(1, step + 1):
+        lines.append({"event": "train", "step": s, "epoch": s / 100, "tokens": s * 1000, "loss": 7 - s / 10,
+                      "masked_ce": 7.1 - s / 10, "lr": 1e-3, "grad_norm": 1.0, "tokens_per_s": 5000.0,
+                      "mask_rate": 0.4, "time": now - (step - s), "sys": {"cpu_percent": 50.0,
+                      "process_cpu_percent": 99.0, "rss_mb": 512.0, "ram_used_percent": 20.0}})
+        if s % 10 == 0:
+            lines.append({"event": "dev", "step": s, "dev_loss": 6 - s / 20, "dev_masked_ce": 6.1 - s / 20, "time": now})
+    if eval_macro is not None:
+        lines.append({"event": "eval", "step": step, "suite": "builtin", "macro": eval_macro, "per_uid": {}, "time": now})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return run
+
+
+def runs_folder(tmp_path: Path) -> dict[str, Path]:
+    root = tmp_path / "runs"
+    return {
+        "finished": make_run(root, "done", "finished", eval_macro=0.625),
+        "failed": make_run(root, "broken", "failed", step=5, error="loss is not finite"),
+        "stale": make_run(root, "crashed", "running", step=7),                       # its pid is gone
+        "silent": make_run(root, "silent", "running", pid=os.getpid(), heartbeat_age=120),  # heartbeat too old
+        "live": make_run(root, "live", "running", pid=os.getpid(), step=3),          # this process: alive
+    }
+
+
+def state_cell(app: MdlmApp, run: Path) -> str:
+    table = app.screen.query_one("DataTable")
+    return table.get_cell(str(run), "state").plain
+
+
+async def until(pilot, condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.05)
+
+
+def select(app: MdlmApp, run: Path) -> None:
+    table = app.screen.query_one("DataTable")
+    table.move_cursor(row=table.get_row_index(str(run)))
+
+
+def test_runs_screen_shows_every_state_as_a_word(tmp_path):
+    runs = runs_folder(tmp_path)
+
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+            assert "finished" in state_cell(app, runs["finished"])
+            assert "failed" in state_cell(app, runs["failed"])
+            assert "stale" in state_cell(app, runs["stale"])
+            assert "stale" in state_cell(app, runs["silent"])
+            assert "running" in state_cell(app, runs["live"])
+            table = app.screen.query_one("DataTable")
+            assert table.get_cell(str(runs["finished"]), "step") == "20/20"
+            assert table.get_cell(str(runs["finished"]), "loss") == "5.2500"
+            assert "62.5%" in table.get_cell(str(runs["finished"]), "eval")
+
+    asyncio.run(body())
+
+
+def test_delete_asks_first_and_refuses_a_live_run(tmp_path):
+    runs = runs_folder(tmp_path)
+
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+            select(app, runs["finished"])
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("n")
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+            assert runs["finished"].exists()
+
+            select(app, runs["finished"])
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await until(pilot, lambda: not runs["finished"].exists())
+            await until(pilot, lambda: str(runs["finished"]) not in app.screen.rows)
+
+            select(app, runs["live"])
+            await pilot.press("d")
+            await pilot.pause(0.2)
+            assert not isinstance(app.screen, ConfirmScreen)
+            assert runs["live"].exists()
+
+            select(app, runs["stale"])  # a crashed run is no longer live: it may go
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await until(pilot, lambda: not runs["stale"].exists())
+
+    asyncio.run(body())
+
+
+def test_enter_opens_the_run_on_the_train_screen(tmp_path):
+    runs = runs_folder(tmp_path)
+
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+            select(app, runs["failed"])
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, TrainScreen))
+            assert app.current_run == runs["failed"]
+            await until(pilot, lambda: app.screen.query_one(StateLabel).health == "failed")
+            assert "loss is not finite" in str(app.screen.query_one("#train-detail").render())
+            await pilot.press("r")
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+            select(app, runs["finished"])
+            await pilot.press("o")
+            await until(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.run_dir == runs["finished"])
+            await until(pilot, lambda: app.screen.query_one(StateLabel).health == "finished")
+
+    asyncio.run(body())
+
+
+def test_help_screen_and_every_global_key(tmp_path):
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            text = str(app.screen.query_one("#help-text").render())
+            assert "ssh server -t mdlm-tui watch runs/NAME" in text and "tmux" in text
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+            expected = {"c": "ConfigureScreen", "t": "TrainScreen", "e": "EvalScreen", "s": "SamplesScreen"}
+            for key, name in expected.items():  # each screen opens (or its stand-in where not installed)
+                await pilot.press(key)
+                await until(pilot, lambda: type(app.screen).__name__ in (name, "UnavailableScreen"))
+                app.action_show("runs")  # not a key: a form field on the screen may hold the focus
+                await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+            await pilot.press("question_mark")
+            await pilot.press("t")  # a screen key from Help leaves Help
+            await until(pilot, lambda: isinstance(app.screen, TrainScreen))
+            assert app.screen.run_dir is None
+            assert len(app.screen_stack) == 2
+
+    asyncio.run(body())
+
+
+def test_command_palette_lists_screens_runs_and_opens_one(tmp_path):
+    runs = runs_folder(tmp_path)
+
+    async def body():
+        from textual.command import CommandList, CommandPalette
+
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("ctrl+p")
+            await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+
+            def prompts() -> list[str]:
+                options = app.screen.query_one(CommandList)
+                return [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+
+            await until(pilot, lambda: any("Screen: train" in p for p in prompts()))
+            listed = " ".join(prompts())
+            for name in ("runs", "configure", "train", "eval", "samples", "help"):
+                assert f"Screen: {name}" in listed
+            assert "Open run: done" in listed
+            await pilot.press(*"Open run: done")
+            await until(pilot, lambda: any("Open run: done" in p for p in prompts()) and len(prompts()) >= 1)
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, TrainScreen))
+            assert app.current_run == runs["finished"]
+
+    asyncio.run(body())
+
+
+def test_no_color_at_80x24_reads_states_as_words(tmp_path, monkeypatch):
+    runs = runs_folder(tmp_path)
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs", watch=runs["finished"])
+        assert app.no_color
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, TrainScreen))
+            await until(pilot, lambda: app.screen.query_one(StateLabel).health == "finished")
+            assert "finished" in str(app.screen.query_one(StateLabel).render())
+            assert app.screen.query_one("#train-log").line_count > 0  # reconstructed from metrics.jsonl
+            assert "no GPU" in str(app.screen.query_one("#train-system").render())
+            await pilot.press("r")
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+            assert "stale" in state_cell(app, runs["stale"])
+
+    asyncio.run(body())
+
+
+def test_creating_the_app_does_not_import_torch():
+    code = ("import sys; from mdlm_tui.app import MdlmApp; MdlmApp(); "
+            "import mdlm_tui.watcher, mdlm_tui.screens.runs, mdlm_tui.screens.train, mdlm_tui.screens.help; "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_run_health_and_bounded_history():
+    now = time.time()
+    host = socket.gethostname()
+    assert run_health({"state": "finished"}) == "finished"
+    assert run_health({"state": "running", "pid": os.getpid(), "host": host, "heartbeat": now}) == "running"
+    assert run_health({"state": "running", "pid": os.getpid(), "host": host, "heartbeat": now - 31}) == "stale"
+    assert run_health({"state": "paused", "pid": dead_pid(), "host": host, "heartbeat": now}) == "stale"
+    assert run_health({"state": "running", "pid": 1, "host": "elsewhere", "heartbeat": now}) == "running"
+
+    series = Series(cap=100)
+    for step in range(100_000):
+        series.append(step, float(step))
+    assert len(series) <= 100
+    assert series.xs[-1] == 99_999 and series.xs[0] == 0  # the newest and the oldest both survive
+    assert series.xs == sorted(series.xs)
+
+
+def test_file_tail_reads_new_lines_and_starts_over_after_a_rewrite(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    tail = FileTail(path)
+    assert tail.read_lines() == []
+    path.write_text("a\nb\npart")
+    assert tail.read_lines() == ["a", "b"]
+    with open(path, "a") as f:
+        f.write("ial\nc\n")
+    assert tail.read_lines() == ["partial", "c"]
+    replacement = tmp_path / "new"
+    replacement.write_text("a\n")
+    os.replace(replacement, path)  # how a resume truncation rewrites the file
+    assert tail.read_lines() == ["a"] and tail.reset
+
+
+def test_palette_sends_train_requests_to_a_live_run_only(tmp_path):
+    runs = runs_folder(tmp_path)
+
+    async def body():
+        from textual.command import CommandPalette
+
+        app = MdlmApp(runs_root=tmp_path / "runs", watch=runs["live"])
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, TrainScreen))
+            await pilot.press("ctrl+p")
+            await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+            await pilot.press(*"Train: checkpoint")
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await until(pilot, lambda: (runs["live"] / "control.json").exists())
+            assert json.loads((runs["live"] / "control.json").read_text())["command"] == "checkpoint"
+
+            app.open_run(runs["failed"])  # nobody trains a failed run: nothing is sent
+            await until(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.run_dir == runs["failed"])
+            app.action_control("stop")
+            await pilot.pause(0.2)
+            assert not (runs["failed"] / "control.json").exists()
+
+    asyncio.run(body())
