@@ -19,3 +19,14 @@ def mdlm(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
 def start(*args, cwd=None) -> subprocess.Popen:
     return subprocess.Popen(command() + [str(a) for a in args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+
+
+async def wait_for(pilot, condition, timeout: float, what: str) -> None:
+    """Let a Textual app run until condition() holds, or fail saying what never happened."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await pilot.pause(0.1)

@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from textual.app import App
@@ -16,6 +15,7 @@ from textual.widgets import Input, Static
 from mdlm_tui.launch import parse_extra_overrides, run_command, validate_overrides
 from mdlm_tui.screens.configure import ConfigureScreen
 from mdlm_tui.widgets.configure_plots import FrequencyRankPlot, MaskRateHistogram, WeightVsRate
+from tests.helpers import wait_for
 
 SIZE = (80, 24)
 
@@ -35,14 +35,6 @@ class ConfigureHost(App):
     def open_run(self, path: Path) -> None:
         self.opened.append(Path(path))
         self.current_run = Path(path)
-
-
-async def wait_for(pilot, condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await pilot.pause(0.1)
 
 
 def verdict_text(screen) -> str:

@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from textual.widgets import Input, Select, Static
 
 from mdlm_tui.screens.eval import EvalScreen
 from mdlm_tui.widgets.eval_table import EvalTable
+from tests.helpers import wait_for
 
 SIZE = (80, 24)
 TINY_STEPS = 10
@@ -48,14 +48,6 @@ class EvalHost(App):
 
     def on_mount(self) -> None:
         self.push_screen(EvalScreen(self.run_path))
-
-
-async def wait_for(pilot, condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await pilot.pause(0.1)
 
 
 async def run_builtin(pilot, screen: EvalScreen, limit: str = "5") -> None:

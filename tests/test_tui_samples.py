@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from mdlm_tui.screens.samples import SamplesScreen
 from mdlm_tui.widgets.samples_replay import MASK_GLYPH, ReplayView, render_masked
 from mdlm_tui.widgets.samples_traces import MASK_TEXT, read_run_traces
 from tests.test_tui_eval import TINY_STEPS, trained_tiny_run
+from tests.helpers import wait_for
 
 SIZE = (80, 24)
 TRACE_STEPS = 8
@@ -43,14 +43,6 @@ class SamplesHost(App):
 
     def on_mount(self) -> None:
         self.push_screen(SamplesScreen(self.run_path))
-
-
-async def wait_for(pilot, condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await pilot.pause(0.1)
 
 
 def test_masked_positions_are_a_reverse_block():

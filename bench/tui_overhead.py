@@ -1,0 +1,283 @@
+"""What a watching TUI costs the trainer, how fast the UI answers a key while training runs, and how
+long `mdlm-tui --help` takes.
+
+    python bench/tui_overhead.py [--preset smoke] [--steps N] [--threads T] [--rounds R] [--json OUT]
+
+1. `mdlm-tui --help`, wall time of the installed command, median of 10.
+2. The same config and seed trained R times alone (A) and R times with `mdlm-tui watch` attached in
+   a tmux session of 100x30 (B), alternating A B A B so slow drift of the machine hits both alike.
+   Each leg's tokens/s is the median over its logging intervals in metrics.jsonl, without the first
+   WARMUP_FRACTION of them (torch warm-up and the TUI starting). Overhead = 1 - B / A.
+3. While one more run trains: key-press latency, '?' until the Help screen is showing and Escape
+   until the Train screen is back, (a) in a headless `App.run_test` in this process, from the key
+   being posted to the screen being active and the message queue idle, and (b) end to end in tmux,
+   from `send-keys` until `capture-pane` shows the new screen (this includes a few milliseconds of
+   tmux round trip per poll, so it reads slightly high).
+
+Everything runs in a temporary folder with its own corpus cache warmed once before timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.runs import RunDir, read_jsonl  # noqa: E402  (light: no torch)
+
+WARMUP_FRACTION = 0.2
+HELP_MARKER = "SCREENS (their keys work everywhere)"
+TRAIN_MARKER = "tok/s"
+
+
+def mdlm_command() -> list[str]:
+    exe = Path(sys.executable).with_name("mdlm-tui")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "mdlm_tui"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# ---------------------------------------------------------------- --help
+
+
+def time_help(runs: int = 10) -> dict:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(mdlm_command() + ["--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": runs}
+
+
+# ---------------------------------------------------------------- tmux
+
+
+class Tmux:
+    """A private tmux server (its own socket), so only what the bench started is ever killed."""
+
+    def __init__(self, workdir: Path):
+        self.socket = f"mdlm-bench-{uuid.uuid4().hex[:8]}"
+        self.config = workdir / "tmux.conf"
+        self.config.write_text("set -g status off\n")
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, "-f", str(self.config), *args],
+                              capture_output=True, text=True, check=True, timeout=20).stdout
+
+    def start(self, session: str, argv: list[str]) -> None:
+        self("new-session", "-d", "-s", session, "-x", "100", "-y", "30", "-e", "TERM=xterm-256color",
+             "-e", f"MDLM_TUI_CACHE={os.environ['MDLM_TUI_CACHE']}", shlex.join(argv))
+
+    def screen(self, session: str) -> str:
+        return self("capture-pane", "-p", "-t", session)
+
+    def kill_server(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=20)
+
+
+# ---------------------------------------------------------------- training legs
+
+
+def train_args(args, run_dir: Path, steps: int) -> list[str]:
+    sets = [f"train.budget={steps} steps", f"train.log_every={args.log_every}", "train.dev_every=0",
+            f"train.checkpoint_every={steps}", f"train.threads={args.threads}"]
+    return mdlm_command() + ["run", "--preset", args.preset, "--run-dir", str(run_dir),
+                             *[a for s in sets for a in ("--set", s)]]
+
+
+def start_trainer(args, run_dir: Path, steps: int) -> subprocess.Popen:
+    log = open(run_dir.parent / f"{run_dir.name}.log", "w")
+    return subprocess.Popen(train_args(args, run_dir, steps), stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waiting for {what}")
+        time.sleep(0.1)
+
+
+def leg_tokens_per_s(run_dir: Path) -> dict:
+    rates = [r["tokens_per_s"] for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("event") == "train"]
+    kept = rates[max(1, int(len(rates) * WARMUP_FRACTION)):]
+    return {"median_tokens_per_s": statistics.median(kept), "intervals": len(kept)}
+
+
+def run_leg(args, workdir: Path, name: str, watched: bool, tmux: Tmux | None) -> dict:
+    run_dir = workdir / name
+    t0 = time.perf_counter()
+    trainer = start_trainer(args, run_dir, args.steps)
+    try:
+        if watched:
+            wait_until(lambda: (run_dir / "config.yaml").is_file(), 120, "config.yaml")
+            tmux.start(name, mdlm_command() + ["watch", str(run_dir)])
+        if trainer.wait(timeout=1800) != 0:
+            raise RuntimeError(f"leg {name} failed; see {run_dir}.log")
+        if watched:  # the TUI must still be there at the end, or the leg measured nothing
+            assert TRAIN_MARKER in tmux.screen(name), f"the watching TUI of {name} is gone"
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        if watched:
+            subprocess.run(["tmux", "-L", tmux.socket, "kill-session", "-t", name], capture_output=True)
+    return {"leg": name, "watched": watched, "seconds": time.perf_counter() - t0, **leg_tokens_per_s(run_dir)}
+
+
+def overhead(legs: list[dict]) -> dict:
+    """1 - watched / alone over the medians of the legs, and per A/B round."""
+    alone = statistics.median(leg["median_tokens_per_s"] for leg in legs if not leg["watched"])
+    watched = statistics.median(leg["median_tokens_per_s"] for leg in legs if leg["watched"])
+    per_round = [1 - b["median_tokens_per_s"] / a["median_tokens_per_s"] for a, b in zip(legs[::2], legs[1::2])]
+    return {"alone_tokens_per_s": alone, "watched_tokens_per_s": watched, "overhead": 1 - watched / alone,
+            "per_round": per_round}
+
+
+# ---------------------------------------------------------------- key-press latency
+
+
+async def headless_latency(run_dir: Path, presses: int) -> dict:
+    from textual import events
+
+    from mdlm_tui.app import MdlmApp
+    from mdlm_tui.screens.help import HelpScreen
+    from mdlm_tui.screens.train import TrainScreen
+
+    app = MdlmApp(runs_root=run_dir.parent, watch=run_dir)
+    to_help, back = [], []
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(2.0)  # the watcher's first messages, like a person's first look
+        for _ in range(presses):
+            for key, char, screen_class, times in (("question_mark", "?", HelpScreen, to_help),
+                                                   ("escape", None, TrainScreen, back)):
+                # the key goes in the way the terminal driver delivers one; done = the screen switched
+                # and the app's next refresh has run (what a person would see)
+                t0 = time.perf_counter()
+                app.post_message(events.Key(key, char))
+                while not isinstance(app.screen, screen_class):
+                    await asyncio.sleep(0.001)
+                await app.screen.wait_for_refresh()
+                times.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.2)
+    return summarize_latency(to_help, back)
+
+
+def tmux_latency(tmux: Tmux, run_dir: Path, presses: int) -> dict:
+    tmux.start("latency", mdlm_command() + ["watch", str(run_dir)])
+    wait_until(lambda: TRAIN_MARKER in tmux.screen("latency"), 60, "the Train screen in tmux")
+    time.sleep(2.0)
+    to_help, back = [], []
+    for _ in range(presses):
+        for key, marker, times in (("?", HELP_MARKER, to_help), ("Escape", TRAIN_MARKER, back)):
+            t0 = time.perf_counter()
+            tmux("send-keys", "-t", "latency", key)
+            while marker not in tmux.screen("latency"):
+                time.sleep(0.005)  # a busy poll would be one more process competing for the two cores
+                if time.perf_counter() - t0 > 10:
+                    raise TimeoutError(f"the screen did not answer {key} within 10 s")
+            times.append(time.perf_counter() - t0)
+            time.sleep(0.2)
+    return summarize_latency(to_help, back)
+
+
+def summarize_latency(to_help: list[float], back: list[float]) -> dict:
+    ms = lambda values: {"median_ms": 1000 * statistics.median(values), "p95_ms": 1000 * percentile(values, 0.95),
+                         "max_ms": 1000 * max(values), "n": len(values)}
+    return {"help": ms(to_help), "back": ms(back)}
+
+
+def measure_latency(args, workdir: Path, tmux: Tmux | None) -> dict:
+    run_dir = workdir / "latency"
+    trainer = start_trainer(args, run_dir, steps=100_000)  # stopped below, once both measurements are done
+    try:
+        wait_until(lambda: int(RunDir(run_dir).read_status().get("step") or 0) > 0, 180, "the first step")
+        result = {"headless": asyncio.run(headless_latency(run_dir, args.presses))}
+        if tmux is not None:
+            result["tmux"] = tmux_latency(tmux, run_dir, args.presses)
+        result["trainer_still_running"] = trainer.poll() is None
+        return result
+    finally:
+        trainer.terminate()  # SIGTERM: the trainer checkpoints and stops
+        try:
+            trainer.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            trainer.kill()
+
+
+# ---------------------------------------------------------------- main
+
+
+def machine() -> dict:
+    import torch
+
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
+    return {"cpus": os.cpu_count(), "cpu_model": model, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="smoke")
+    parser.add_argument("--steps", type=int, default=500, help="training steps per leg (smoke: about 60 s on 2 cores)")
+    parser.add_argument("--threads", type=int, default=0, help="trainer threads (0 = all cores)")
+    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2, help="A/B pairs")
+    parser.add_argument("--presses", type=int, default=30, help="key presses per latency measurement")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="mdlm-tui-overhead-"))
+    os.environ["MDLM_TUI_CACHE"] = str(workdir / "cache")
+    tmux = Tmux(workdir) if shutil.which("tmux") else None
+    if tmux is None:
+        sys.exit("tmux is needed for the watched legs")
+    report = {"machine": machine(), "config": vars(args) | {"json": str(args.json)}}
+    try:
+        report["help"] = time_help()
+        print(f"mdlm-tui --help: median {report['help']['median_s'] * 1000:.0f} ms", flush=True)
+        # one short run fills the corpus cache, so no timed leg builds the tokenizer
+        warm = start_trainer(args, workdir / "warm-cache", steps=2)
+        if warm.wait() != 0:
+            sys.exit(f"the warm-up run failed; see {workdir}/warm-cache.log")
+        legs = []  # --rounds 0 measures only --help and the key-press latency
+        for round_index in range(args.rounds):
+            for watched in (False, True):
+                name = f"r{round_index}-{'watched' if watched else 'alone'}"
+                legs.append(run_leg(args, workdir, name, watched, tmux))
+                print(f"{name}: {legs[-1]['median_tokens_per_s']:,.0f} tokens/s ({legs[-1]['seconds']:.0f} s)", flush=True)
+        report["legs"] = legs
+        if legs:
+            report["overhead"] = overhead(legs)
+            print(f"overhead: {100 * report['overhead']['overhead']:.1f} % (per round: "
+                  f"{', '.join(f'{100 * o:.1f} %' for o in report['overhead']['per_round'])})", flush=True)
+        report["latency"] = measure_latency(args, workdir, tmux)
+        for where, result in report["latency"].items():
+            if isinstance(result, dict):
+                print(f"latency {where}: '?' median {result['help']['median_ms']:.0f} ms p95 {result['help']['p95_ms']:.0f} ms; "
+                      f"Escape median {result['back']['median_ms']:.0f} ms p95 {result['back']['p95_ms']:.0f} ms", flush=True)
+    finally:
+        tmux.kill_server()
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
