@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
-from mdlm_tui.widgets.eval_reports import earlier_report, list_checkpoints, read_reports
+from mdlm_tui.widgets.eval_reports import current_run, earlier_report, fill_checkpoint_picker, read_reports
 from mdlm_tui.widgets.eval_table import EvalTable, percent, signed_points
 
 AUTO_COMPARE = "auto"  # the same suite and backend at the latest earlier step
@@ -115,18 +115,11 @@ class EvalScreen(Screen):
 
     def refresh_run(self) -> None:
         """Re-read checkpoints and reports (a training run may have written new ones)."""
-        if self.run is None:
-            current = getattr(self.app, "current_run", None)
-            self.run = Path(current) if current is not None else None
+        self.run = current_run(self, self.run)
         if self.run is None:
             self.show_status("No run selected: open a run first.", error=True)
             return
-        checkpoints = list_checkpoints(self.run)
-        picker = self.query_one("#eval-checkpoint", Select)
-        chosen = picker.value
-        picker.set_options([(path.name, str(path)) for path in checkpoints])
-        if checkpoints:
-            picker.value = chosen if chosen in {str(p) for p in checkpoints} else str(checkpoints[0])
+        checkpoints = fill_checkpoint_picker(self.query_one("#eval-checkpoint", Select), self.run)
         self._refresh_compare_options()
         # an empty table opens on the newest saved report; results already shown keep their status line
         if not self.running and not self.query_one(EvalTable).results and not self.show_saved_report():

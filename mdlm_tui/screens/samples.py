@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
-from mdlm_tui.widgets.eval_reports import list_checkpoints
+from mdlm_tui.widgets.eval_reports import current_run, fill_checkpoint_picker
 from mdlm_tui.widgets.samples_replay import ReplayView
 from mdlm_tui.widgets.samples_runner import CheckpointSampler, SampleOptions
 from mdlm_tui.widgets.samples_traces import TraceEntry, read_run_traces, trace_files
@@ -123,19 +123,12 @@ class SamplesScreen(Screen):
     # ------------------------------------------------------------ the run's traces and checkpoints
 
     def refresh_run(self) -> None:
-        if self.run is None:
-            current = getattr(self.app, "current_run", None)
-            self.run = Path(current) if current is not None else None
+        self.run = current_run(self, self.run)
         if self.run is None:
             self.show_status("No run selected: open a run first.", error=True)
             return
         self._fill_form_defaults()
-        checkpoints = list_checkpoints(self.run)
-        picker = self.query_one("#sample-checkpoint", Select)
-        chosen = picker.value
-        picker.set_options([(path.name, str(path)) for path in checkpoints])
-        if checkpoints:
-            picker.value = chosen if chosen in {str(p) for p in checkpoints} else str(checkpoints[0])
+        checkpoints = fill_checkpoint_picker(self.query_one("#sample-checkpoint", Select), self.run)
         self.reload_traces()
         self.show_status(f"{self.run}: {len(self.entries)} trace(s), {len(checkpoints)} checkpoint(s)")
 

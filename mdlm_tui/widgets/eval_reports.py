@@ -35,6 +35,24 @@ def list_checkpoints(run: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
 
 
+def fill_checkpoint_picker(picker, run: Path) -> list[Path]:
+    """Offer the run's checkpoints in a Select, newest first, keeping the current choice while it exists."""
+    checkpoints = list_checkpoints(run)
+    chosen = picker.value
+    picker.set_options([(path.name, str(path)) for path in checkpoints])
+    if checkpoints:
+        picker.value = chosen if chosen in {str(p) for p in checkpoints} else str(checkpoints[0])
+    return checkpoints
+
+
+def current_run(screen, run: Path | None) -> Path | None:
+    """The screen's own run, else the app's current one (the app may not offer one)."""
+    if run is not None:
+        return run
+    current = getattr(screen.app, "current_run", None)
+    return Path(current) if current is not None else None
+
+
 def read_reports(run: Path) -> list[SavedReport]:
     """The run's suite reports (eval/*.json with per-UID results), newest first; dev reports
     (a NELBO, no UIDs) and unreadable files are left out."""
