@@ -17,6 +17,7 @@ from mdlm_tui.app import MdlmApp
 from mdlm_tui.screens.train import TrainScreen
 from mdlm_tui.widgets.curves import CurvePlot
 from mdlm_tui.widgets.state_label import StateLabel
+from tests.helpers import wait_for
 
 STARTUP_TIMEOUT_S = 180  # a fresh test cache builds the tokenizer of the embedded corpus first
 STEP_TIMEOUT_S = 60
@@ -37,14 +38,6 @@ def read_status(run_dir: Path) -> dict:
         return json.loads((run_dir / "status.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
-
-
-async def until(pilot, condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.1)
 
 
 def screen_step(app: MdlmApp) -> int:
@@ -71,30 +64,30 @@ def test_train_screen_follows_and_controls_a_real_trainer(trainer):
     async def watch_and_quit():
         app = MdlmApp(runs_root=run_dir.parent, watch=run_dir)
         async with app.run_test(size=(120, 40)) as pilot:
-            await until(pilot, lambda: isinstance(app.screen, TrainScreen), 10, "the Train screen")
+            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), 10, "the Train screen")
             screen = app.screen
-            await until(pilot, lambda: screen_step(app) >= 2, STARTUP_TIMEOUT_S, "the first steps")
+            await wait_for(pilot, lambda: screen_step(app) >= 2, STARTUP_TIMEOUT_S, "the first steps")
             first = screen_step(app)
-            await until(pilot, lambda: screen_step(app) >= first + 3, STEP_TIMEOUT_S, "steps advancing")
+            await wait_for(pilot, lambda: screen_step(app) >= first + 3, STEP_TIMEOUT_S, "steps advancing")
             assert screen.query_one(StateLabel).health == "running"
             assert screen.query_one("#train-log").line_count > 0  # train.log lines
-            await until(pilot, lambda: screen.query_one("#plot-loss", CurvePlot).points > 0, 10, "the loss curve")
+            await wait_for(pilot, lambda: screen.query_one("#plot-loss", CurvePlot).points > 0, 10, "the loss curve")
             assert "step" in str(screen.query_one("#train-numbers").render())
             assert "no GPU" in str(screen.query_one("#train-system").render())
 
             await pilot.press("p")
-            await until(pilot, lambda: read_status(run_dir).get("state") == "paused", STEP_TIMEOUT_S, "paused")
-            await until(pilot, lambda: screen.query_one(StateLabel).health == "paused", 5, "paused on screen")
+            await wait_for(pilot, lambda: read_status(run_dir).get("state") == "paused", STEP_TIMEOUT_S, "paused")
+            await wait_for(pilot, lambda: screen.query_one(StateLabel).health == "paused", 5, "paused on screen")
             paused_at = read_status(run_dir)["step"]
 
             await pilot.press("k")  # a checkpoint while paused is honoured at once
-            await until(pilot, lambda: (run_dir / "checkpoints" / f"step-{paused_at}").is_dir(), STEP_TIMEOUT_S,
+            await wait_for(pilot, lambda: (run_dir / "checkpoints" / f"step-{paused_at}").is_dir(), STEP_TIMEOUT_S,
                         "the requested checkpoint")
             assert read_status(run_dir)["step"] == paused_at
 
             await pilot.press("p")
-            await until(pilot, lambda: read_status(run_dir).get("state") == "running", STEP_TIMEOUT_S, "resumed")
-            await until(pilot, lambda: screen_step(app) > paused_at, STEP_TIMEOUT_S, "steps after resuming")
+            await wait_for(pilot, lambda: read_status(run_dir).get("state") == "running", STEP_TIMEOUT_S, "resumed")
+            await wait_for(pilot, lambda: screen_step(app) > paused_at, STEP_TIMEOUT_S, "steps after resuming")
             await pilot.press("q")
         return paused_at
 
@@ -113,10 +106,10 @@ def test_train_screen_follows_and_controls_a_real_trainer(trainer):
         app = MdlmApp(runs_root=run_dir.parent, watch=run_dir)  # a second TUI attaches to the same run
         async with app.run_test(size=(80, 24)) as pilot:
             screen = app.screen
-            await until(pilot, lambda: screen_step(app) > paused_at, 20, "the history on attaching")
+            await wait_for(pilot, lambda: screen_step(app) > paused_at, 20, "the history on attaching")
             await pilot.press("x")
-            await until(pilot, lambda: read_status(run_dir).get("state") == "stopped", STEP_TIMEOUT_S, "stopped")
-            await until(pilot, lambda: screen.query_one(StateLabel).health == "stopped", 5, "stopped on screen")
+            await wait_for(pilot, lambda: read_status(run_dir).get("state") == "stopped", STEP_TIMEOUT_S, "stopped")
+            await wait_for(pilot, lambda: screen.query_one(StateLabel).health == "stopped", 5, "stopped on screen")
             sent = (run_dir / "control.json").read_text()
             await pilot.press("x")  # a stopped run takes no more requests
             await pilot.pause(0.2)
