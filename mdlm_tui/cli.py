@@ -191,7 +191,7 @@ def schedule(
     from rich.table import Table
 
     table = Table(title=f"{name} schedule, p = {cfg.schedule.power:g}")
-    for col in ("progress", "E[r]", "w mean", "w p1", "w p50", "w p99", "w max"):
+    for col in ("progress", "E\\[r]", "w mean", "w p1", "w p50", "w p99", "w max"):  # escaped: "[r]" alone would be read as rich markup
         table.add_column(col, justify="right")
     for r in results:
         w = r["weight"]
