@@ -17,13 +17,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Label, Select, Static, TabbedContent, TabPane
+from textual.widgets import Button, Label, Select, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from core.config import load_config, preset_names
 from mdlm_tui.launch import new_run_dir, spawn_run, validate_overrides
 from mdlm_tui.widgets.configure_form import ConfigureForm
 from mdlm_tui.widgets.configure_plots import FrequencyRankPlot, MaskRateHistogram, WeightVsRate
+from mdlm_tui.widgets.key_bar import KeyBar
 
 DEFAULT_PRESET = "smoke"
 REVALIDATE_AFTER_S = 0.15  # typing "0.25" should validate once, not four times
@@ -96,7 +97,7 @@ class ConfigureScreen(Screen):
                         yield WeightVsRate(id="configure-weight-plot")
                     with TabPane("Frequency", id="tab-frequency"):
                         yield FrequencyRankPlot(id="configure-frequency-plot")
-        yield Footer()
+        yield KeyBar(current="show('configure')")
 
     def on_mount(self) -> None:
         self.load_preset(self.preset)

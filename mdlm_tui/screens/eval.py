@@ -15,11 +15,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, Select, Static
+from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from mdlm_tui.widgets.eval_reports import current_run, earlier_report, fill_checkpoint_picker, read_reports
 from mdlm_tui.widgets.eval_table import EvalTable, percent, signed_points
+from mdlm_tui.widgets.key_bar import KeyBar
 
 AUTO_COMPARE = "auto"  # the same suite and backend at the latest earlier step
 NO_COMPARE = "none"
@@ -101,7 +102,7 @@ class EvalScreen(Screen):
         yield Static("", id="eval-status", markup=False)
         yield EvalTable(id="eval-table")
         yield Static("", id="eval-macro", markup=False)
-        yield Footer()
+        yield KeyBar(current="show('eval')")
 
     def on_mount(self) -> None:
         self.refresh_run()

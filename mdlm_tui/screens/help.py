@@ -6,7 +6,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
+
+from mdlm_tui.widgets.key_bar import KeyBar
 
 HELP_TEXT = """\
 mdlm-tui: train and study masked diffusion language models
@@ -57,6 +59,7 @@ WATCHING A RUN ON A SERVER
 TERMINALS
   Works at 80x24, inside tmux and over SSH; the mouse is optional.
   With NO_COLOR set, states still read as words.
+  In tmux, `set -sg escape-time 10` stops Escape lagging by 500 ms.
 """
 
 
@@ -66,4 +69,4 @@ class HelpScreen(Screen):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-body"):
             yield Static(HELP_TEXT, id="help-text", markup=False)
-        yield Footer()
+        yield KeyBar(current="show('help')")

@@ -13,12 +13,13 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from core.runs import RunDir
 from mdlm_tui.watcher import FileTail, is_live, run_health
 from mdlm_tui.widgets import formatting as fmt
 from mdlm_tui.widgets.confirm import ConfirmScreen
+from mdlm_tui.widgets.key_bar import KeyBar
 from mdlm_tui.widgets.state_label import state_text
 
 REFRESH_EVERY_S = 2.0
@@ -119,7 +120,7 @@ class RunsScreen(Screen):
         table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static("", id="runs-empty")
-        yield Footer()
+        yield KeyBar(current="show('runs')")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

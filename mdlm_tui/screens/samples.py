@@ -15,10 +15,11 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
+from textual.widgets import Button, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
 from mdlm_tui.widgets.eval_reports import current_run, fill_checkpoint_picker
+from mdlm_tui.widgets.key_bar import KeyBar
 from mdlm_tui.widgets.samples_replay import ReplayView
 from mdlm_tui.widgets.samples_runner import CheckpointSampler, SampleOptions
 from mdlm_tui.widgets.samples_traces import TraceEntry, read_run_traces, trace_files
@@ -109,7 +110,7 @@ class SamplesScreen(Screen):
                     yield Input("", placeholder="a prefix, or a template with <mask>*N", compact=True, id="sample-prompt")
                 yield Button("Sample ^n", id="sample-go", variant="primary", compact=True)
         yield Static("", id="samples-status", markup=False)
-        yield Footer()
+        yield KeyBar(current="show('samples')")
 
     def on_mount(self) -> None:
         self.refresh_run()

@@ -14,11 +14,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Log, ProgressBar, Static
+from textual.widgets import Log, ProgressBar, Static
 
 from mdlm_tui.watcher import RunUpdated, RunWatcher, is_live, run_health
 from mdlm_tui.widgets import formatting as fmt
 from mdlm_tui.widgets.curves import CurvePlot
+from mdlm_tui.widgets.key_bar import KeyBar
 from mdlm_tui.widgets.state_label import StateLabel
 from mdlm_tui.widgets.system_pane import SystemPane
 
@@ -49,7 +50,7 @@ class TrainScreen(Screen):
         if self.run_dir is None:
             yield Static("No run open. Press r for the Runs screen and Enter on a run, or c to start one.",
                          id="no-run")
-            yield Footer()
+            yield KeyBar(current="show('train')")
             return
         with Horizontal(id="train-head"):
             yield StateLabel(id="train-state")
@@ -65,7 +66,7 @@ class TrainScreen(Screen):
                 yield Static("", id="train-detail")
                 yield SystemPane("", id="train-system")
             yield Log(id="train-log", max_lines=400, auto_scroll=True)
-        yield Footer()
+        yield KeyBar(current="show('train')")
 
     def on_mount(self) -> None:
         if self.run_dir is not None:
