@@ -20,10 +20,11 @@ from mdlm_tui.watcher import RunUpdated, RunWatcher, is_live, run_health
 from mdlm_tui.widgets import formatting as fmt
 from mdlm_tui.widgets.curves import CurvePlot
 from mdlm_tui.widgets.key_bar import KeyBar
+from mdlm_tui.widgets.readout import Readout
 from mdlm_tui.widgets.state_label import StateLabel
 from mdlm_tui.widgets.system_pane import SystemPane
 
-REPLOT_EVERY_S = 1.0  # plotting thousands of points is the costly part; numbers update on every message
+REPLOT_EVERY_S = 2.0  # drawing the curves is the costly part of a live screen; the numbers update on every message
 
 
 class TrainScreen(Screen):
@@ -55,7 +56,7 @@ class TrainScreen(Screen):
         with Horizontal(id="train-head"):
             yield StateLabel(id="train-state")
             yield Static(self.run_dir.name, id="train-name")
-            yield Static("", id="train-numbers")
+            yield Readout(id="train-numbers")
         yield ProgressBar(total=None, show_eta=False, id="train-progress")
         with Grid(id="train-curves"):
             yield CurvePlot("loss / masked CE", id="plot-loss")
@@ -63,8 +64,8 @@ class TrainScreen(Screen):
             yield CurvePlot("learning rate", id="plot-lr")
         with Horizontal(id="train-bottom"):
             with Vertical(id="train-side"):
-                yield Static("", id="train-detail")
-                yield SystemPane("", id="train-system")
+                yield Readout(id="train-detail")
+                yield SystemPane(id="train-system")
             yield Log(id="train-log", max_lines=400, auto_scroll=True)
         yield KeyBar(current="show('train')")
 
@@ -89,7 +90,7 @@ class TrainScreen(Screen):
             self.latest_train = message.latest_train
         self.query_one("#train-state", StateLabel).show(self.health)
         self._show_numbers(message)
-        self.query_one("#train-system", SystemPane).show(self.latest_train.get("sys"))
+        self.query_one("#train-system", SystemPane).show_stats(self.latest_train.get("sys"))
         log = self.query_one("#train-log", Log)
         if message.log_reset:
             log.clear()
@@ -106,7 +107,7 @@ class TrainScreen(Screen):
         bar = self.query_one("#train-progress", ProgressBar)
         bar.update(total=total or None, progress=step)
         eta = status.get("eta_s") if self.health == "running" else None
-        self.query_one("#train-numbers", Static).update(
+        self.query_one("#train-numbers", Readout).show(
             f"step {step}/{total or '?'}  ETA {fmt.duration(eta)}  {fmt.count(train.get('tokens_per_s'))} tok/s")
         dev = message.latest_dev
         evaluation = message.latest_eval
@@ -119,7 +120,7 @@ class TrainScreen(Screen):
         ]
         if status.get("error"):
             lines.append(f"error: {status['error']}")
-        self.query_one("#train-detail", Static).update("\n".join(lines))
+        self.query_one("#train-detail", Readout).show("\n".join(lines))
 
     def _replot_if_pending(self) -> None:
         history, self._pending_history = self._pending_history, None

@@ -35,16 +35,23 @@ class CurvePlot(PlotextPlot):
         self.title = title
         self.points = 0  # how many points the last draw was given (tests and the empty hint read it)
         self._series: list[tuple[str, list[float], list[float]]] = []
+        self._drawn: tuple | None = None  # what the plot shows now, to skip drawing it again
 
     def on_mount(self) -> None:
         self.draw([])
 
     def on_resize(self, event: events.Resize) -> None:
         if self._series:  # thinned for the old width: draw again for the new one
+            self._drawn = None
             self.draw(self._series)
 
     def draw(self, series: list[tuple[str, list[float], list[float]]]) -> None:
-        self._series = series
+        """Plot `series` [(label, steps, values)]; nothing to do when they end where they ended
+        (a dev curve between evaluations): rendering a plot is the costly part of a live screen."""
+        drawn = tuple((label, len(xs), xs[-1:], ys[-1:]) for label, xs, ys in series)
+        if drawn == self._drawn:
+            return
+        self._series, self._drawn = series, drawn
         plt = self.plt
         plt.clear_data()
         plt.title(self.title)

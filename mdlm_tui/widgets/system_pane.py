@@ -3,7 +3,7 @@ memory, temperature, power) or "no GPU", then CPU, RAM and the trainer's RSS."""
 
 from __future__ import annotations
 
-from textual.widgets import Static
+from mdlm_tui.widgets.readout import Readout
 
 
 def _field(value, unit: str, digits: int = 0) -> str:
@@ -27,7 +27,6 @@ def system_lines(sys: dict | None) -> list[str]:
     return lines
 
 
-class SystemPane(Static):
-    def show(self, sys: dict | None) -> None:
-        self.lines = system_lines(sys)
-        self.update("\n".join(self.lines))
+class SystemPane(Readout):
+    def show_stats(self, sys: dict | None) -> None:
+        self.show("\n".join(system_lines(sys)))
