@@ -1,14 +1,14 @@
 """What a watching TUI costs the trainer, how fast the UI answers a key while training runs, and how
 long `mdlm-tui --help` takes.
 
-    python bench/tui_overhead.py [--preset smoke] [--steps N] [--threads T] [--rounds R] [--json OUT]
+    python bench/tui_overhead.py [--preset smoke] [--pairs 8] [--window 12] [--presses 40] [--json OUT]
 
 1. `mdlm-tui --help`, wall time of the installed command, median of 10.
-2. The same config and seed trained R times alone (A) and R times with `mdlm-tui watch` attached in
-   a tmux session of 100x30 (B), alternating A B A B so slow drift of the machine hits both alike.
-   Each leg's tokens/s is the median over its logging intervals in metrics.jsonl, without the first
-   WARMUP_FRACTION of them (torch warm-up and the TUI starting). Overhead = 1 - B / A.
-3. While one more run trains: key-press latency, '?' until the Help screen is showing, then back
+2. One training run, in windows: alone, watched by `mdlm-tui watch` in a tmux session of 100x30,
+   alone, watched, ... alone (--pairs watched windows). A window's tokens/s comes from the train
+   records it holds (metrics.jsonl); it starts SETTLE_S after the TUI came or went. The overhead
+   is the median over the watched windows of 1 - watched / (mean of the alone windows either side).
+3. While the same run trains: key-press latency, '?' until the Help screen is showing, then back
    to the Train screen with Escape or with t (in turns), (a) in a headless `App.run_test` in this
    process, from the key being posted to the screen being active and refreshed, and (b) end to end
    in tmux, from `send-keys` until `capture-pane` shows the new screen (this includes a few
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.runs import RunDir, read_jsonl  # noqa: E402  (light: no torch)
 
-WARMUP_FRACTION = 0.2
+SETTLE_S = 3.0  # after the TUI comes or goes (and after torch warms up), before a window counts
 HELP_MARKER = "SCREENS (their keys work everywhere)"
 TRAIN_MARKER = "tok/s"
 
@@ -95,7 +95,7 @@ class Tmux:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=20)
 
 
-# ---------------------------------------------------------------- training legs
+# ---------------------------------------------------------------- the trainer
 
 
 def train_args(args, run_dir: Path, steps: int) -> list[str]:
@@ -118,39 +118,45 @@ def wait_until(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def leg_tokens_per_s(run_dir: Path) -> dict:
-    rates = [r["tokens_per_s"] for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("event") == "train"]
-    kept = rates[max(1, int(len(rates) * WARMUP_FRACTION)):]
-    return {"median_tokens_per_s": statistics.median(kept), "intervals": len(kept)}
+# ---------------------------------------------------------------- overhead windows
 
 
-def run_leg(args, workdir: Path, name: str, watched: bool, tmux: Tmux | None) -> dict:
-    run_dir = workdir / name
-    t0 = time.perf_counter()
-    trainer = start_trainer(args, run_dir, args.steps)
-    try:
+def window_rate(records: list[dict], start: float, end: float) -> float | None:
+    """Tokens per second between the first and the last train record logged inside [start, end]."""
+    inside = [r for r in records if r.get("event") == "train" and start <= r["time"] <= end]
+    if len(inside) < 2:
+        return None
+    return (inside[-1]["tokens"] - inside[0]["tokens"]) / (inside[-1]["time"] - inside[0]["time"])
+
+
+def measure_overhead(args, run_dir: Path, tmux: Tmux) -> dict:
+    """Windows of the one training run, alone and watched in turns (alone first and last). Each
+    window counts from SETTLE_S after the TUI came or went, so Python starting up is left out:
+    the steady cost of watching is what a run of hours pays. A watched window is compared with
+    the mean of the alone windows either side, which cancels slow drift of the machine."""
+    windows = []
+    for index in range(2 * args.pairs + 1):
+        watched = index % 2 == 1
         if watched:
-            wait_until(lambda: (run_dir / "config.yaml").is_file(), 120, "config.yaml")
-            tmux.start(name, mdlm_command() + ["watch", str(run_dir)])
-        if trainer.wait(timeout=1800) != 0:
-            raise RuntimeError(f"leg {name} failed; see {run_dir}.log")
-        if watched:  # the TUI must still be there at the end, or the leg measured nothing
-            assert TRAIN_MARKER in tmux.screen(name), f"the watching TUI of {name} is gone"
-    finally:
-        if trainer.poll() is None:
-            trainer.kill()
-        if watched:
-            subprocess.run(["tmux", "-L", tmux.socket, "kill-session", "-t", name], capture_output=True)
-    return {"leg": name, "watched": watched, "seconds": time.perf_counter() - t0, **leg_tokens_per_s(run_dir)}
-
-
-def overhead(legs: list[dict]) -> dict:
-    """1 - watched / alone over the medians of the legs, and per A/B round."""
-    alone = statistics.median(leg["median_tokens_per_s"] for leg in legs if not leg["watched"])
-    watched = statistics.median(leg["median_tokens_per_s"] for leg in legs if leg["watched"])
-    per_round = [1 - b["median_tokens_per_s"] / a["median_tokens_per_s"] for a, b in zip(legs[::2], legs[1::2])]
-    return {"alone_tokens_per_s": alone, "watched_tokens_per_s": watched, "overhead": 1 - watched / alone,
-            "per_round": per_round}
+            tmux.start("watched", mdlm_command() + ["watch", str(run_dir)])
+        start = time.time() + SETTLE_S
+        time.sleep(SETTLE_S + args.window)
+        if watched:  # the TUI must still be there at the end, or the window measured nothing
+            assert TRAIN_MARKER in tmux.screen("watched"), "the watching TUI is gone"
+            subprocess.run(["tmux", "-L", tmux.socket, "kill-session", "-t", "watched"], capture_output=True)
+        windows.append({"watched": watched, "start": start, "end": time.time()})
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    for window in windows:
+        window["tokens_per_s"] = window_rate(records, window["start"], window["end"])
+        if window["tokens_per_s"] is None:
+            raise RuntimeError("a window holds fewer than two train records: lower --log-every or raise --window")
+    rate = lambda w: w["tokens_per_s"]
+    paired = [1 - rate(w) / ((rate(before) + rate(after)) / 2)
+              for before, w, after in zip(windows[0::2], windows[1::2], windows[2::2])]
+    alone = statistics.median(rate(w) for w in windows if not w["watched"])
+    watched = statistics.median(rate(w) for w in windows if w["watched"])
+    return {"alone_tokens_per_s": alone, "watched_tokens_per_s": watched, "overhead": statistics.median(paired),
+            "per_pair": paired, "windows": windows}
 
 
 # ---------------------------------------------------------------- key-press latency
@@ -209,22 +215,9 @@ def summarize_latency(times: dict[str, list[float]]) -> dict:
             for key, values in times.items()}
 
 
-def measure_latency(args, workdir: Path, tmux: Tmux | None) -> dict:
-    run_dir = workdir / "latency"
-    trainer = start_trainer(args, run_dir, steps=100_000)  # stopped below, once both measurements are done
-    try:
-        wait_until(lambda: int(RunDir(run_dir).read_status().get("step") or 0) > 0, 180, "the first step")
-        result = {"headless": asyncio.run(headless_latency(run_dir, args.presses))}
-        if tmux is not None:
-            result["tmux"] = tmux_latency(tmux, run_dir, args.presses)
-        result["trainer_still_running"] = trainer.poll() is None
-        return result
-    finally:
-        trainer.terminate()  # SIGTERM: the trainer checkpoints and stops
-        try:
-            trainer.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            trainer.kill()
+def measure_latency(args, run_dir: Path, tmux: Tmux) -> dict:
+    return {"headless": asyncio.run(headless_latency(run_dir, args.presses)),
+            "tmux": tmux_latency(tmux, run_dir, args.presses)}
 
 
 # ---------------------------------------------------------------- main
@@ -241,44 +234,50 @@ def machine() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="smoke")
-    parser.add_argument("--steps", type=int, default=500, help="training steps per leg (smoke: about 60 s on 2 cores)")
     parser.add_argument("--threads", type=int, default=0, help="trainer threads (0 = all cores)")
-    parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=2, help="A/B pairs")
-    parser.add_argument("--presses", type=int, default=30, help="key presses per latency measurement")
+    parser.add_argument("--log-every", type=int, default=10, help="steps between train records (smoke: about 1 s)")
+    parser.add_argument("--pairs", type=int, default=8, help="watched windows, each between two alone ones")
+    parser.add_argument("--window", type=float, default=12.0, help="seconds measured per window")
+    parser.add_argument("--presses", type=int, default=40, help="key presses per latency measurement")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if not shutil.which("tmux"):
+        sys.exit("tmux is needed: the watching TUI runs in a terminal")
 
     workdir = Path(tempfile.mkdtemp(prefix="mdlm-tui-overhead-"))
     os.environ["MDLM_TUI_CACHE"] = str(workdir / "cache")
-    tmux = Tmux(workdir) if shutil.which("tmux") else None
-    if tmux is None:
-        sys.exit("tmux is needed for the watched legs")
+    tmux = Tmux(workdir)
     report = {"machine": machine(), "config": vars(args) | {"json": str(args.json)}}
+    trainer = None
     try:
         report["help"] = time_help()
         print(f"mdlm-tui --help: median {report['help']['median_s'] * 1000:.0f} ms", flush=True)
-        # one short run fills the corpus cache, so no timed leg builds the tokenizer
+        # one short run fills the corpus cache, so the timed run does not build the tokenizer
         warm = start_trainer(args, workdir / "warm-cache", steps=2)
         if warm.wait() != 0:
             sys.exit(f"the warm-up run failed; see {workdir}/warm-cache.log")
-        legs = []  # --rounds 0 measures only --help and the key-press latency
-        for round_index in range(args.rounds):
-            for watched in (False, True):
-                name = f"r{round_index}-{'watched' if watched else 'alone'}"
-                legs.append(run_leg(args, workdir, name, watched, tmux))
-                print(f"{name}: {legs[-1]['median_tokens_per_s']:,.0f} tokens/s ({legs[-1]['seconds']:.0f} s)", flush=True)
-        report["legs"] = legs
-        if legs:
-            report["overhead"] = overhead(legs)
-            print(f"overhead: {100 * report['overhead']['overhead']:.1f} % (per round: "
-                  f"{', '.join(f'{100 * o:.1f} %' for o in report['overhead']['per_round'])})", flush=True)
-        report["latency"] = measure_latency(args, workdir, tmux)
+        run_dir = workdir / "run"
+        trainer = start_trainer(args, run_dir, steps=1_000_000)  # stopped below, once everything is measured
+        wait_until(lambda: int(RunDir(run_dir).read_status().get("step") or 0) > 0, 180, "the first step")
+        time.sleep(SETTLE_S)  # torch warm-up
+        if args.pairs:  # --pairs 0 measures only --help and the key-press latency
+            report["overhead"] = measure_overhead(args, run_dir, tmux)
+            result = report["overhead"]
+            print(f"tokens/s alone {result['alone_tokens_per_s']:,.0f}, watched {result['watched_tokens_per_s']:,.0f}; "
+                  f"overhead {100 * result['overhead']:.1f} % (median of pairs: "
+                  f"{', '.join(f'{100 * o:.1f}' for o in result['per_pair'])})", flush=True)
+        report["latency"] = measure_latency(args, run_dir, tmux)
         for where, result in report["latency"].items():
-            if isinstance(result, dict):
-                print(f"latency {where}: " + "; ".join(f"{key} median {r['median_ms']:.0f} ms p95 {r['p95_ms']:.0f} ms"
-                                                       for key, r in result.items()), flush=True)
+            print(f"latency {where}: " + "; ".join(f"{key} median {r['median_ms']:.0f} ms p95 {r['p95_ms']:.0f} ms"
+                                                   for key, r in result.items()), flush=True)
+        report["trainer_still_running"] = trainer.poll() is None
     finally:
+        if trainer is not None:
+            trainer.terminate()  # SIGTERM: the trainer checkpoints and stops
+            try:
+                trainer.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                trainer.kill()
         tmux.kill_server()
         if args.json is not None:
             args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -70,15 +70,17 @@ class Tmux:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=20)
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.25):
-    """Poll until condition() returns something truthy; fail with `what` after `timeout` seconds."""
+def wait_for(condition, timeout: float, what: str, interval: float = 0.25, screen=None):
+    """Poll until condition() returns something truthy; fail with `what` after `timeout` seconds,
+    and with what `screen()` shows then, where given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    shown = f"; the screen:\n{screen()}" if screen is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{shown}")
 
 
 def steps_on_screen(text: str) -> int | None:
@@ -129,7 +131,9 @@ def test_start_watch_quit_and_reattach(tmux, tmp_path):
         # 2. Focus starts on the preset picker; eleven tabs pass the ten form fields to the extra --set line.
         tmux.keys("tui", *["Tab"] * 11)
         tmux.type("tui", f"train.budget={BUDGET_STEPS} steps; train.log_every=1; train.dev_every=0")
-        wait_for(lambda: f"{BUDGET_STEPS} steps" in tmux.screen("tui"), 30, "the verdict to take the new budget")
+        # the verdict ("... (4 heads), 30 steps, 1.1M parameters") may wrap anywhere: compare it unwrapped
+        wait_for(lambda: f"heads), {BUDGET_STEPS} steps" in " ".join(tmux.screen("tui").split()), 30,
+                 "the verdict to take the new budget", screen=lambda: tmux.screen("tui"))
         tmux.keys("tui", "C-s")
 
         # 3. The Train screen follows the run the TUI spawned.

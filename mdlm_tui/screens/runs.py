@@ -127,8 +127,15 @@ class RunsScreen(Screen):
         for column in COLUMNS:
             table.add_column(column, key=column)
         self.action_refresh_runs()
-        self.set_interval(REFRESH_EVERY_S, self.action_refresh_runs)
+        self.set_interval(REFRESH_EVERY_S, self._refresh_if_shown)
         table.focus()
+
+    def _refresh_if_shown(self) -> None:
+        if self.is_current:  # hidden, reading every run folder would only take time from a trainer
+            self.action_refresh_runs()
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh_runs()
 
     def action_refresh_runs(self) -> None:
         table = self.query_one(DataTable)

@@ -181,7 +181,7 @@ class SamplesScreen(Screen):
 
     def poll_traces(self) -> None:
         """Pick up samples a training run appends while this screen is open."""
-        if self.run is None or self.sampling:
+        if self.run is None or self.sampling or not self.is_current:  # coming back reloads them anyway
             return
         try:
             changed = self._traces_signature() != self._traces_seen

@@ -24,6 +24,10 @@ from mdlm_tui.widgets.readout import Readout
 from mdlm_tui.widgets.state_label import StateLabel
 from mdlm_tui.widgets.system_pane import SystemPane
 
+# Each look at the run wakes the TUI, and a TUI waking often slows a trainer that keeps every core
+# busy (its threads wait for each other when one is pre-empted): polling four times a second cost
+# the trainer about 4 %, once a second under 1 % (bench/tui_overhead.py).
+WATCH_EVERY_S = 1.0
 REPLOT_EVERY_S = 2.0  # drawing the curves is the costly part of a live screen; the numbers update on every message
 
 
@@ -34,10 +38,9 @@ class TrainScreen(Screen):
         Binding("p", "pause_resume", "Pause/resume"),
     ]
 
-    def __init__(self, run: Path | None, watch_interval: float = 0.25):
+    def __init__(self, run: Path | None):
         super().__init__()
         self.run_dir = Path(run) if run is not None else None
-        self.watch_interval = watch_interval
         self.watcher: RunWatcher | None = None
         self.status: dict = {}
         self.latest_train: dict = {}
@@ -71,7 +74,7 @@ class TrainScreen(Screen):
 
     def on_mount(self) -> None:
         if self.run_dir is not None:
-            self.watcher = RunWatcher(self.run_dir, self, interval=self.watch_interval).start()
+            self.watcher = RunWatcher(self.run_dir, self, interval=WATCH_EVERY_S).start()
             self.set_interval(REPLOT_EVERY_S, self._replot_if_pending)
 
     def on_unmount(self) -> None:
