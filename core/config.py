@@ -45,6 +45,14 @@ class ModelConfig:
     max_position: int = 512
     dropout: float = 0.1
     attention_dropout: float = 0.1
+    # The released model's conventions (SPEC section 4); each has today's earlier variant as an ablation.
+    time_scale: float = 1.0  # the rate is fed to the sinusoidal features times this (1 as released; 1000 is DiT-style)
+    position_terms: str = "ltg"  # ltg: both position terms index bucket(i - j); mirrored: c2p indexes bucket(j - i)
+    layer_norm_eps: float = 1e-7  # every LayerNorm (released 1e-7; PyTorch's default is 1e-5)
+    ffn_depth_scaling: bool = True  # both FFN weights of layer i scaled by sqrt(1 / (2 (1 + i))) at init
+    ffn_gelu: str = "tanh"  # GELU of the GEGLU gate: tanh approximation as released, or exact
+    position_dropout: str = "per-layer"  # per-layer: attention_dropout on the table in every layer; shared: dropout once
+    head_dropout: bool = True  # dropout before the head's output projection, as released
 
 
 @dataclass
@@ -66,6 +74,9 @@ class ScheduleConfig:
 @dataclass
 class MaskingConfig:
     kind: str = "uniform"  # uniform | frequency
+    # sequence: min, max and mean over all L positions, <s> and pads included, counts over the padded
+    # sequences (as released); maskable: over maskable positions only, counts without specials
+    statistics: str = "sequence"
     p_freq: float = 0.02  # softening exponent of frequency-informed masking
     curriculum: bool = True  # grow p from 0 (first epoch) to p_freq (last epoch)
 
@@ -92,6 +103,8 @@ class TrainConfig:
     cooldown: float = 0.016  # fraction of steps, linear to 0 at the end
     min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
     clip: float = 2.0  # gradient norm clip; 0 disables
+    first_lr_zero: bool = True  # the first update uses the schedule's lr at step 0 (0 with warm-up), as released
+    lamb_trust: str = "per-matrix"  # per-matrix: one trust ratio per released matrix (query-key, value-gate); per-tensor
     ema: float = 0.999  # 0 disables
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
@@ -145,6 +158,11 @@ CHOICES = {
     "data.source": ("auto", "embedded", "babylm", "text", "hf"),
     "schedule.name": ("linear", "cosine", "cosine-squared", "log-linear", "gaussian", "bimodal"),
     "masking.kind": ("uniform", "frequency"),
+    "masking.statistics": ("sequence", "maskable"),
+    "model.position_terms": ("ltg", "mirrored"),
+    "model.ffn_gelu": ("tanh", "exact"),
+    "model.position_dropout": ("per-layer", "shared"),
+    "train.lamb_trust": ("per-matrix", "per-tensor"),
     "objective.on_nonfinite": ("fail", "skip"),
     "train.optimizer": ("lamb", "adamw"),
     "train.precision": ("auto", "fp32", "bf16"),
@@ -385,6 +403,10 @@ def validate(cfg: Config) -> None:
             raise UserError(f"{key} must be 0 or more, got {value}.")
     if cfg.masking.p_freq < 0:
         raise UserError(f"masking.p_freq must be non-negative, got {cfg.masking.p_freq}.")
+    if not 0 < m.layer_norm_eps < 1:
+        raise UserError(f"model.layer_norm_eps must be in (0, 1), got {m.layer_norm_eps}.")
+    if not 0 < m.time_scale <= 1e6:
+        raise UserError(f"model.time_scale must be positive (1 as released, 1000 DiT-style), got {m.time_scale}.")
     if cfg.schedule.power < 0:
         raise UserError(f"schedule.power must be non-negative, got {cfg.schedule.power}.")
 
