@@ -10,18 +10,30 @@ import torch
 from torch import Tensor, nn
 
 from core.config import TrainConfig
+from core.model import Attention
 
 
 class Lamb(torch.optim.Optimizer):
     """Adam moments with bias correction, decoupled weight decay, and a layer-wise trust ratio
     ||w|| / ||update|| that rescales each decayed tensor's step to a fixed fraction of its norm.
-    Groups without decay (biases, norms) take plain Adam steps: their norms say nothing about scale."""
+    Groups without decay (biases, norms) take plain Adam steps: their norms say nothing about scale.
+
+    `row_blocks` maps a parameter to a number n of equal row blocks that each get their own trust
+    ratio, for a fused tensor that stands for n separate matrices (default: one ratio per tensor)."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, row_blocks: dict[nn.Parameter, int] | None = None):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"Invalid LAMB settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}.")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        # Kept on the instance, keyed by the parameter object, not in the param groups: load_state_dict
+        # swaps the group dicts for saved ones, and the blocks always come from the model anyway.
+        self.row_blocks: dict[nn.Parameter, int] = {}
+        for p, n in (row_blocks or {}).items():
+            if n < 1 or p.ndim == 0 or p.shape[0] % n:
+                raise ValueError(f"Cannot split shape {tuple(p.shape)} into {n} equal row blocks.")
+            if n > 1:
+                self.row_blocks[p] = n
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -61,13 +73,26 @@ class Lamb(torch.optim.Optimizer):
 
         if group["weight_decay"] > 0:
             torch._foreach_add_(updates, params, alpha=group["weight_decay"])
-            weight_norms = torch.stack(torch._foreach_norm(params))
-            update_norms = torch.stack(torch._foreach_norm(updates))
-            # A zero norm (fresh zero init, or a zero update) leaves the step as Adam would take it.
-            usable = (weight_norms > 0) & (update_norms > 0)
-            ratios = torch.where(usable, weight_norms / update_norms.clamp_min(1e-30), torch.ones_like(weight_norms))
-            torch._foreach_mul_(updates, list(ratios.unbind()))
+            blocks = [self.row_blocks.get(p, 1) for p in params]
+            whole = [(p, u) for p, u, n in zip(params, updates, blocks) if n == 1]
+            if whole:
+                ws, us = map(list, zip(*whole))
+                norms = [torch.stack(torch._foreach_norm(ts)) for ts in (ws, us)]
+                torch._foreach_mul_(us, list(_trust_ratios(*norms).unbind()))
+            for p, u, n in zip(params, updates, blocks):
+                if n > 1:  # one ratio per row block; splitting dim 0 is always a view, whatever the strides
+                    w_blocks, u_blocks = p.unflatten(0, (n, -1)), u.unflatten(0, (n, -1))
+                    dims = tuple(range(1, u_blocks.ndim))
+                    ratios = _trust_ratios(torch.linalg.vector_norm(w_blocks, dim=dims),
+                                           torch.linalg.vector_norm(u_blocks, dim=dims))
+                    u_blocks.mul_(ratios.view(n, *[1] * len(dims)))
         torch._foreach_add_(params, updates, alpha=-group["lr"])
+
+
+def _trust_ratios(weight_norms: Tensor, update_norms: Tensor) -> Tensor:
+    """||w|| / ||update||; a zero norm (fresh zero init, or a zero update) gives 1, i.e. the Adam step."""
+    usable = (weight_norms > 0) & (update_norms > 0)
+    return torch.where(usable, weight_norms / update_norms.clamp_min(1e-30), torch.ones_like(weight_norms))
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -80,11 +105,20 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def released_matrix_blocks(model: nn.Module) -> dict[nn.Parameter, int]:
+    """The fused tensors that were separate matrices in the released model, with their row-block counts:
+    each attention in_proj weight holds query-key (rows [0:2D]) and value-gate (rows [2D:4D])."""
+    return {m.in_proj.weight: 2 for m in model.modules() if isinstance(m, Attention)}
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
     settings = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
     if cfg.optimizer == "lamb":
-        return Lamb(groups, **settings)
+        if cfg.lamb_trust not in ("per-matrix", "per-tensor"):
+            raise ValueError(f"Unknown lamb_trust '{cfg.lamb_trust}'; choose per-matrix or per-tensor.")
+        blocks = released_matrix_blocks(model) if cfg.lamb_trust == "per-matrix" else None
+        return Lamb(groups, **settings, row_blocks=blocks)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, **settings)
     raise ValueError(f"Unknown optimizer '{cfg.optimizer}'; choose lamb or adamw.")

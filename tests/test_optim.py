@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.config import TrainConfig
-from core.optim import EMA, Lamb, build_optimizer, lr_multiplier, param_groups
+from core.config import Config, TrainConfig
+from core.model import Attention, build_model
+from core.optim import EMA, Lamb, build_optimizer, lr_multiplier, param_groups, released_matrix_blocks
 
 
 def small_model(seed=0) -> nn.Module:
@@ -47,6 +48,80 @@ def test_lamb_matches_a_hand_written_reference_for_several_steps():
         update = (m / (1 - 0.9**step)) / ((v / (1 - 0.98**step)).sqrt() + 1e-8) + 0.1 * ref
         ref = ref - 0.05 * (ref.norm() / update.norm()) * update
         torch.testing.assert_close(w.detach(), ref)
+
+
+def test_lamb_per_matrix_trust_ratio_matches_a_hand_written_reference():
+    """A fused [4D, D] weight split into 2 row blocks: each block scaled by ||w_blk|| / ||upd_blk||."""
+    D = 3
+    gen = torch.Generator().manual_seed(0)
+    w = nn.Parameter(torch.randn(4 * D, D, generator=gen))
+    with torch.no_grad():
+        w[2 * D :] *= 4.0  # blocks of clearly different norms, so one ratio for the whole tensor differs
+    opt = Lamb([w], lr=0.05, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.1, row_blocks={w: 2})
+    ref, m, v = w.detach().clone(), torch.zeros(4 * D, D), torch.zeros(4 * D, D)
+    for step in range(1, 4):
+        g = torch.randn(4 * D, D, generator=gen)
+        one_step(opt, [w], [g])
+        m, v = 0.9 * m + 0.1 * g, 0.98 * v + 0.02 * g * g
+        update = (m / (1 - 0.9**step)) / ((v / (1 - 0.98**step)).sqrt() + 1e-8) + 0.1 * ref
+        blocks = []
+        for rows in (slice(0, 2 * D), slice(2 * D, 4 * D)):
+            w_blk, u_blk = ref[rows], update[rows]
+            blocks.append(w_blk - 0.05 * (w_blk.norm() / u_blk.norm()) * u_blk)
+        ref = torch.cat(blocks)
+        torch.testing.assert_close(w.detach(), ref)
+
+
+def tiny_mdlm(seed=0) -> nn.Module:
+    cfg = Config()
+    cfg.model.hidden_size, cfg.model.num_layers, cfg.model.num_heads = 16, 2, 2
+    cfg.model.ffn_size, cfg.model.cond_dim, cfg.data.vocab_size = 32, 8, 300
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_model(cfg)
+
+
+def first_step_block_moves(lamb_trust: str) -> tuple[list[float], list[float], float, float]:
+    """One LAMB step on a tiny MDLM; for the first layer's in_proj weight: the norms of each half's move,
+    lr * each half's norm, the whole move's norm and lr * the whole weight's norm."""
+    model = tiny_mdlm()
+    weight = model.blocks[0].attention.in_proj.weight
+    D = weight.shape[1]
+    with torch.no_grad():
+        weight[2 * D :] *= 3.0  # halves of clearly different norms
+    cfg = TrainConfig(lamb_trust=lamb_trust)
+    opt = build_optimizer(model, cfg)
+    before = weight.detach().clone()
+    gen = torch.Generator().manual_seed(1)
+    one_step(opt, list(model.parameters()), [torch.randn(p.shape, generator=gen) for p in model.parameters()])
+    delta = weight.detach() - before
+    halves = (slice(0, 2 * D), slice(2 * D, 4 * D))
+    moves = [delta[h].norm().item() for h in halves]
+    targets = [cfg.lr * before[h].norm().item() for h in halves]
+    return moves, targets, delta.norm().item(), cfg.lr * before.norm().item()
+
+
+def test_build_optimizer_gives_each_released_matrix_its_own_trust_ratio():
+    model = tiny_mdlm()
+    attentions = [m for m in model.modules() if isinstance(m, Attention)]
+    assert len(attentions) == 2
+    assert released_matrix_blocks(model) == {a.in_proj.weight: 2 for a in attentions}
+
+    # First step: the trust ratio makes ||move|| = lr * ||w|| for each block that has its own ratio.
+    moves, targets, _, _ = first_step_block_moves("per-matrix")
+    for move, target in zip(moves, targets):
+        assert move == pytest.approx(target, rel=1e-5)
+
+    moves, targets, whole_move, whole_target = first_step_block_moves("per-tensor")
+    assert whole_move == pytest.approx(whole_target, rel=1e-5)
+    for move, target in zip(moves, targets):
+        assert move != pytest.approx(target, rel=0.1)
+
+
+def test_lamb_rejects_row_blocks_that_do_not_divide_the_rows():
+    w = nn.Parameter(torch.ones(5, 3))
+    with pytest.raises(ValueError, match="5, 3"):
+        Lamb([w], weight_decay=0.1, row_blocks={w: 2})
 
 
 def test_lamb_handles_zero_weights_and_missing_grads():
