@@ -49,7 +49,8 @@ class ModelConfig:
     time_scale: float = 1.0  # the rate is fed to the sinusoidal features times this (1 as released; 1000 is DiT-style)
     position_terms: str = "ltg"  # ltg: both position terms index bucket(i - j); mirrored: c2p indexes bucket(j - i)
     layer_norm_eps: float = 1e-7  # every LayerNorm (released 1e-7; PyTorch's default is 1e-5)
-    ffn_depth_scaling: bool = True  # both FFN weights of layer i scaled by sqrt(1 / (2 (1 + i))) at init
+    init: str = "released"  # released: FFN weights of layer i scaled by sqrt(1 / (2 (1 + i))), time MLP at
+    # PyTorch's default init; plain: every weight truncated normal, no depth scaling
     ffn_gelu: str = "tanh"  # GELU of the GEGLU gate: tanh approximation as released, or exact
     position_dropout: str = "per-layer"  # per-layer: attention_dropout on the table in every layer; shared: dropout once
     head_dropout: bool = True  # dropout before the head's output projection, as released
@@ -161,6 +162,7 @@ CHOICES = {
     "masking.statistics": ("sequence", "maskable"),
     "model.position_terms": ("ltg", "mirrored"),
     "model.ffn_gelu": ("tanh", "exact"),
+    "model.init": ("released", "plain"),
     "model.position_dropout": ("per-layer", "shared"),
     "train.lamb_trust": ("per-matrix", "per-tensor"),
     "objective.on_nonfinite": ("fail", "skip"),

@@ -16,12 +16,12 @@ from torch import nn
 from core.config import ModelConfig
 
 TIME_FEATURES = 256  # sinusoidal features of the mask rate
-TIME_SCALE = 1000.0  # r in [0, 1] is stretched like DiT's integer timesteps so all frequencies vary
 
 
 def relative_bucket_index(length: int, buckets: int, max_position: int) -> torch.Tensor:
-    """[L, L] index into the relative-position table for (query i, key j): the offset j - i itself
-    up to buckets // 2, logarithmic buckets beyond (as LTG-BERT), the last reaching max_position."""
+    """[L, L] index into the relative-position table whose entry [a, b] buckets the offset b - a: the
+    offset itself up to buckets // 2, logarithmic buckets beyond (as LTG-BERT), the last reaching
+    max_position. Entry [j, i] is therefore bucket(i - j), the released index of query i, key j."""
     offset = torch.arange(length)[None, :] - torch.arange(length)[:, None]
     half = buckets // 2
     distance = offset.abs().clamp(min=1, max=max_position - 1).double()
@@ -30,15 +30,18 @@ def relative_bucket_index(length: int, buckets: int, max_position: int) -> torch
     return bucket + buckets - 1
 
 
-def time_features(rate: torch.Tensor, dim: int = TIME_FEATURES, max_period: float = 10000.0) -> torch.Tensor:
+def time_features(rate: torch.Tensor, scale: float = 1.0, dim: int = TIME_FEATURES,
+                  max_period: float = 10000.0) -> torch.Tensor:
+    """cos and sin of rate * scale at dim / 2 frequencies. The released model feeds the rate in [0, 1]
+    unscaled (scale 1); DiT-style models stretch it to integer timesteps (scale 1000)."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=rate.device, dtype=torch.float32) / half)
-    angles = rate.float()[:, None] * TIME_SCALE * freqs[None, :]
+    angles = rate.float()[:, None] * scale * freqs[None, :]
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
-def layer_norm(x: torch.Tensor) -> torch.Tensor:
-    return F.layer_norm(x, x.shape[-1:])
+def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.layer_norm(x, x.shape[-1:], eps=eps)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -78,15 +81,20 @@ def attend(q, k, v, scores_bias, dropout_p: float) -> torch.Tensor:
 
 class Attention(nn.Module):
     """Disentangled attention (DeBERTa style), scaled by 1 / sqrt(3 d):
-        score(i, j) = q_i . k_j + q_i . pos_k[bucket(j - i)] + k_j . pos_q[bucket(i - j)],
+        score(i, j) = q_i . k_j + q_i . pos_k[bucket(i - j)] + k_j . pos_q[bucket(i - j)],
     where pos_q, pos_k are the relative table through this layer's query-key projection;
-    values gated by GELU(gate); LayerNorm on the context before the output projection."""
+    values gated by GELU(gate); LayerNorm on the context before the output projection.
+    (model.position_terms=mirrored indexes the first position term by bucket(j - i) instead.)"""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         D = cfg.hidden_size
         self.heads = cfg.num_heads
         self.head_size = D // cfg.num_heads
+        self.eps = cfg.layer_norm_eps
+        self.mirrored = cfg.position_terms == "mirrored"
+        # As released, each layer drops its own view of the position table at the attention rate.
+        self.position_dropout = cfg.attention_dropout if cfg.position_dropout == "per-layer" else 0.0
         # Query, key, value and gate in one matmul; rows [:2D] are the query-key projection, which
         # also projects the relative-position table.
         self.in_proj = nn.Linear(D, 4 * D)
@@ -111,10 +119,14 @@ class Attention(nn.Module):
 
         # Position terms: project only the R table rows, score every token against them ([L, R]
         # per head, one matmul over all B * L tokens), then gather the [L, L] pattern.
+        positions = dropout(positions, self.position_dropout, self.training)
         table = F.linear(positions, weight[: 2 * D], bias[: 2 * D])
         pos_q, pos_k = table.unflatten(-1, (2, H, d)).permute(1, 2, 3, 0).unbind(0)  # [H, d, R]
+        # bucket_index[a, b] buckets b - a. Gathered over key rows it gives position_to_content[j, i] at
+        # bucket(i - j); content_to_position takes the transposed index for the same bucket(i - j).
         index = bucket_index.expand(H, B, L, L)
-        content_to_position = torch.matmul(q.view(H, B * L, d), pos_k).view(H, B, L, -1).gather(-1, index)
+        query_index = index if self.mirrored else bucket_index.transpose(-1, -2).expand(H, B, L, L)
+        content_to_position = torch.matmul(q.view(H, B * L, d), pos_k).view(H, B, L, -1).gather(-1, query_index)
         position_to_content = torch.matmul(k.view(H, B * L, d), pos_q).view(H, B, L, -1).gather(-1, index)
         scores_bias = content_to_position + position_to_content.transpose(-1, -2)
         if key_padding is not None:
@@ -124,7 +136,7 @@ class Attention(nn.Module):
 
         context = attend(q, k, v, scores_bias, self.attention_dropout if self.training else 0.0)
         context = context.permute(1, 2, 0, 3).reshape(B, L, D) * F.gelu(gate)
-        return self.out_proj(layer_norm(context))
+        return self.out_proj(layer_norm(context, self.eps))
 
 
 class FeedForward(nn.Module):
@@ -133,6 +145,8 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.ffn_size = cfg.ffn_size
+        self.eps = cfg.layer_norm_eps
+        self.gelu_approximate = "tanh" if cfg.ffn_gelu == "tanh" else "none"  # the released GEGLU uses tanh
         self.in_proj = nn.Linear(cfg.hidden_size, 2 * cfg.ffn_size, bias=False)
         self.out_proj = nn.Linear(cfg.ffn_size, cfg.hidden_size, bias=False)
 
@@ -140,7 +154,7 @@ class FeedForward(nn.Module):
         # slices of one weight rather than chunking the output (see Attention.forward)
         value = F.linear(x, self.in_proj.weight[: self.ffn_size])
         gate = F.linear(x, self.in_proj.weight[self.ffn_size :])
-        return self.out_proj(layer_norm(value * F.gelu(gate)))
+        return self.out_proj(layer_norm(value * F.gelu(gate, approximate=self.gelu_approximate), self.eps))
 
 
 class Block(nn.Module):
@@ -148,19 +162,22 @@ class Block(nn.Module):
         super().__init__()
         self.attention = Attention(cfg)
         self.feed_forward = FeedForward(cfg)
+        self.eps = cfg.layer_norm_eps
+        self.attention_dropout = Dropout(cfg.attention_dropout)  # the released attention output rate
         self.dropout = Dropout(cfg.dropout)
         # AdaLN-Zero: shift, scale, gate for attention and FFN; zero at init, so each block starts
         # as the identity when conditioning is on.
         self.modulation = nn.Linear(cfg.cond_dim, 6 * cfg.hidden_size) if cfg.time_conditioning else None
 
     def forward(self, x, cond, positions, bucket_index, key_padding):
+        eps = self.eps
         if self.modulation is None:
-            x = x + self.dropout(self.attention(layer_norm(x), positions, bucket_index, key_padding))
-            return x + self.dropout(self.feed_forward(layer_norm(x)))
+            x = x + self.attention_dropout(self.attention(layer_norm(x, eps), positions, bucket_index, key_padding))
+            return x + self.dropout(self.feed_forward(layer_norm(x, eps)))
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.modulation(cond)[:, None, :].chunk(6, dim=-1)
-        h = torch.addcmul(shift_a, layer_norm(x), 1 + scale_a)
-        x = torch.addcmul(x, gate_a, self.dropout(self.attention(h, positions, bucket_index, key_padding)))
-        h = torch.addcmul(shift_f, layer_norm(x), 1 + scale_f)
+        h = torch.addcmul(shift_a, layer_norm(x, eps), 1 + scale_a)
+        x = torch.addcmul(x, gate_a, self.attention_dropout(self.attention(h, positions, bucket_index, key_padding)))
+        h = torch.addcmul(shift_f, layer_norm(x, eps), 1 + scale_f)
         return torch.addcmul(x, gate_f, self.dropout(self.feed_forward(h)))
 
 
@@ -171,8 +188,11 @@ class MDLM(nn.Module):
         D = cfg.hidden_size
         self.word_embedding = nn.Embedding(vocab_size, D)
         self.relative_embedding = nn.Parameter(torch.empty(2 * cfg.position_buckets - 1, D))
-        self.relative_norm = nn.LayerNorm(D)  # the model's only affine LayerNorm
+        self.relative_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)  # the model's only affine LayerNorm
         self.dropout = Dropout(cfg.dropout)
+        # model.position_dropout=shared drops the table once for all layers instead of once per layer
+        self.shared_position_dropout = cfg.dropout if cfg.position_dropout == "shared" else 0.0
+        self.head_dropout = Dropout(cfg.dropout if cfg.head_dropout else 0.0)
         if cfg.time_conditioning:
             self.time_mlp = nn.Sequential(
                 nn.Linear(TIME_FEATURES, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim), nn.SiLU()
@@ -185,14 +205,22 @@ class MDLM(nn.Module):
 
     def reset_parameters(self) -> None:
         std = math.sqrt(2.0 / (5.0 * self.cfg.hidden_size))  # as LTG-BERT
+        released = self.cfg.init == "released"
+        time_mlp = set(self.time_mlp.modules()) if released and self.cfg.time_conditioning else set()
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
+            if module in time_mlp and isinstance(module, nn.Linear):
+                module.reset_parameters()  # the released time MLP keeps PyTorch's default init
+            elif isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
         nn.init.trunc_normal_(self.relative_embedding, std=std, a=-2 * std, b=2 * std)
         nn.init.zeros_(self.output_bias)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if released:  # deeper FFNs start smaller, as in LTG-BERT
+                with torch.no_grad():
+                    block.feed_forward.in_proj.weight.mul_(math.sqrt(1.0 / (2.0 * (1 + i))))
+                    block.feed_forward.out_proj.weight.mul_(math.sqrt(1.0 / (2.0 * (1 + i))))
             if block.modulation is not None:
                 nn.init.zeros_(block.modulation.weight)
                 nn.init.zeros_(block.modulation.bias)
@@ -208,8 +236,8 @@ class MDLM(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, rate=None, output_mask=None):
         B, L = input_ids.shape
-        x = self.dropout(layer_norm(self.word_embedding(input_ids)))
-        positions = self.dropout(self.relative_norm(self.relative_embedding))
+        x = self.dropout(layer_norm(self.word_embedding(input_ids), self.cfg.layer_norm_eps))
+        positions = dropout(self.relative_norm(self.relative_embedding), self.shared_position_dropout, self.training)
         bucket_index = self.bucket_index(L, input_ids.device)
 
         # [B, 1, L], True at padding keys. On CPU a batch without padding skips the masking pass
@@ -222,7 +250,7 @@ class MDLM(nn.Module):
         if self.cfg.time_conditioning:
             if rate is None:
                 rate = torch.zeros(B, device=input_ids.device)
-            cond = self.time_mlp(time_features(rate).to(x.dtype))
+            cond = self.time_mlp(time_features(rate, self.cfg.time_scale).to(x.dtype))
 
         for block in self.blocks:
             x = block(x, cond, positions, bucket_index, key_padding)
@@ -231,7 +259,8 @@ class MDLM(nn.Module):
         return self.head(x)
 
     def head(self, x):
-        x = layer_norm(F.gelu(self.head_proj(layer_norm(x))))
+        eps = self.cfg.layer_norm_eps
+        x = self.head_dropout(layer_norm(F.gelu(self.head_proj(layer_norm(x, eps))), eps))
         return F.linear(x, self.word_embedding.weight, self.output_bias)
 
 
