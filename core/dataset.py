@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -46,6 +47,31 @@ class PreparedData:
     token_counts: np.ndarray  # [vocab_size] int64 over the training token stream, without <s> and pads
     description: str
     cache_path: Path
+
+    @cached_property
+    def sequence_counts(self) -> np.ndarray:
+        """[vocab_size] int64 over the padded training sequences, <s> and pads included (as released).
+        Computed on first use rather than cached on disk, so caches built before it need no rebuild."""
+        return sequence_token_counts(self.train, len(self.token_counts))
+
+
+def sequence_token_counts(chunks: np.ndarray, vocab_size: int, block_rows: int = 1 << 16) -> np.ndarray:
+    """Count every id of the [N, seq_len] chunks, <s> and pads included: np.bincount of the array.
+    Blockwise, so a memory-mapped 100M-token corpus is never copied whole into int64."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for start in range(0, len(chunks), block_rows):
+        counts += np.bincount(np.asarray(chunks[start : start + block_rows]).ravel(), minlength=vocab_size)
+    return counts
+
+
+def masking_counts(data: PreparedData, statistics: str) -> np.ndarray:
+    """The frequency table that masking.statistics goes with (SPEC 3): counts over the padded sequences
+    for "sequence", over the token stream without specials for "maskable"."""
+    if statistics == "sequence":
+        return data.sequence_counts
+    if statistics == "maskable":
+        return data.token_counts
+    raise ValueError(f"Unknown masking statistics '{statistics}'; choose sequence or maskable.")
 
 
 def cache_root(cfg: DataConfig) -> Path:

@@ -1,8 +1,15 @@
 """Which tokens to mask: uniform, or frequency-informed (SPEC section 3, the paper's Eq. 2 as run).
 
 Frequency-informed masking tilts each sequence's per-token mask probabilities towards rare tokens
-while keeping their mean over the maskable positions equal to the schedule's rate r_b, so the
-expected number of masked tokens and the NELBO weight stay those of the schedule.
+while keeping their mean equal to the schedule's rate r_b. Two variants of the per-sequence statistics:
+
+- "sequence" (as released): the min, max and mean run over all L positions, <s> and pads included,
+  with scores from counts over the padded sequences. The mean over L of q is r_b; since specials are
+  never masked, padded sequences mask their real tokens above r_b. The pad, usually the most frequent
+  id, takes n = 0, so in a padded sequence no real token is left unmaskable; a full sequence's most
+  frequent type still takes n = 0 when it outranks <s>.
+- "maskable": over maskable positions only (mean over them of q is r_b). The sequence's most frequent
+  real token type then gets n = 0 and q = 0 whenever mu > r: it is never masked once p > 0.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from core.specials import NUM_SPECIAL
 
 # The SPEC's guard in the min-max denominator: a sequence of one token type gives n = 0, not NaN.
 MINMAX_EPS = 1e-8
+STATISTICS = ("sequence", "maskable")  # what the per-sequence min, max and mean run over
 
 
 def frequency_scores(counts) -> Tensor:
@@ -43,26 +51,45 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * mask).sum(1) / mask.sum(1).clamp_min(1)
 
 
-def frequency_mask_probs(ids: Tensor, rates: Tensor, scores: Tensor, p: float) -> Tensor:
+def _rescale(softened: Tensor, mu: Tensor, rates: Tensor) -> Tensor:
+    """SPEC 3's two branches: above the target scale down towards 0; below it, scale the gap to 1 down,
+    which keeps q <= 1. The clamps only guard the branch torch.where discards (mu > r > 0 and
+    mu < r <= 1 are safe)."""
+    r = rates[:, None]
+    scaled_down = softened * (r / mu.clamp_min(1e-12))
+    scaled_up = 1 - (1 - softened) * ((1 - r) / (1 - mu).clamp_min(1e-12))
+    return torch.where(mu > r, scaled_down, torch.where(mu < r, scaled_up, softened))
+
+
+def frequency_mask_probs(ids: Tensor, rates: Tensor, scores: Tensor, p: float,
+                         statistics: str = "sequence") -> Tensor:
     """q_bl from the global frequency scores: min-max normalised per sequence, softened by n^p, then
-    rescaled so mean_l q_bl = r_b. Statistics run over maskable positions only, so pads and <s> do not
-    shift a sequence's range or mean, and mean over maskable positions of q is exactly r_b."""
-    mask = maskable(ids)
+    rescaled so the sequence's mean of q is r_b.
+
+    statistics="sequence": min, max and mean over all L positions; q is not zeroed at specials (its
+    mean over L is r_b), sample_mask skips them. "maskable": over maskable positions only, q = 0 at
+    specials and its mean over maskable positions is r_b."""
+    if statistics not in STATISTICS:
+        raise ValueError(f"Unknown masking statistics '{statistics}'; choose sequence or maskable.")
     rates = rates.to(ids.device, torch.float32).clamp(0.0, 1.0)
     g = scores.to(ids.device, torch.float32)[ids]
+    if statistics == "sequence":
+        low, high = g.amin(1, keepdim=True), g.amax(1, keepdim=True)
+        # one token type throughout: n = 0, so v = 0 and q = r_b (p > 0), or v = 1 and q = r_b (p = 0)
+        softened = ((g - low) / (high - low + MINMAX_EPS)).clamp(0.0, 1.0).pow(p)
+        return _rescale(softened, softened.mean(1, keepdim=True), rates).clamp(0.0, 1.0)
+    return _maskable_statistics_probs(ids, rates, g, p)
+
+
+def _maskable_statistics_probs(ids: Tensor, rates: Tensor, g: Tensor, p: float) -> Tensor:
+    mask = maskable(ids)
     low = torch.where(mask, g, torch.inf).amin(1, keepdim=True)
     high = torch.where(mask, g, -torch.inf).amax(1, keepdim=True)
     spread = (high - low).nan_to_num(0.0, posinf=0.0, neginf=0.0)  # a row without maskable tokens
     normalised = ((g - low.nan_to_num(0.0, posinf=0.0)) / (spread + MINMAX_EPS)).clamp(0.0, 1.0)
     softened = normalised.pow(p) * mask  # p = 0: n^0 = 1 everywhere, i.e. uniform masking
 
-    mu = _masked_mean(softened, mask)[:, None]
-    r = rates[:, None]
-    # Above the target, scale down towards 0; below it, scale the gap to 1 down, which keeps q <= 1.
-    # The clamps only guard the branch torch.where discards (mu > r > 0 and mu < r <= 1 are safe).
-    scaled_down = softened * (r / mu.clamp_min(1e-12))
-    scaled_up = 1 - (1 - softened) * ((1 - r) / (1 - mu).clamp_min(1e-12))
-    q = torch.where(mu > r, scaled_down, torch.where(mu < r, scaled_up, softened))
+    q = _rescale(softened, _masked_mean(softened, mask)[:, None], rates)
     return (q * mask).clamp(0.0, 1.0)
 
 
@@ -83,12 +110,16 @@ def sample_mask(ids: Tensor, probs: Tensor, generator: torch.Generator | None = 
 class Masker:
     """Turns per-sequence rates into a boolean mask, uniformly or frequency-informed."""
 
-    def __init__(self, kind: str, scores: Tensor | None = None, p_freq: float = 0.02, curriculum: bool = True):
+    def __init__(self, kind: str, scores: Tensor | None = None, p_freq: float = 0.02, curriculum: bool = True,
+                 statistics: str = "sequence"):
         if kind not in ("uniform", "frequency"):
             raise ValueError(f"Unknown masking kind '{kind}'; choose uniform or frequency.")
         if kind == "frequency" and scores is None:
             raise ValueError("Frequency-informed masking needs the corpus frequency scores.")
+        if statistics not in STATISTICS:
+            raise ValueError(f"Unknown masking statistics '{statistics}'; choose sequence or maskable.")
         self.kind, self.scores, self.p_freq, self.curriculum = kind, scores, p_freq, curriculum
+        self.statistics = statistics
 
     def power(self, epoch: int, total_epochs: int) -> float:
         return curriculum_power(self.p_freq, epoch, total_epochs, self.curriculum)
@@ -98,7 +129,7 @@ class Masker:
             return uniform_mask_probs(ids, rates)
         if self.scores.device != ids.device:
             self.scores = self.scores.to(ids.device)  # moved once, not every step
-        return frequency_mask_probs(ids, rates, self.scores, self.power(epoch, total_epochs))
+        return frequency_mask_probs(ids, rates, self.scores, self.power(epoch, total_epochs), self.statistics)
 
     def __call__(self, ids: Tensor, rates: Tensor, epoch: int, total_epochs: int,
                  generator: torch.Generator | None = None) -> Tensor:
@@ -107,4 +138,5 @@ class Masker:
     def __repr__(self) -> str:
         if self.kind == "uniform":
             return "Masker(uniform)"
-        return f"Masker(frequency, p_freq={self.p_freq}, curriculum={self.curriculum})"
+        return (f"Masker(frequency, p_freq={self.p_freq}, curriculum={self.curriculum}, "
+                f"statistics={self.statistics})")

@@ -10,8 +10,10 @@ from tokenizers import Tokenizer, models
 import core.dataset as dataset
 from core.config import DataConfig
 from core.corpus import load_corpus
-from core.dataset import BatchStream, cache_root, chunk_documents, prepare_data
+from core.dataset import (BatchStream, cache_root, chunk_documents, masking_counts, prepare_data,
+                          sequence_token_counts)
 from core.errors import UserError
+from core.masking import frequency_scores
 from core.specials import BOS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SPECIAL_TOKENS
 from core.tokenizer import check_tokenizer, encode_documents, load_tokenizer, split_for_encoding, train_tokenizer
 
@@ -125,6 +127,20 @@ def test_chunks_start_with_bos_are_right_padded_and_rebuild_each_document():
     assert (np.diff(is_pad.astype(int), axis=1) >= 0).all()  # once padding starts it never stops
 
 
+def test_sequence_token_counts_count_bos_and_pads():
+    lengths = np.array([3, 20, 1, 7, 15], dtype=np.int64)
+    ids = (np.arange(lengths.sum()) % 40 + NUM_SPECIAL).astype(np.int32)
+    chunks = chunk_documents(ids, lengths, seq_len=16)
+    counts = sequence_token_counts(chunks, VOCAB)
+    assert counts.dtype == np.int64 and counts.shape == (VOCAB,)
+    assert np.array_equal(counts, np.bincount(chunks.ravel(), minlength=VOCAB))
+    assert np.array_equal(sequence_token_counts(chunks, VOCAB, block_rows=2), counts)  # blockwise, same sums
+    assert counts[BOS_ID] == len(chunks) and counts[PAD_ID] == np.count_nonzero(chunks == PAD_ID) > 0
+    assert counts.sum() == chunks.size
+    scores = frequency_scores(counts)
+    assert scores[PAD_ID] == scores.min()  # rank 0: the pad is the most frequent id of a padded corpus
+
+
 def test_prepare_data_chunks_and_counts(tmp_path):
     small_corpus(tmp_path / "corpus")
     data = prepare_data(data_config(tmp_path), log=lambda line: None)
@@ -142,6 +158,16 @@ def test_prepare_data_chunks_and_counts(tmp_path):
     assert data.tokenizer_path == data.cache_path / "tokenizer.json"
     assert {p.name for p in data.cache_path.iterdir()} >= {"tokenizer.json", "train.npy", "dev.npy", "token_counts.npy", "meta.json"}
     assert "corpus.txt" in data.description
+    # The released frequency table counts the padded sequences, <s> and pads included, computed on demand.
+    train = np.asarray(data.train)
+    assert np.array_equal(data.sequence_counts, np.bincount(train.ravel(), minlength=VOCAB))
+    assert data.sequence_counts[BOS_ID] == len(train) and data.sequence_counts[PAD_ID] > 0
+    assert np.array_equal(data.sequence_counts[NUM_SPECIAL:], data.token_counts[NUM_SPECIAL:])
+    assert masking_counts(data, "sequence") is data.sequence_counts  # cached after the first use
+    assert masking_counts(data, "maskable") is data.token_counts
+    with pytest.raises(ValueError, match="Unknown masking statistics"):
+        masking_counts(data, "global")
+    assert "sequence_counts" not in {p.stem for p in data.cache_path.iterdir()}  # nothing new in the cache
 
 
 def test_second_prepare_uses_the_cache_without_retraining(tmp_path, monkeypatch):
@@ -207,6 +233,8 @@ def test_babylm_mini_slice_prepares(shared_data, tmp_path):
     data = prepare_data(cfg, log=lambda line: None)
     assert "4 files" in data.description and len(data.train) > 1000 and len(data.dev) > 50
     assert np.count_nonzero(data.train[:, 1:] >= NUM_SPECIAL) == data.token_counts.sum()
+    scores = frequency_scores(masking_counts(data, "sequence"))
+    assert scores[PAD_ID] == scores.min()  # as in the released code, the pad takes rank 0
 
 
 # ---------------------------------------------------------------- batches

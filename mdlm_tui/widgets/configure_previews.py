@@ -64,12 +64,16 @@ class FrequencyPreview:
     bucket_centres: list[float]  # rank percentile at the bucket's middle, for the x axis
     informed: list[float]  # mean q under the config's masking (frequency-informed, or uniform)
     uniform: list[float]  # mean q under uniform masking at the same per-sequence rates
-    relative: list[float]  # mean q / r_b: how much more (or less) than its sequence's rate a token is masked
+    # mean q / (the sequence's mean q over its real tokens): the tilt alone, 1 for uniform masking
+    relative: list[float]
     kind: str
     power: float  # the softening power shown: p_freq as reached by the end of the curriculum
     sequences: int
     tokens: int
     description: str
+    # mean q over real tokens against uniform masking at the same rates: 1 unless the statistics count
+    # <s> and the pads (SPEC 3), which lifts real tokens above r_b in padded sequences
+    real_token_rate: float = 1.0
 
 
 def frequency_preview(cfg, bucket_count: int = 10, log=lambda message: None) -> FrequencyPreview:
@@ -80,7 +84,7 @@ def frequency_preview(cfg, bucket_count: int = 10, log=lambda message: None) -> 
     import numpy as np
     import torch
 
-    from core.dataset import prepare_data
+    from core.dataset import masking_counts, prepare_data
     from core.masking import frequency_mask_probs, frequency_scores, maskable, uniform_mask_probs
     from core.schedules import build_schedule, stratified_t
 
@@ -91,16 +95,22 @@ def frequency_preview(cfg, bucket_count: int = 10, log=lambda message: None) -> 
     ids = torch.from_numpy(batch)
     generator = torch.Generator().manual_seed(cfg.seed)
     rates, _ = build_schedule(cfg.schedule).sample(stratified_t(len(ids), generator), 0.0, generator)
-    scores = frequency_scores(data.token_counts)
+    statistics = cfg.masking.statistics
+    scores = frequency_scores(masking_counts(data, statistics))
     uniform = uniform_mask_probs(ids, rates)
-    informed = frequency_mask_probs(ids, rates, scores, cfg.masking.p_freq) if cfg.masking.kind == "frequency" else uniform
+    informed = uniform
+    if cfg.masking.kind == "frequency":
+        # zeroed at specials, as sampling does: with sequence statistics q is not zero there
+        informed = frequency_mask_probs(ids, rates, scores, cfg.masking.p_freq, statistics) * maskable(ids)
 
     keep = maskable(ids)
     # scores are (rank + 1) / V, so a score is already the rank's place in the vocabulary in (0, 1]
     percentile = scores[ids][keep].double()
     bucket = ((percentile - 1e-12) * bucket_count).long().clamp(0, bucket_count - 1)
-    # q / r_b takes out which sequences happened to draw high rates, leaving the tilt alone
-    relative = informed / rates.clamp_min(1e-6)[:, None]
+    # Dividing by the sequence's realised rate over its real tokens takes out which sequences happened
+    # to draw high rates, and (sequence statistics) how much padding lifted it above r_b: the tilt alone.
+    realised = informed.sum(1) / keep.sum(1).clamp_min(1)
+    relative = informed / realised.clamp_min(1e-6)[:, None]
     labels, centres, informed_means, uniform_means, relative_means = [], [], [], [], []
     for b in range(bucket_count):
         where = bucket == b
@@ -115,4 +125,5 @@ def frequency_preview(cfg, bucket_count: int = 10, log=lambda message: None) -> 
         buckets=labels, bucket_centres=centres, informed=informed_means, uniform=uniform_means, relative=relative_means,
         kind=cfg.masking.kind, power=cfg.masking.p_freq if cfg.masking.kind == "frequency" else 0.0,
         sequences=len(ids), tokens=int(keep.sum()), description=data.description,
+        real_token_rate=(informed[keep].double().sum() / uniform[keep].double().sum().clamp_min(1e-12)).item(),
     )
