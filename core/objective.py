@@ -23,6 +23,7 @@ class LossOutput:
     loss: Tensor  # differentiable scalar, the weighted NELBO estimate
     masked_ce: Tensor  # detached mean CE over masked tokens: comparable across schedules and powers
     mask_rate: float  # realised fraction of maskable tokens that were masked
+    schedule_rate: float  # mean of the schedule's rates r_b: what mask_rate would be without padding effects
     n_masked: int
     n_tokens: int  # non-pad tokens, the normaliser
     mean_weight: float
@@ -55,8 +56,8 @@ def diffusion_loss(model: nn.Module, ids: Tensor, *, schedule: Schedule, masker:
     # The same boolean index as the targets, so each masked token meets its own sequence's weight.
     token_weights = weights[:, None].expand_as(masked)[masked]
 
-    stats = torch.stack([masked.sum(), maskable(ids).sum(), attention_mask.sum(), weights.mean()])
-    n_masked, n_maskable, n_tokens, mean_weight = stats.double().tolist()  # one host sync for all four
+    stats = torch.stack([masked.sum(), maskable(ids).sum(), attention_mask.sum(), weights.mean(), rates.mean()])
+    n_masked, n_maskable, n_tokens, mean_weight, schedule_rate = stats.double().tolist()  # one host sync
     n_masked, n_maskable, n_tokens = int(n_masked), int(n_maskable), int(n_tokens)
     # An empty ce sums to a zero that still carries the graph, so a step without masks backprops.
     loss = (token_weights * ce).sum() / max(n_tokens, 1)
@@ -64,6 +65,7 @@ def diffusion_loss(model: nn.Module, ids: Tensor, *, schedule: Schedule, masker:
         loss=loss,
         masked_ce=ce.detach().sum() / max(n_masked, 1),
         mask_rate=n_masked / max(n_maskable, 1),
+        schedule_rate=schedule_rate,
         n_masked=n_masked,
         n_tokens=n_tokens,
         mean_weight=mean_weight,

@@ -23,7 +23,7 @@ import torch
 from core import checkpoint as ckpt
 from core.config import Config, parse_budget, to_yaml
 from core.control import ControlReader
-from core.dataset import BatchStream, PreparedData, prepare_data
+from core.dataset import BatchStream, PreparedData, masking_counts, prepare_data
 from core.errors import TrainingFailed, UserError
 from core.masking import Masker, curriculum_power, frequency_scores
 from core.allocator import tune_allocator
@@ -84,15 +84,16 @@ class _Interval:
     """Sums over one logging interval."""
 
     def __init__(self):
-        self.steps = self.loss = self.ce = self.mask_rate = self.grad_norm = self.tokens = 0.0
+        self.steps = self.loss = self.ce = self.mask_rate = self.schedule_rate = self.grad_norm = self.tokens = 0.0
         self.skipped = 0
         self.start = time.perf_counter()
 
-    def add(self, loss, ce, mask_rate, grad_norm, tokens):
+    def add(self, loss, ce, mask_rate, schedule_rate, grad_norm, tokens):
         self.steps += 1
         self.loss += loss
         self.ce += ce
         self.mask_rate += mask_rate
+        self.schedule_rate += schedule_rate
         self.grad_norm += grad_norm
         self.tokens += tokens
 
@@ -131,8 +132,11 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.ema = EMA(self.model, cfg.train.ema) if cfg.train.ema > 0 else None
         self.schedule = build_schedule(cfg.schedule)
-        scores = frequency_scores(self.data.token_counts).to(device) if cfg.masking.kind == "frequency" else None
-        self.masker = Masker(cfg.masking.kind, scores, cfg.masking.p_freq, cfg.masking.curriculum)
+        scores = None
+        if cfg.masking.kind == "frequency":
+            scores = frequency_scores(masking_counts(self.data, cfg.masking.statistics)).to(device)
+        self.masker = Masker(cfg.masking.kind, scores, cfg.masking.p_freq, cfg.masking.curriculum,
+                             statistics=cfg.masking.statistics)
         self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.monitor = SystemMonitor(use_gpu=device.type == "cuda")
         self.autocast = self._autocast_context()
@@ -189,13 +193,13 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
-    def _train_step(self) -> tuple[float, float, float, float, int]:
+    def _train_step(self) -> tuple[float, float, float, float, float, int]:
         cfg = self.cfg
         self.model.train()
         accum = cfg.train.grad_accum
         progress = self.step / self.plan.total_steps
         loss_sum = torch.zeros((), device=self.device)
-        ce_sum, masked, maskable_rate, tokens = torch.zeros((), device=self.device), 0, 0.0, 0
+        ce_sum, masked, maskable_rate, schedule_rate, tokens = torch.zeros((), device=self.device), 0, 0.0, 0.0, 0
         for _ in range(accum):
             epoch = self.stream.epoch
             ids = self.stream.next().to(self.device, non_blocking=True)
@@ -209,14 +213,17 @@ class Trainer:
             ce_sum += out.masked_ce * out.n_masked
             masked += out.n_masked
             maskable_rate += out.mask_rate / accum
+            schedule_rate += out.schedule_rate / accum
             tokens += out.n_tokens
         if cfg.train.clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         loss, ce, gnorm = torch.stack([loss_sum / accum, ce_sum / max(masked, 1), grad_norm.float()]).tolist()
-        # step + 1: the first update already gets a warm-up learning rate above zero
-        lr = cfg.train.lr * lr_multiplier(self.step + 1, self.plan.total_steps, cfg.train.warmup,
+        # As released, the n-th update (from 0) takes the schedule's lr at n, so the first is 0 under
+        # warm-up; train.first_lr_zero=false shifts by one so that every update moves the weights.
+        lr_step = self.step if cfg.train.first_lr_zero else self.step + 1
+        lr = cfg.train.lr * lr_multiplier(lr_step, self.plan.total_steps, cfg.train.warmup,
                                           cfg.train.cooldown, cfg.train.min_lr_ratio)
         if math.isfinite(loss) and math.isfinite(gnorm):
             for group in self.optimizer.param_groups:
@@ -229,7 +236,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens += tokens
-        return loss, ce, maskable_rate, gnorm, tokens
+        return loss, ce, maskable_rate, schedule_rate, gnorm, tokens
 
     def _nonfinite(self, loss: float, gnorm: float) -> None:
         what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
@@ -299,6 +306,7 @@ class Trainer:
             "tokens": self.tokens, "loss": iv.loss / n, "masked_ce": iv.ce / n,
             "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": iv.grad_norm / n,
             "tokens_per_s": iv.tokens / max(seconds, 1e-9), "mask_rate": iv.mask_rate / n,
+            "schedule_rate": iv.schedule_rate / n,
             "p_freq": curriculum_power(cfg.masking.p_freq, self.stream.epoch, plan.total_epochs, cfg.masking.curriculum) if cfg.masking.kind == "frequency" else None,
             "skipped": self.skipped, "time": time.time(), "elapsed": self._elapsed(), "sys": self.monitor.sample(),
         }
@@ -307,7 +315,7 @@ class Trainer:
         self.run.update_status(step=self.step, tokens=self.tokens, loss=record["loss"], eta_s=eta)
         self.log(f"step {self.step}/{plan.total_steps} | epoch {record['epoch']:.2f} | loss {record['loss']:.4f} | "
                  f"masked CE {record['masked_ce']:.4f} | lr {record['lr']:.2e} | {record['tokens_per_s']:,.0f} tok/s | "
-                 f"mask {record['mask_rate']:.3f} | eta {_fmt_duration(eta)}")
+                 f"mask {record['mask_rate']:.3f} (schedule {record['schedule_rate']:.3f}) | eta {_fmt_duration(eta)}")
 
     def _log_dev(self) -> None:
         result = self.dev_loss()

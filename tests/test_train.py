@@ -171,3 +171,19 @@ def test_control_pause_checkpoint_resume_and_stop(tmp_path):
     assert st["state"] == "stopped" and (run_dir / "checkpoints" / "latest").read_text().strip() == f"step-{st['step']}"
     gone = mdlm("control", run_dir, "stop")
     assert gone.returncode == 2 and "No trainer is working" in gone.stderr
+
+
+def test_first_update_takes_lr_zero_and_records_log_both_mask_rates(tmp_path):
+    """As released, warm-up starts at lr 0 for the first update; each record sets the realised mask rate
+    over real tokens beside the schedule's mean rate (padded sequences mask real tokens above it)."""
+    short = ["--set", "train.budget=3 steps", "--set", "train.log_every=1", "--set", "train.warmup=0.5",
+             "--set", "train.checkpoint_every=100", "--set", "train.dev_every=0", "--set", "train.threads=1"]
+    released, shifted = tmp_path / "released", tmp_path / "shifted"
+    assert mdlm("run", "--preset", "smoke", "--run-dir", released, *short).returncode == 0
+    assert mdlm("run", "--preset", "smoke", "--run-dir", shifted, *short,
+                "--set", "train.first_lr_zero=false").returncode == 0
+    first, again = train_records(released), train_records(shifted)
+    assert first[0]["lr"] == 0.0 and first[1]["lr"] > 0
+    assert again[0]["lr"] == pytest.approx(first[1]["lr"])
+    for record in first:
+        assert 0 < record["schedule_rate"] < 1 and 0 < record["mask_rate"] < 1
