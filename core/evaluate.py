@@ -58,7 +58,16 @@ def pair_credit(good: float, bad: float) -> float:
     return 1.0 if good > bad else 0.0
 
 
-def evaluate(scorer, suite: Suite, progress: Callable[[int, int], None] | None = None, checkpoint: str = "") -> EvalReport:
+def item_record(suite: str, uid: str, index: int, scores: list[float], credit: float) -> dict:
+    """One scored item: its options' scores in order ([good, bad]), the chosen option (the first
+    on a tie, as the official pipeline chooses) and its credit."""
+    return {"suite": suite, "uid": uid, "index": index, "scores": scores, "chosen": 0 if credit >= 0.5 else 1,
+            "credit": credit}
+
+
+def evaluate(scorer, suite: Suite, progress: Callable[[int, int], None] | None = None, checkpoint: str = "",
+             predictions: list[dict] | None = None) -> EvalReport:
+    """Score every item; with a `predictions` list, also append one record per item to it (see item_record)."""
     started = time.perf_counter()
     credit: dict[str, list[float]] = {}
     meta: dict[str, tuple[str | None, str | None]] = {}
@@ -70,7 +79,11 @@ def evaluate(scorer, suite: Suite, progress: Callable[[int, int], None] | None =
         contexts = [item.context for item in chunk for _ in range(2)]
         scores = scorer.score_texts(texts, contexts)
         for index, item in enumerate(chunk):
-            credit.setdefault(item.uid, []).append(pair_credit(scores[2 * index], scores[2 * index + 1]))
+            good, bad = scores[2 * index], scores[2 * index + 1]
+            earlier, value = credit.setdefault(item.uid, []), pair_credit(good, bad)
+            if predictions is not None:  # index: the item's place within its UID
+                predictions.append(item_record(suite.name, item.uid, len(earlier), [good, bad], value))
+            earlier.append(value)
             meta.setdefault(item.uid, (item.field, item.term))
         if progress is not None:
             progress(first + len(chunk), total)

@@ -92,7 +92,6 @@ class Attention(nn.Module):
         self.heads = cfg.num_heads
         self.head_size = D // cfg.num_heads
         self.eps = cfg.layer_norm_eps
-        self.mirrored = cfg.position_terms == "mirrored"
         # As released, each layer drops its own view of the position table at the attention rate.
         self.position_dropout = cfg.attention_dropout if cfg.position_dropout == "per-layer" else 0.0
         # Query, key, value and gate in one matmul; rows [:2D] are the query-key projection, which
@@ -122,12 +121,11 @@ class Attention(nn.Module):
         positions = dropout(positions, self.position_dropout, self.training)
         table = F.linear(positions, weight[: 2 * D], bias[: 2 * D])
         pos_q, pos_k = table.unflatten(-1, (2, H, d)).permute(1, 2, 3, 0).unbind(0)  # [H, d, R]
-        # bucket_index[a, b] buckets b - a. Gathered over key rows it gives position_to_content[j, i] at
-        # bucket(i - j); content_to_position takes the transposed index for the same bucket(i - j).
-        index = bucket_index.expand(H, B, L, L)
-        query_index = index if self.mirrored else bucket_index.transpose(-1, -2).expand(H, B, L, L)
+        # bucket_index[0] gathers over key rows (position_to_content[j, i] at bucket(i - j)), and
+        # bucket_index[1] over query rows (content_to_position[i, j]); see MDLM.bucket_index.
+        key_index, query_index = (index.expand(H, B, L, L) for index in bucket_index.unbind(0))
         content_to_position = torch.matmul(q.view(H, B * L, d), pos_k).view(H, B, L, -1).gather(-1, query_index)
-        position_to_content = torch.matmul(k.view(H, B * L, d), pos_q).view(H, B, L, -1).gather(-1, index)
+        position_to_content = torch.matmul(k.view(H, B * L, d), pos_q).view(H, B, L, -1).gather(-1, key_index)
         scores_bias = content_to_position + position_to_content.transpose(-1, -2)
         if key_padding is not None:
             # the most negative finite value of the scores' dtype (bf16 under autocast): -inf
@@ -226,12 +224,16 @@ class MDLM(nn.Module):
                 nn.init.zeros_(block.modulation.bias)
 
     def bucket_index(self, length: int, device: torch.device) -> torch.Tensor:
-        """Built once per (length, device): rebuilding relative-position tensors in every layer
-        is what made the paper's released code slow."""
+        """[2, L, L]: the index that gathers position scores over key rows, then the one over query rows.
+        Both give bucket(i - j) for query i and key j (the second is the first transposed, stored
+        contiguous: gathers with a strided index are slower); position_terms=mirrored reuses the first,
+        i.e. bucket(j - i). Built once per (length, device): rebuilding relative-position tensors in
+        every layer is what made the paper's released code slow."""
         key = (length, device)
         if key not in self._bucket_cache:
             index = relative_bucket_index(length, self.cfg.position_buckets, self.cfg.max_position)
-            self._bucket_cache[key] = index.to(device)
+            query_index = index if self.cfg.position_terms == "mirrored" else index.t().contiguous()
+            self._bucket_cache[key] = torch.stack([index, query_index]).to(device)
         return self._bucket_cache[key]
 
     def forward(self, input_ids, attention_mask=None, rate=None, output_mask=None):

@@ -115,6 +115,24 @@ def control(
     print(f"sent '{command}' to the trainer of {run_dir} (process {pid}); it acts after the current step")
 
 
+@app.command("import")
+def import_command(
+    source: str = typer.Argument(..., help="A released checkpoint folder (step_N/), a Hugging Face style model folder, or a hub id owner/name."),
+    run_dir: Path = typer.Option(..., "--run-dir", "-o", help="The run folder to write; it must not hold a run."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json (default: beside the weights or one folder up)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="The released config.json (default: beside the weights or one folder up)."),
+    weights: str = typer.Option("both", "--weights", help="ema | raw | both: which released weights become the run's."),
+):
+    """Import the paper's released weights as a run folder that eval, sample and the TUI open."""
+    from core.importer import import_released
+
+    done = import_released(source, run_dir, tokenizer=tokenizer, config=config, weights=weights,
+                           log=lambda m: print(f"note: {m}", file=sys.stderr))
+    ema = f", EMA weights from {done.ema_from}" if done.ema_from else ""
+    print(f"imported {source} into {done.run_dir}: {done.parameters:,} parameters, step {done.step}, "
+          f"model weights from {done.model_from}{ema}")
+
+
 def _reporter():
     """One line per logging interval; on a terminal also a live progress bar under the lines."""
     def stamped(line: str) -> str:
@@ -211,6 +229,7 @@ def eval_command(
     weights: str = typer.Option("ema", "--weights", help="ema | raw"),
     on_bad_line: str = typer.Option("refuse", "--on-bad-line", help="refuse | skip a malformed JSONL line."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the reports to this JSON file."),
+    predictions_out: Optional[Path] = typer.Option(None, "--predictions", help="Also write one JSON line per scored item (scores, choice, credit) to this file."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
 ):
     """Score a checkpoint on minimal-pair suites: a table per UID, per field and the macro average."""
@@ -223,7 +242,7 @@ def eval_command(
     cfg = apply_overrides(cfg, keys)  # the same validation and messages as --set
     specs = [part.strip() for part in (suite or cfg.eval.suites).split(",") if part.strip()]
     run_dir, step = ckpt.parent.parent, checkpoint_step(ckpt)
-    reports = []
+    reports, predictions = [], [] if predictions_out is not None else None
     if "dev" in specs:
         specs.remove("dev")
         reports.append(_dev_report(model, cfg, ckpt, run_dir, step))
@@ -235,13 +254,24 @@ def eval_command(
         scorer = make_scorer(model, tokenizer, cfg, device_name)
         for one in suites:
             with _progress_bar(f"{one.name}", len(one.items)) as progress:
-                report = evaluate(scorer, one, progress=progress, checkpoint=str(ckpt))
+                report = evaluate(scorer, one, progress=progress, checkpoint=str(ckpt), predictions=predictions)
             path = save_report(report, run_dir / "eval", step)
             _print_report(report)
             print(f"report: {path}", file=sys.stderr)
             reports.append(report.to_dict())
     if json_out is not None:
         json_out.write_text(json.dumps(reports if len(reports) > 1 else reports[0], indent=2) + "\n")
+    if predictions_out is not None:
+        _write_lines(predictions_out, predictions)
+
+
+def _write_lines(path: Path, records: list[dict]) -> None:
+    from core.runs import atomic_write_text
+
+    try:
+        atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
+    except OSError as e:
+        raise UserError(f"Cannot write {path}: {e.strerror or e}.") from None
 
 
 def _dev_report(model, cfg, ckpt, run_dir: Path, step) -> dict:
