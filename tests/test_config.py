@@ -23,6 +23,30 @@ def test_paper_presets_follow_the_paper_recipe(name):
     assert parse_budget(t.budget) == (10, "epochs")
 
 
+# The released code's conventions, and the earlier variant of each, one --set away.
+RELEASED = {"masking.statistics": "sequence", "model.time_scale": 1.0, "model.position_terms": "ltg",
+            "model.layer_norm_eps": 1e-7, "model.init": "released", "model.ffn_gelu": "tanh",
+            "model.position_dropout": "per-layer", "model.head_dropout": True, "train.lamb_trust": "per-matrix",
+            "objective.subs": False, "train.first_lr_zero": True}
+EARLIER = {"masking.statistics": "maskable", "model.time_scale": 1000.0, "model.position_terms": "mirrored",
+           "model.layer_norm_eps": 1e-5, "model.init": "plain", "model.ffn_gelu": "exact",
+           "model.position_dropout": "shared", "model.head_dropout": False, "train.lamb_trust": "per-tensor",
+           "objective.subs": True, "train.first_lr_zero": False}
+
+
+def _value(cfg, key):
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_resolve_to_the_released_conventions(name):
+    cfg = load_config(name)
+    assert {key: _value(cfg, key) for key in RELEASED} == RELEASED
+    for key, value in EARLIER.items():
+        assert _value(load_config(name, [f"{key}={value}"]), key) == value
+
+
 def test_bimodal_presets_differ_only_in_power():
     powers = {name: load_config(name).schedule.power for name in ("bimodal-p0", "bimodal-p1", "bimodal-p0.1")}
     assert powers == {"bimodal-p0": 0.0, "bimodal-p1": 1.0, "bimodal-p0.1": 0.1}
