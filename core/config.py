@@ -339,8 +339,52 @@ def load_config(preset: str, overrides: list[str] | None = None) -> Config:
     return apply_overrides(cfg, overrides or [])
 
 
+# Keys added after run folders were first written, with the value that reproduces what those runs
+# trained: a config.yaml without them comes from before they existed, not from a cut-short file.
+LEGACY_VALUES = {
+    "masking.statistics": "maskable", "model.time_scale": 1000.0, "model.position_terms": "mirrored",
+    "model.layer_norm_eps": 1e-5, "model.init": "plain", "model.ffn_gelu": "exact",
+    "model.position_dropout": "shared", "model.head_dropout": False, "train.lamb_trust": "per-tensor",
+    "train.first_lr_zero": False,
+}
+
+# What the checkpoints of a run depend on: a resume cannot change these.
+FIXED_ON_RESUME = (
+    "seed", "model.hidden_size", "model.num_layers", "model.num_heads", "model.ffn_size", "model.cond_dim",
+    "model.time_conditioning", "model.position_buckets", "data.source", "data.path", "data.dev_path",
+    "data.dev_fraction", "data.hf_config", "data.hf_split", "data.hf_text_field", "data.vocab_size",
+    "data.seq_len", "train.batch_size", "train.optimizer",
+)
+
+
 def load_saved_config(path: Path, overrides: list[str] | None = None) -> Config:
-    return apply_overrides(from_dict(read_yaml(path), where=str(path)), overrides or [])
+    """A run's config.yaml, which must be whole: a key missing (other than one newer than the run)
+    means a cut-short or hand-edited file, and defaults would silently train another recipe."""
+    data = read_yaml(path)
+    present = {key for key, _ in _flatten(data, str(path))}
+    missing = [key for key in all_keys() if key not in present and key not in LEGACY_VALUES]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise UserError(f"{path} lacks {shown}: it was cut short or edited; restore the missing keys "
+                        "(`mdlm-tui inspect --preset NAME` prints a whole config).")
+    cfg = Config()
+    for key in LEGACY_VALUES.keys() - present:
+        _apply(cfg, key, LEGACY_VALUES[key])
+    return apply_overrides(from_dict(data, where=str(path), base=cfg), overrides or [])
+
+
+def check_resume_changes(saved: Config, wanted: Config) -> None:
+    """Refuse an override that the run's checkpoints cannot follow, naming the key."""
+    for key in FIXED_ON_RESUME:
+        old, new = _get(saved, key), _get(wanted, key)
+        if old != new:
+            raise UserError(f"{key} cannot change on resume: the checkpoints were trained with {key}={old}; "
+                            f"start a new run (another --run-dir) to train with {new}.")
+
+
+def _get(cfg: Config, key: str) -> Any:
+    section, _, name = key.rpartition(".")
+    return getattr(getattr(cfg, section) if section else cfg, name)
 
 
 # ---------------------------------------------------------------- validation and budget

@@ -24,22 +24,26 @@ def send(run_dir: Path, command: str) -> None:
 
 
 class ControlReader:
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, since_ns: int | None = None):
+        """Commands sent before since_ns (default: now) were meant for an earlier process; the trainer
+        passes its own start time, so a stop sent while it prepares data is obeyed, not dropped."""
         self.path = Path(run_dir) / "control.json"
-        self.seen = self._read().get("id")  # a command left from an earlier process is not for us
-        self._mtime = self._stat()
+        self.since = time.time_ns() if since_ns is None else since_ns
+        self.seen = None
+        self._mtime = None
 
     def _stat(self) -> float | None:
         try:
             return self.path.stat().st_mtime_ns
-        except FileNotFoundError:
+        except OSError:
             return None
 
     def _read(self) -> dict:
         try:
-            return json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            message = json.loads(self.path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return {}
+        return message if isinstance(message, dict) else {}
 
     def poll(self) -> str | None:
         """The newest unseen command, or None; cheap when nothing changed."""
@@ -48,7 +52,8 @@ class ControlReader:
             return None
         self._mtime = mtime
         message = self._read()
-        if message.get("id") is None or message.get("id") == self.seen or message.get("command") not in COMMANDS:
+        sent = message.get("id")
+        if not isinstance(sent, int) or sent < self.since or sent == self.seen or message.get("command") not in COMMANDS:
             return None
         self.seen = message["id"]
         return message["command"]

@@ -9,7 +9,7 @@ from typing import Callable
 from core.config import Config
 from core.evaluate import evaluate, make_scorer, save_report
 from core.runs import RunDir
-from core.sampling import SampleConfig, append_sample, check_config, sample
+from core.sampling import SampleConfig, append_sample, check_config, sample, template_from_prompt
 from core.suites import load_suite
 
 
@@ -24,8 +24,9 @@ class Probes:
         s = cfg.samples
         self.sample_cfg = SampleConfig(length=min(s.length, cfg.data.seq_len), steps=s.steps, sampler=s.sampler,
                                        temperature=s.temperature, top_p=s.top_p)
-        if s.every:
+        if s.every:  # a prompt that cannot work fails now, not at the first sample
             check_config(self.sample_cfg)
+            template_from_prompt(tokenizer, s.prompt, self.sample_cfg.length)
 
     def evaluate(self, model, step: int) -> None:
         scorer = make_scorer(model, self.tokenizer, self.cfg, self.device)

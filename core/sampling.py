@@ -108,6 +108,9 @@ def template_from_prompt(tokenizer, prompt: str | None, length: int) -> tuple[Te
             if count < 1:
                 raise UserError(f"Mask marker '{marker.group(0).strip()}' asks for no position; "
                                 "use a count of 1 or more.")
+            if count > length:  # checked before building the list: a huge count would exhaust memory
+                raise UserError(f"Mask marker '{marker.group(0).strip()}' asks for {count} positions, more than "
+                                f"the sample length {length}.")
             ids += _encode(tokenizer, prompt[start : marker.start()]) + [MASK_ID] * count
             start = marker.end()
         ids += _encode(tokenizer, prompt[start:])
