@@ -9,7 +9,10 @@ concurrent runs never leave a half-written one):
         seq<seq_len>/   tokenizer.json  train.npy  dev.npy  token_counts.npy  meta.json
 
 Tokenising a 100M-word corpus takes minutes and does not depend on seq_len, so changing only the
-sequence length re-chunks the cached ids instead of retraining and re-encoding.
+sequence length re-chunks the cached ids instead of retraining and re-encoding. Each meta.json holds
+the sha256 of its folder's files, checked before they are read: a damaged cache is rebuilt, never
+trained on. Temporary folders name their creator (host and pid), so a build killed midway is
+cleaned up by the next one.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -122,18 +127,61 @@ def _complete(folder: Path) -> bool:
     return (folder / "meta.json").is_file()
 
 
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e) or type(e).__name__  # some OSErrors carry no strerror
+
+
+# .<folder>.tmp-<pid>-<host hash>.<random>: who builds it; older builds wrote .<folder>.<random>
+_TEMP = re.compile(r"\.(?:[0-9a-f]{16}|seq\d+)\.(?:tmp-(\d+)-([0-9a-f]{8})\.)?[^/]+")
+_FOREIGN_STALE_S = 3600  # a temp folder of another host (or an older build) this old is abandoned
+
+
+def _host_id() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # alive under another user; or no pid at all
+        return True
+    return True
+
+
+def _abandoned(folder: Path) -> bool:
+    match = _TEMP.fullmatch(folder.name)
+    if match is None or not folder.is_dir():
+        return False
+    pid, host = match.groups()
+    if pid is not None and host == _host_id():
+        return not _pid_alive(int(pid))
+    return time.time() - folder.stat().st_mtime > _FOREIGN_STALE_S  # its creator cannot be asked
+
+
+def _remove_abandoned(parent: Path) -> None:
+    """Temp folders of builds that were killed (kill -9, power loss) before they could clean up."""
+    for folder in parent.glob(".*"):
+        try:
+            if _abandoned(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+
+
 def _build_atomically(final: Path, build: Callable[[Path], None]) -> None:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        _remove_abandoned(final.parent)
+        prefix = f".{final.name}.tmp-{os.getpid()}-{_host_id()}."
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
         tmp.chmod(0o755)  # mkdtemp's 0700 would lock others out of a shared cache_dir
     except OSError as e:
-        raise UserError(f"Cannot write the data cache in {final.parent} ({e.strerror}): set data.cache_dir to a writable folder.") from None
+        raise UserError(f"Cannot write the data cache in {final.parent} ({_reason(e)}): "
+                        "set data.cache_dir to a writable folder.") from None
     try:
-        try:
-            build(tmp)
-        except OSError as e:
-            raise UserError(f"Writing the data cache in {final.parent} failed ({e.strerror}): free disk space or set data.cache_dir.") from None
+        build(tmp)
         if final.exists() and not _complete(final):
             shutil.rmtree(final, ignore_errors=True)  # left by an older, interrupted layout; never by us
         try:
@@ -141,6 +189,9 @@ def _build_atomically(final: Path, build: Callable[[Path], None]) -> None:
         except OSError:
             if not _complete(final):  # another run finished the same folder first; theirs is as good
                 raise
+    except OSError as e:
+        raise UserError(f"Writing the data cache in {final.parent} failed ({_reason(e)}): "
+                        "free disk space or set data.cache_dir.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -149,9 +200,31 @@ def _save(folder: Path, name: str, array: np.ndarray) -> None:
     np.save(folder / name, array, allow_pickle=False)
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _write_meta(folder: Path, meta: dict) -> None:
     # Written last: its presence marks the folder complete.
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    sums = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    (folder / "meta.json").write_text(json.dumps({**meta, "sha256": sums}, indent=2) + "\n")
+
+
+def _check(folder: Path) -> dict:
+    """The folder's meta, once every file matches its sha256 (caches from before checksums pass
+    unchecked); ValueError names the first file that does not."""
+    meta = json.loads((folder / "meta.json").read_text())
+    if not isinstance(meta, dict):
+        raise ValueError("meta.json is not a JSON object")
+    for name, digest in meta.get("sha256", {}).items():
+        path = folder / name
+        if path.parent != folder or not path.is_file() or _sha256(path) != digest:
+            raise ValueError(f"{name} does not match its sha256 in meta.json")
+    return meta
 
 
 def _tokenise(source, cfg: DataConfig, key: dict, folder: Path, log: Callable[[str], None]) -> None:
@@ -203,7 +276,7 @@ def chunk_documents(ids: np.ndarray, lengths: np.ndarray, seq_len: int, block_to
 
 def _chunk(tokens_dir: Path, seq_len: int, folder: Path, log: Callable[[str], None]) -> None:
     started = time.perf_counter()
-    meta = json.loads((tokens_dir / "meta.json").read_text())
+    meta = {k: v for k, v in _check(tokens_dir).items() if k != "sha256"}
     for split in ("train", "dev"):
         ids = np.load(tokens_dir / f"{split}_ids.npy")
         lengths = np.load(tokens_dir / f"{split}_lengths.npy")
@@ -219,7 +292,7 @@ def _chunk(tokens_dir: Path, seq_len: int, folder: Path, log: Callable[[str], No
 
 
 def _load(folder: Path) -> PreparedData:
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = _check(folder)
     tokenizer_path = folder / "tokenizer.json"
     # Memory-mapped: a 100M-word corpus loads instantly and data-parallel workers share the pages.
     train = np.load(folder / "train.npy", mmap_mode="r")

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.checkpoint import latest_checkpoint, load_checkpoint
+from core.checkpoint import latest_checkpoint, load_checkpoint, snapshot_id, tokenizer_matches
 from core.config import Config, load_saved_config
 from core.errors import UserError
 from core.masking import Masker, maskable
@@ -157,7 +157,23 @@ def load_for_eval(target: str, weights: str = "ema", device="cpu", warn: Callabl
     from core.trainer import resolve_device  # the same device rules and messages as training
 
     device = resolve_device(str(device))
-    run, ckpt = find_run_and_checkpoint(target)
+    # A trainer may delete or replace the checkpoint between lookup and load (rotation): when the
+    # folder changed meanwhile, look again instead of calling a whole checkpoint damaged.
+    for attempt in range(3):
+        run, ckpt = find_run_and_checkpoint(target)
+        seen = snapshot_id(ckpt)
+        try:
+            model, tokenizer, cfg = _load_checkpoint_model(run, ckpt, weights, warn)
+            break
+        except UserError:
+            if attempt == 2 or snapshot_id(find_run_and_checkpoint(target)[1]) == seen:
+                raise
+    model.to(device).eval()
+    return model, tokenizer, cfg, ckpt
+
+
+def _load_checkpoint_model(run: Path, ckpt: Path, weights: str, warn: Callable[[str], None]):
+    """(model on the CPU, tokenizer, config) from one checkpoint folder of a run."""
     cfg = load_saved_config(run / "config.yaml")
     tokenizer = load_tokenizer(run / "tokenizer.json")
     model = MDLM(cfg.model, cfg.data.vocab_size)
@@ -167,8 +183,12 @@ def load_for_eval(target: str, weights: str = "ema", device="cpu", warn: Callabl
     check_weights_fit(ckpt, model, cfg)
     try:
         _, ema = load_checkpoint(ckpt, model, None, torch.device("cpu"))
+        same_tokenizer = tokenizer_matches(ckpt, run / "tokenizer.json")
     except (ValueError, OSError, RuntimeError) as e:
         raise UserError(f"Checkpoint {ckpt} cannot be loaded ({str(e).splitlines()[0][:160]}).") from None
+    if not same_tokenizer:
+        raise UserError(f"{run / 'tokenizer.json'} is not the tokenizer {ckpt.name} was trained with (its sha256 "
+                        "differs from the one in meta.json): put back the run's own tokenizer.json.")
     if weights == "ema":
         if ema is None:
             warn(f"warning: checkpoint {ckpt.name} has no EMA weights (train.ema was 0); using the raw weights")
@@ -177,8 +197,7 @@ def load_for_eval(target: str, weights: str = "ema", device="cpu", warn: Callabl
                 for name, parameter in model.named_parameters():
                     if name in ema["shadow"]:
                         parameter.copy_(ema["shadow"][name])
-    model.to(device).eval()
-    return model, tokenizer, cfg, ckpt
+    return model, tokenizer, cfg
 
 
 # ---------------------------------------------------------------- dev NELBO

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import socket
 import threading
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 
 STATES = ("starting", "running", "paused", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
+IMPORTED_MARKER = "imported.json"  # in a run made by `mdlm-tui import`: weights only, nothing to resume
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -36,21 +39,79 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Complete JSON lines of a file; a torn last line (a crash mid-write) is ignored."""
-    records = []
+def read_jsonl(path: Path, problems: list[str] | None = None, valid=None) -> list[dict]:
+    """The JSON objects of a file's complete lines; a torn last line (a crash mid-write) is ignored.
+
+    Anything may have written the file: a line that is not a UTF-8 JSON object (or that `valid`
+    refuses) is skipped, and `problems`, when given, gets one sentence saying how many were."""
+    records, skipped = [], 0
     try:
-        with open(path) as f:
+        with open(path, "rb") as f:
             for line in f:
-                if not line.endswith("\n"):
+                if not line.endswith(b"\n"):
                     break
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
+                if not line.strip():
                     continue
+                try:
+                    record = json.loads(line.decode("utf-8"))
+                except ValueError:  # not UTF-8, not JSON
+                    record = None
+                if isinstance(record, dict) and (valid is None or valid(record)):
+                    records.append(record)
+                else:
+                    skipped += 1
     except FileNotFoundError:
         pass
+    except OSError as e:
+        _note(problems, f"cannot read {Path(path).name}: {e.strerror or e}")
+    if skipped:
+        _note(problems, f"{skipped} unreadable line{'s' if skipped > 1 else ''} skipped in {Path(path).name}")
     return records
+
+
+def _note(problems: list[str] | None, sentence: str) -> None:
+    if problems is not None:
+        problems.append(sentence)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # JSON true is no number here
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _finite(value) -> bool:
+    return is_number(value) and math.isfinite(value)
+
+
+def _text(value) -> bool:
+    return isinstance(value, str)
+
+
+# What a reader of status.json relies on, field by field: a value failing its check is dropped, so
+# arithmetic on a heartbeat or os.kill on a pid never meets a string (or a pid no system has).
+STATUS_CHECKS = {
+    "state": _text, "host": _text, "error": _text, "message": _text, "checkpoint": _text,
+    "pid": lambda v: _count(v) and 0 < v < 2**31, "step": _count, "total_steps": _count, "tokens": _count,
+    "heartbeat": _finite, **{key: is_number for key in ("loss", "dev_loss", "eta_s", "elapsed_s")},
+}
+
+# The same for a metrics record, except that a record failing any check is skipped whole: its step
+# would otherwise be plotted against text, or its time formatted as a date that does not exist.
+METRICS_CHECKS = {
+    "step": _count, "event": _text, "suite": _text, "time": _finite,
+    **{key: is_number for key in ("tokens", "epoch", "loss", "masked_ce", "lr", "grad_norm", "tokens_per_s",
+                                "mask_rate", "dev_loss", "dev_masked_ce", "macro")},
+    "sys": lambda v: isinstance(v, dict), "per_uid": lambda v: isinstance(v, dict),
+}
+
+
+def valid_metrics_record(record) -> bool:
+    """A metrics.jsonl record whose known fields have the types a reader relies on (None = absent)."""
+    return isinstance(record, dict) and all(
+        check(record[key]) for key, check in METRICS_CHECKS.items() if record.get(key) is not None)
 
 
 class RunDir:
@@ -77,11 +138,25 @@ class RunDir:
 
     # ------------------------------------------------------------ status
 
-    def read_status(self) -> dict:
+    def read_status(self, problems: list[str] | None = None) -> dict:
+        """status.json as a dict whose known fields have sane types (see STATUS_CHECKS); {} when the
+        file is missing or unreadable. Never raises: `problems`, when given, gets what was wrong."""
         try:
-            return json.loads(self.status_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            status = json.loads(self.status_path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
             return {}
+        except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+            _note(problems, f"status.json is unreadable ({type(e).__name__})")
+            return {}
+        if not isinstance(status, dict):
+            _note(problems, "status.json is not a JSON object")
+            return {}
+        bad = [key for key, check in STATUS_CHECKS.items()
+               if status.get(key) is not None and not check(status[key])]
+        if bad:
+            _note(problems, f"status.json: {', '.join(bad)} ignored (wrong type)")
+        return {key: value for key, value in status.items()
+                if key not in STATUS_CHECKS or (value is not None and key not in bad)}
 
     def update_status(self, **fields) -> dict:
         """Merge fields into status.json and stamp the heartbeat."""
@@ -117,7 +192,10 @@ class RunDir:
 
         def beat():
             while not stop.wait(every_s):
-                self.update_status()
+                try:
+                    self.update_status()
+                except OSError:  # the folder went read-only or away; the trainer reports it on its next write
+                    pass
 
         threading.Thread(target=beat, name="heartbeat", daemon=True).start()
         return stop
@@ -130,8 +208,9 @@ class RunDir:
         self._metrics_file.write(json.dumps(record) + "\n")
         self._metrics_file.flush()
 
-    def read_metrics(self) -> list[dict]:
-        return read_jsonl(self.metrics_path)
+    def read_metrics(self, problems: list[str] | None = None) -> list[dict]:
+        """The records of metrics.jsonl that pass valid_metrics_record; the rest are skipped and counted."""
+        return read_jsonl(self.metrics_path, problems, valid_metrics_record)
 
     def truncate_after(self, last_step: int) -> int:
         """Drop metric and sample records past `last_step` (written after the checkpoint a run resumes
@@ -151,3 +230,14 @@ class RunDir:
         if self._metrics_file is not None:
             self._metrics_file.close()
             self._metrics_file = None
+
+    def clear(self) -> None:
+        """Empty a run folder that holds no checkpoint, so that it can start afresh: its records
+        describe a run that can never be continued."""
+        self.close()
+        self._status = {}
+        for path in (self.config_path, self.status_path, self.metrics_path, self.samples_path,
+                     self.path / "control.json", self.path / "config-history.jsonl"):
+            path.unlink(missing_ok=True)
+        for folder in (self.eval_dir, self.checkpoints_dir):
+            shutil.rmtree(folder, ignore_errors=True)

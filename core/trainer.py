@@ -9,6 +9,7 @@ so a resumed run continues bit-for-bit on CPU.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -26,12 +27,12 @@ from core.control import ControlReader
 from core.dataset import BatchStream, PreparedData, masking_counts, prepare_data
 from core.errors import TrainingFailed, UserError
 from core.masking import Masker, curriculum_power, frequency_scores
-from core.allocator import tune_allocator
+from core.allocator import release_free_memory, tune_allocator
 from core.model import build_model
 from core.objective import diffusion_loss
 from core.optim import EMA, build_optimizer, lr_multiplier
 from core.probes import Probes
-from core.runs import RunDir
+from core.runs import IMPORTED_MARKER, RunDir, atomic_write_text
 from core.schedules import build_schedule
 from core.telemetry import SystemMonitor
 
@@ -98,10 +99,25 @@ class _Interval:
         self.tokens += tokens
 
 
+RELEASE_EVERY = 50  # steps between returning freed heap pages to the OS on CPU
+
+
+class StopAtOnce(BaseException):
+    """A second stop signal: leave now, without the checkpoint the first one asked for."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class Trainer:
     def __init__(self, cfg: Config, run: RunDir, device: torch.device, resume: bool,
-                 log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None):
+                 log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None,
+                 overrides: list[str] | None = None):
         self.cfg, self.run, self.device, self.resume = cfg, run, device, resume
+        self.overrides = list(overrides or [])  # --set given with --resume: written once the resume holds
+        self.resumed_from = None  # the checkpoint resumed from: rotation never deletes it
+        self.started_ns = time.time_ns()
         self.log = log
         self.progress = progress or (lambda step, total: None)
         self.stop_reason: str | None = None  # why the run ends early: a signal's name or "stop request"
@@ -141,9 +157,20 @@ class Trainer:
         self.monitor = SystemMonitor(use_gpu=device.type == "cuda")
         self.autocast = self._autocast_context()
         self.probes = Probes(cfg, self.run, self.data.tokenizer, device, self.log)
-        self.control = ControlReader(self.run.path)
+        self.control = ControlReader(self.run.path, since_ns=self.started_ns)
         if self.resume:
             self._restore()
+            self._record_overrides()
+
+    def _record_overrides(self) -> None:
+        """config.yaml changes only now that the checkpoint has loaded: a refused or failed resume leaves
+        it as it was. Each accepted change is kept in config-history.jsonl."""
+        if not self.overrides:
+            return
+        atomic_write_text(self.run.config_path, to_yaml(self.cfg))
+        with open(self.run.path / "config-history.jsonl", "a") as history:
+            history.write(json.dumps({"time": time.time(), "step": self.step, "set": self.overrides}) + "\n")
+        self.log(f"config.yaml updated: {', '.join(self.overrides)} from step {self.step}")
 
     def _autocast_context(self):
         precision = self.cfg.train.precision
@@ -155,13 +182,29 @@ class Trainer:
             return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext
 
-    def _copy_data_files(self) -> None:
-        shutil.copyfile(self.data.tokenizer_path, self.run.path / "tokenizer.json")
-        np.save(self.run.path / "token_counts.npy", self.data.token_counts)
+    def _copy_data_files(self, checked: bool = False) -> None:
+        # A resume copies only once _restore has matched the tokenizer to the checkpoint, so a refused
+        # resume leaves the run's own tokenizer.json in place.
+        if self.resume and not checked:
+            return
+        try:
+            shutil.copyfile(self.data.tokenizer_path, self.run.path / "tokenizer.json")
+            np.save(self.run.path / "token_counts.npy", self.data.token_counts)
+        except OSError as e:
+            reason = e.strerror or str(e) or type(e).__name__
+            raise UserError(f"Cannot write the tokenizer into the run folder {self.run.path} ({reason}); "
+                            "free some space or fix its permissions.") from None
 
     def _restore(self) -> None:
         where, state, ema_state = ckpt.load_latest(self.run.checkpoints_dir, self.model, self.optimizer,
                                                    self.device, warn=lambda m: self.log(f"warning: {m}"))
+        # The data's tokenizer trains on; the run's own copy is what eval and sample will read.
+        for tokenizer in (self.data.tokenizer_path, self.run.path / "tokenizer.json"):
+            if tokenizer.is_file() and not ckpt.tokenizer_matches(where, tokenizer):
+                raise UserError(f"{tokenizer} is not the tokenizer {where.name} was trained with (its sha256 differs "
+                                "from the one in meta.json): resume with the run's own data and tokenizer.json.")
+        self.resumed_from = where  # kept by every later rotation: the last checkpoint known good
+        self._copy_data_files(checked=True)
         if self.ema is not None and ema_state is not None:
             self.ema.load_state_dict(ema_state)
         self.step, self.tokens, self.skipped = state["step"], state["tokens"], state["skipped"]
@@ -187,7 +230,9 @@ class Trainer:
         }
         ema_state = self.ema.state_dict() if self.ema is not None else None
         path = ckpt.save_checkpoint(self.run.checkpoints_dir, self.step, self.model, ema_state,
-                                    self.optimizer, state, self.cfg.train.keep_checkpoints)
+                                    self.optimizer, state, self.cfg.train.keep_checkpoints,
+                                    tokenizer=self.data.tokenizer_path,
+                                    protect=self.resumed_from)
         self.last_saved = self.step
         self.run.update_status(checkpoint=path.name)
 
@@ -292,7 +337,7 @@ class Trainer:
 
     def _handle_signal(self, signum, frame) -> None:
         if self.stop_signum is not None:
-            raise KeyboardInterrupt  # a second signal: stop at once; `latest` still names a whole checkpoint
+            raise StopAtOnce(signum)  # `latest` still names a whole checkpoint
         self.stop_signum = signum
         self.stop_reason = signal.Signals(signum).name
         self.log(f"{self.stop_reason} received: saving a checkpoint and stopping after this step (send it again to stop at once)")
@@ -367,6 +412,7 @@ class Trainer:
         self.run.update_status(state="running", total_steps=plan.total_steps, step=self.step, message="")
         self._t0 = time.perf_counter()
         iv = _Interval()
+        self._obey(self.control.poll())  # a stop sent while the data was being prepared
         while self.step < plan.total_steps and self.stop_reason is None:
             iv.add(*self._train_step())
             self.progress(self.step, plan.total_steps)
@@ -383,6 +429,8 @@ class Trainer:
                     self.probes.sample(self.model, self.step)
             if self.step % cfg.train.checkpoint_every == 0:
                 self.save()
+            if self.device.type == "cpu" and self.step % RELEASE_EVERY == 0:
+                release_free_memory()  # keeps RSS flat; see core/allocator.py
             self._obey(self.control.poll())
         if self.stop_reason is not None:
             self.run.update_status(state="stopping", step=self.step)
@@ -395,31 +443,73 @@ class Trainer:
         return state
 
 
+def _prepare_folder(cfg: Config, run: RunDir, resume: bool, log: Callable[[str], None]) -> bool:
+    """Check the run folder and create it; returns whether to resume. A run that ended before its first
+    checkpoint (a bad path, a kill in the first steps) holds nothing to keep: it starts afresh in place."""
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"--run-dir {run.path} is a file, not a folder; give a folder for the run.")
+    if (pid := run.live_pid()) is not None:
+        raise UserError(f"{run.path} is still being trained by process {pid}; stop it (kill {pid}) or watch it "
+                        f"with `mdlm-tui watch {run.path}`.")
+    if resume and (run.path / IMPORTED_MARKER).is_file():
+        raise UserError(f"{run.path} holds imported weights without optimizer state or data position: "
+                        "evaluate and sample it, or start a new run to train.")
+    has_checkpoint = bool(ckpt.step_dirs(run.checkpoints_dir)) if run.is_run() else False
+    state = run.read_status().get("state") if run.is_run() else None
+    # Only a folder a trainer wrote (its status says how it ended) is cleared; a config.yaml alone
+    # may be someone's own file.
+    if state is not None and not has_checkpoint:
+        log(f"{run.path} holds a run that ended before its first checkpoint ({state}); starting it afresh in place")
+        run.clear()
+        resume = False
+    elif not resume and run.is_run():
+        raise UserError(f"{run.path} already holds a run; continue it with --resume or choose another --run-dir.")
+    if not resume:
+        run.create(to_yaml(cfg))
+    return resume
+
+
 def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callable[[str], None] = print,
-          progress: Callable[[int, int], None] | None = None) -> Trainer:
+          progress: Callable[[int, int], None] | None = None, overrides: list[str] | None = None) -> Trainer:
     """Create or reopen the run directory, train, and keep status.json true whatever happens.
     Returns the trainer: its `stop_reason` says whether a signal or a stop request ended it early."""
     device = resolve_device(device_name)
-    if resume and (pid := run.live_pid()) is not None:
-        raise UserError(f"{run.path} is still being trained by process {pid}; stop it (kill {pid}) before resuming.")
-    if not resume:
-        if run.is_run():
-            raise UserError(f"{run.path} already holds a run; continue it with --resume or choose another --run-dir.")
-        run.create(to_yaml(cfg))
-    trainer = Trainer(cfg, run, device, resume, log, progress)
+    try:
+        resume = _prepare_folder(cfg, run, resume, log)
+    except OSError as e:
+        raise UserError(f"Cannot write the run folder {run.path} ({e.strerror or e}); "
+                        "choose a writable --run-dir.") from None
+    trainer = Trainer(cfg, run, device, resume, log, progress, overrides)
     heartbeat = run.start_heartbeat()
+
+    def last_word(**fields) -> None:  # status.json may itself be unwritable (a read-only or deleted folder)
+        with contextlib.suppress(OSError):
+            run.update_status(**fields)
+
     try:
         trainer.train()
         return trainer
     except (UserError, TrainingFailed) as e:
-        run.update_status(state="failed", error=str(e), step=trainer.step)
+        last_word(state="failed", error=str(e), step=trainer.step)
         raise
+    except StopAtOnce as e:
+        trainer.stop_signum = e.signum
+        step = trainer.last_saved or 0
+        name = signal.Signals(e.signum).name
+        last_word(state="stopped", step=step, message=f"stopped at once by a second {name}; resumes from step {step}")
+        log(f"stopped at once by a second {name}; --resume continues from step {step}")
+        return trainer
     except KeyboardInterrupt:
-        run.update_status(state="stopped", step=trainer.step, message="interrupted")
+        last_word(state="stopped", step=trainer.last_saved or 0, message="interrupted")
         raise
+    except OSError as e:
+        reason = f"Cannot write the run folder {run.path} ({e.strerror or e}); it was made read-only, filled up or removed."
+        last_word(state="failed", error=reason, step=trainer.step)
+        raise UserError(reason) from None
     except BaseException as e:
-        run.update_status(state="failed", error=f"{type(e).__name__}: {e}", step=trainer.step)
+        last_word(state="failed", error=f"{type(e).__name__}: {e}", step=trainer.step)
         raise
     finally:
         heartbeat.set()
-        run.close()
+        with contextlib.suppress(OSError):
+            run.close()

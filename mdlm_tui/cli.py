@@ -53,8 +53,8 @@ def run(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: the config's train.device)."),
 ):
     """Train headless, writing a run folder that `mdlm-tui watch` and the TUI can follow."""
-    from core.config import load_config, load_saved_config, to_yaml
-    from core.runs import RunDir, atomic_write_text
+    from core.config import check_resume_changes, load_config, load_saved_config, to_yaml
+    from core.runs import RunDir
 
     if resume:
         if run_dir is None:
@@ -63,8 +63,10 @@ def run(
         if not run.is_run():
             raise UserError(f"{run_dir} holds no run to resume (no config.yaml).")
         cfg = load_saved_config(run.config_path, overrides)
-        if overrides:
-            atomic_write_text(run.config_path, to_yaml(cfg))
+        from core.checkpoint import step_dirs
+
+        if step_dirs(run.checkpoints_dir):  # config.yaml itself is rewritten only once the resume holds
+            check_resume_changes(load_saved_config(run.config_path), cfg)
     else:
         if preset is None:
             raise UserError("Choose a preset with --preset NAME (see `mdlm-tui presets`), or continue a run with --resume.")
@@ -77,7 +79,8 @@ def run(
     from core.trainer import start
 
     try:
-        trainer = start(cfg, run, device or cfg.train.device, resume, log=log, progress=progress)
+        trainer = start(cfg, run, device or cfg.train.device, resume, log=log, progress=progress,
+                        overrides=overrides if resume else None)
     finally:
         done()
     if trainer.stop_signum:  # the shell convention for "ended by a signal": 128 + its number
@@ -126,11 +129,11 @@ def import_command(
     """Import the paper's released weights as a run folder that eval, sample and the TUI open."""
     from core.importer import import_released
 
-    done = import_released(source, run_dir, tokenizer=tokenizer, config=config, weights=weights,
-                           log=lambda m: print(f"note: {m}", file=sys.stderr))
+    done = import_released(source, run_dir, tokenizer=tokenizer, config=config, weights=weights)
     ema = f", EMA weights from {done.ema_from}" if done.ema_from else ""
+    only = " (the only weights file there; no EMA weights)" if done.only_file else ""
     print(f"imported {source} into {done.run_dir}: {done.parameters:,} parameters, step {done.step}, "
-          f"model weights from {done.model_from}{ema}")
+          f"model weights from {done.model_from}{only}{ema}")
 
 
 def _reporter():
@@ -236,6 +239,10 @@ def eval_command(
     from core.config import apply_overrides
     from core.evaluate import checkpoint_step, evaluate, load_for_eval, make_scorer, save_report
 
+    for option, path in (("--json", json_out), ("--predictions", predictions_out)):  # before minutes of scoring
+        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+            what = "is a folder" if path.is_dir() else f"is in a folder that does not exist ({path.parent})"
+            raise UserError(f"{option} {path} {what}; give a file to write, such as reports.json.")
     warn = lambda m: print(m if m.startswith("warning") else f"warning: {m}", file=sys.stderr)
     model, tokenizer, cfg, ckpt = load_for_eval(target, weights=weights, device=device, warn=warn)
     keys = [f"eval.{k}={v}" for k, v in (("backend", backend), ("rate_value", rate_value), ("draws", draws)) if v is not None]
@@ -243,33 +250,48 @@ def eval_command(
     specs = [part.strip() for part in (suite or cfg.eval.suites).split(",") if part.strip()]
     run_dir, step = ckpt.parent.parent, checkpoint_step(ckpt)
     reports, predictions = [], [] if predictions_out is not None else None
+    unsaved = None  # why a report could not be saved: said last, once every result is on the screen
     if "dev" in specs:
         specs.remove("dev")
         reports.append(_dev_report(model, cfg, ckpt, run_dir, step))
     if specs:
+        from core.scoring import drop_long_items
         from core.suites import load_suite
 
         suites = load_suite(",".join(specs), data or cfg.eval.data_dir, limit=limit, on_bad_line=on_bad_line, warn=warn)
         device_name = str(next(model.parameters()).device)
         scorer = make_scorer(model, tokenizer, cfg, device_name)
+        longest = cfg.model.max_position
         for one in suites:
+            if drop_long_items(one, tokenizer, longest):
+                print(f"{one.name}: {one.skipped:,} of {one.skipped + len(one.items):,} items skipped, longer than "
+                      f"the model's {longest} positions (model.max_position)")
+            if not one.items:
+                continue
             with _progress_bar(f"{one.name}", len(one.items)) as progress:
                 report = evaluate(scorer, one, progress=progress, checkpoint=str(ckpt), predictions=predictions)
-            path = save_report(report, run_dir / "eval", step)
             _print_report(report)
-            print(f"report: {path}", file=sys.stderr)
-            reports.append(report.to_dict())
+            try:
+                print(f"report: {save_report(report, run_dir / 'eval', step)}", file=sys.stderr)
+            except OSError as e:
+                unsaved = unsaved or f"{run_dir / 'eval'} ({e.strerror or e})"
+            reports.append({**report.to_dict(), "skipped": one.skipped})
+        if not any(one.items for one in suites):
+            raise UserError(f"Every item is longer than the model's {longest} positions (model.max_position); "
+                            "nothing was scored.")
     if json_out is not None:
-        json_out.write_text(json.dumps(reports if len(reports) > 1 else reports[0], indent=2) + "\n")
+        _write_lines(json_out, [reports if len(reports) > 1 else reports[0]], indent=2)
     if predictions_out is not None:
         _write_lines(predictions_out, predictions)
+    if unsaved:
+        raise UserError(f"The results above could not be saved in {unsaved}; pass --json FILE to keep them elsewhere.")
 
 
-def _write_lines(path: Path, records: list[dict]) -> None:
+def _write_lines(path: Path, records: list, indent: int | None = None) -> None:
     from core.runs import atomic_write_text
 
     try:
-        atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
+        atomic_write_text(path, "".join(json.dumps(record, indent=indent) + "\n" for record in records))
     except OSError as e:
         raise UserError(f"Cannot write {path}: {e.strerror or e}.") from None
 
@@ -347,6 +369,9 @@ def sample(
     from core.evaluate import load_for_eval
     from core.sampling import MASK_TEXT, SampleConfig, sample as run_sampler, trace_to_jsonl
 
+    if trace is not None and (trace.is_dir() or not trace.parent.is_dir()):
+        what = "is a folder" if trace.is_dir() else f"is in a folder that does not exist ({trace.parent})"
+        raise UserError(f"--trace {trace} {what}; give a file to write, such as trace.jsonl.")
     cfg = SampleConfig(length=length, steps=steps, sampler=sampler, temperature=temperature, top_p=top_p,
                        seed=seed, schedule=schedule_name)
     model, tokenizer, _, ckpt = load_for_eval(target, weights=weights, device=device,
@@ -372,9 +397,12 @@ def sample(
         result = run_sampler(model, tokenizer, cfg, prompt=prompt, device=str(next(model.parameters()).device), on_step=on_step)
     finally:
         finish()
-    if trace is not None:
-        trace_to_jsonl(result, trace)
     print(result.text)
+    if trace is not None:
+        try:
+            trace_to_jsonl(result, trace)
+        except OSError as e:
+            raise UserError(f"The sample above could not be traced to {trace} ({e.strerror or e}).") from None
     print(f"({ckpt}, {result.forward_passes} forward passes, {result.seconds:.2f} s)", file=sys.stderr)
 
 

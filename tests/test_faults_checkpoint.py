@@ -1,0 +1,347 @@
+"""Faults around checkpoints and the data cache: a full disk, a garbled `latest`, silently altered
+files, a checkpoint rotated away mid-load, a killed data build, a foreign tokenizer and a planted
+pickle each end in one sentence and a non-zero exit (or a warned fallback), lose nothing written
+before, and never run code from the run folder."""
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import core.dataset as dataset
+from core import checkpoint as ckpt
+from core.errors import TrainingFailed, UserError
+from tests.helpers import mdlm, start
+from tests.test_checkpoint import Tied
+from tests.test_dataset import VOCAB, data_config, small_corpus
+
+SHORT = ["--set", "train.budget=8 steps", "--set", "train.checkpoint_every=4",
+         "--set", "train.keep_checkpoints=3", "--set", "train.log_every=1", "--set", "train.dev_every=0",
+         "--set", "train.threads=1"]
+SAMPLE = ["--length", 16, "--steps", 4]
+EVAL = ["--suite", "builtin", "--limit", 1]
+
+
+def one_sentence(result, code: int = 2) -> str:
+    """The single `error:` line of a command that failed cleanly with `code`."""
+    assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def status(run_dir: Path) -> dict:
+    return json.loads((run_dir / "status.json").read_text())
+
+
+def wait_until(condition, what: str, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def rewrite_meta(folder: Path, name: str) -> None:
+    """Record `name`'s new size and sha256, as someone who controls the folder can."""
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["sizes"][name] = (folder / name).stat().st_size
+    meta.setdefault("sha256", {})[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def save(root: Path, step: int, model: torch.nn.Module, keep: int = 3, **kwargs) -> Path:
+    opt = torch.optim.AdamW(model.parameters())
+    return ckpt.save_checkpoint(root, step, model, None, opt, {"step": step}, keep=keep, **kwargs)
+
+
+def overwrite_inside(path: Path, length: int = 64 * 1024) -> None:
+    """0xFF over `length` bytes in the middle of a file, its size unchanged."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + length] = b"\xff" * min(length, len(data) - middle)
+    path.write_bytes(bytes(data))
+
+
+# ---------------------------------------------------------------- in process, fast
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint_latest(tmp_path, monkeypatch):
+    model = Tied()
+    save(tmp_path, 1, model)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    for _ in range(2):  # a second attempt leaves nothing behind either
+        with pytest.raises(TrainingFailed, match=r"step-2 .* \(No space left on device\); step-1 is still"):
+            save(tmp_path, 2, model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-1"]
+    assert (tmp_path / "latest").read_text().strip() == "step-1"
+
+
+def test_save_clears_temporary_folders_a_killed_save_left(tmp_path):
+    (tmp_path / ".step-7.tmp").mkdir(parents=True)
+    (tmp_path / ".step-7.tmp" / "model.safetensors").write_bytes(b"half")
+    save(tmp_path, 8, Tied())
+    assert not list(tmp_path.glob(".*"))
+
+
+@pytest.mark.parametrize("pointer", [b"", b"\xff\xfe\x00\x01garbage", b"../../etc", b"step-99\n"])
+def test_unusable_latest_pointer_falls_back_to_the_newest_whole_checkpoint(tmp_path, pointer):
+    model = Tied()
+    for step in (1, 2, 3):
+        save(tmp_path, step, model)
+    weights = tmp_path / "step-3" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-5])  # the newest is damaged
+    (tmp_path / "latest").write_bytes(pointer)
+    assert ckpt.latest_checkpoint(tmp_path).name == "step-2"
+    warnings = []
+    where, state, _ = ckpt.load_latest(tmp_path, Tied(), None, torch.device("cpu"), warn=warnings.append)
+    assert where.name == "step-2" and state["step"] == 2
+    assert "names no checkpoint folder" in warnings[0] and "step-3 is damaged" in warnings[1]
+
+
+def test_same_size_corruption_is_caught_by_its_checksum(tmp_path):
+    model = Tied()
+    save(tmp_path, 1, model)
+    save(tmp_path, 2, model)
+    overwrite_inside(tmp_path / "step-2" / "model.safetensors", 16)
+    warnings = []
+    where, _, _ = ckpt.load_latest(tmp_path, Tied(), None, torch.device("cpu"), warn=warnings.append)
+    assert where.name == "step-1"
+    assert "step-2 is damaged (model.safetensors does not match its sha256" in warnings[0]
+
+
+def test_checkpoint_without_checksums_still_loads(tmp_path):
+    torch.manual_seed(0)
+    model = Tied()
+    save(tmp_path, 1, model)
+    meta = json.loads((tmp_path / "step-1" / "meta.json").read_text())
+    del meta["sha256"]
+    meta["format"] = 1
+    (tmp_path / "step-1" / "meta.json").write_text(json.dumps(meta))
+    other = Tied()
+    where, state, _ = ckpt.load_latest(tmp_path, other, None, torch.device("cpu"), warn=print)
+    assert state["step"] == 1 and torch.equal(other.emb.weight, model.emb.weight)
+
+
+def test_rotation_after_a_fallback_keeps_the_resumed_checkpoint_and_drops_the_damaged_one(tmp_path):
+    model = Tied()
+    save(tmp_path, 10, model, keep=2)
+    save(tmp_path, 20, model, keep=2)
+    overwrite_inside(tmp_path / "step-20" / "model.safetensors", 16)  # damage only a checksum sees
+    where, _, _ = ckpt.load_latest(tmp_path, model, None, torch.device("cpu"), warn=lambda m: None)
+    assert where.name == "step-10"
+    save(tmp_path, 15, model, keep=2, protect=where)
+    assert [d.name for d in ckpt.step_dirs(tmp_path)] == ["step-10", "step-15"]
+    save(tmp_path, 30, model, keep=1, protect=where)
+    assert [d.name for d in ckpt.step_dirs(tmp_path)] == ["step-10", "step-30"]
+
+
+def test_garbage_ids_in_the_data_cache_are_caught_and_rebuilt(tmp_path):
+    small_corpus(tmp_path / "corpus")
+    first = dataset.prepare_data(data_config(tmp_path), log=lambda line: None)
+    expected = np.array(first.train)
+    for name in ("train.npy", "dev.npy"):
+        damaged = first.cache_path / name
+        shape = np.load(damaged, mmap_mode="r").shape
+        damaged.unlink()  # replace, not rewrite: this process still maps the old file
+        np.save(damaged, np.full(shape, 10 * VOCAB, dtype=np.int32))
+    lines = []
+    again = dataset.prepare_data(data_config(tmp_path), log=lines.append)
+    assert any("does not match its sha256" in line and "rebuilding" in line for line in lines)
+    assert np.array_equal(expected, again.train) and int(again.dev.max()) < VOCAB
+
+
+def test_data_build_temp_folders_of_dead_processes_are_removed(tmp_path):
+    small_corpus(tmp_path / "corpus")
+    root = tmp_path / "cache"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = dataset._host_id()
+    gone = root / f".0123456789abcdef.tmp-{dead.pid}-{host}.abc"
+    legacy = root / ".0123456789abcdef.k2j3h4l5"  # named by an older build: judged by age
+    alive = root / f".0123456789abcdef.tmp-{os.getpid()}-{host}.def"
+    for folder in (gone, legacy, alive):
+        folder.mkdir(parents=True)
+        (folder / "train_ids.npy").write_bytes(b"partial")
+    old = time.time() - 2 * dataset._FOREIGN_STALE_S
+    os.utime(legacy, (old, old))
+    dataset.prepare_data(data_config(tmp_path), log=lambda line: None)
+    assert not gone.exists() and not legacy.exists() and alive.exists()
+
+
+def test_cache_write_error_without_strerror_still_says_why(tmp_path):
+    def build(folder):
+        raise OSError("the cache volume went away")
+
+    with pytest.raises(UserError) as raised:
+        dataset._build_atomically(tmp_path / "seq16", build)
+    assert "None" not in str(raised.value) and "the cache volume went away" in str(raised.value)
+    assert not list(tmp_path.glob(".*"))
+
+
+# ---------------------------------------------------------------- the installed command
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished 8-step run with step-4 and step-8; tests change copies of it."""
+    run_dir = tmp_path_factory.mktemp("faults-checkpoint") / "run"
+    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT)
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    return copy
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 30 MB tmpfs: room for one smoke checkpoint (18 MB) but not two."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip() or 'not root'})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_full_disk_fails_in_one_sentence_and_keeps_the_previous_checkpoint(small_disk):
+    run_dir = small_disk / "run"
+    settings = ["--set", "train.budget=6 steps", "--set", "train.checkpoint_every=2",
+                "--set", "train.dev_every=0", "--set", "train.log_every=1", "--set", "train.threads=1"]
+    first = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *settings)
+    again = mdlm("run", "--resume", "--run-dir", run_dir)
+    for result in (first, again):
+        error = one_sentence(result, code=3)
+        assert "step-4" in error and "No space left on device" in error
+        assert "step-2 is still the latest" in error
+        st = status(run_dir)
+        assert st["state"] == "failed" and "No space left on device" in st["error"]
+        checkpoints = run_dir / "checkpoints"
+        assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step-2"]
+        assert (checkpoints / "latest").read_text().strip() == "step-2"
+        ckpt.verify(checkpoints / "step-2")
+    assert "resumed from step 2" in again.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pointer", [b"", b"\x89PNG\r\n\x1a\n\x00\xff"])
+def test_empty_or_binary_latest_falls_back_for_resume_eval_and_sample(run_copy, pointer):
+    (run_copy / "checkpoints" / "latest").write_bytes(pointer)
+    sample = mdlm("sample", run_copy, *SAMPLE)
+    assert sample.returncode == 0 and sample.stdout.strip(), sample.stderr
+    assert "step-8" in sample.stderr
+    evaluated = mdlm("eval", run_copy, *EVAL)
+    assert evaluated.returncode == 0, evaluated.stderr
+    resumed = mdlm("run", "--resume", "--run-dir", run_copy, "--set", "train.budget=9 steps")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "names no checkpoint folder" in resumed.stdout and "resumed from step 8" in resumed.stdout
+    assert (run_copy / "checkpoints" / "latest").read_text().strip() == "step-9"
+
+
+@pytest.mark.slow
+def test_silent_corruption_is_refused_by_eval_and_sample_and_skipped_by_resume(run_copy):
+    overwrite_inside(run_copy / "checkpoints" / "step-8" / "model.safetensors")
+    for command in (["sample", run_copy, *SAMPLE], ["eval", run_copy, *EVAL]):
+        error = one_sentence(mdlm(*command))
+        assert "step-8" in error and "model.safetensors does not match its sha256" in error
+    resumed = mdlm("run", "--resume", "--run-dir", run_copy, "--set", "train.budget=10 steps")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "step-8 is damaged (model.safetensors does not match its sha256" in resumed.stdout
+    assert "resumed from step 4" in resumed.stdout and "non-finite" not in resumed.stdout + resumed.stderr
+    assert status(run_copy)["state"] == "finished" and status(run_copy)["step"] == 10
+
+
+@pytest.mark.slow
+def test_eval_retries_when_the_trainer_rotates_the_checkpoint_away(run_copy, monkeypatch):
+    import core.evaluate as evaluate
+
+    real_check = evaluate.check_weights_fit
+    checkpoints = run_copy / "checkpoints"
+
+    def rotate_then_check(folder, model, cfg):
+        if folder.name == "step-8":  # as a trainer does between our lookup and load: a new one, the old gone
+            shutil.copytree(checkpoints / "step-8", checkpoints / "step-12")
+            (checkpoints / "latest").write_text("step-12\n")
+            shutil.rmtree(checkpoints / "step-8")
+        return real_check(folder, model, cfg)
+
+    monkeypatch.setattr(evaluate, "check_weights_fit", rotate_then_check)
+    _, _, _, loaded = evaluate.load_for_eval(str(run_copy), warn=lambda m: None)
+    assert loaded.name == "step-12"
+
+
+@pytest.mark.slow
+def test_kill_during_data_preparation_leaves_no_temp_folder_after_the_next_prepare(tmp_path, monkeypatch):
+    from core.config import load_config
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MDLM_TUI_CACHE", str(cache))
+    proc = start("run", "--preset", "smoke", "--run-dir", tmp_path / "run", "--set", "train.threads=1")
+    try:
+        wait_until(lambda: cache.is_dir() and any(p.name.startswith(".") for p in cache.iterdir()),
+                   "a temporary cache folder")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert any(p.name.startswith(".") for p in cache.iterdir())
+    dataset.prepare_data(load_config("smoke", []).data, log=lambda line: None)
+    assert not list(cache.rglob(".*"))
+
+
+@pytest.mark.slow
+def test_a_foreign_tokenizer_is_refused_by_resume_eval_and_sample(run_copy):
+    from core.tokenizer import train_tokenizer
+
+    foreign = run_copy / "tokenizer.json"
+    train_tokenizer([f"A different corpus, line {i}: zebras graze under acacia trees." for i in range(200)],
+                    4096).save(str(foreign))
+    planted = foreign.read_bytes()
+    for command in (["sample", run_copy, *SAMPLE], ["eval", run_copy, *EVAL],
+                    ["run", "--resume", "--run-dir", run_copy, "--set", "train.budget=10 steps"]):
+        error = one_sentence(mdlm(*command))
+        assert "tokenizer.json is not the tokenizer step-8 was trained with" in error
+    assert foreign.read_bytes() == planted, "a refused resume changes nothing"
+    assert (run_copy / "checkpoints" / "latest").read_text().strip() == "step-8"
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.slow
+def test_a_planted_pickle_is_refused_and_never_run(run_copy, tmp_path):
+    marker = tmp_path / "code-ran"
+    folder = run_copy / "checkpoints" / "step-8"
+    torch.save({"step": 8, "payload": _RunsCode(marker)}, folder / "state.pt")
+    rewrite_meta(folder, "state.pt")  # whoever planted it could fix the checksum too
+    for command in (["run", "--resume", "--run-dir", run_copy], ["eval", run_copy, *EVAL],
+                    ["sample", run_copy, *SAMPLE]):
+        error = one_sentence(mdlm(*command))
+        assert "state.pt" in error and "could run code" in error
+        assert not marker.exists()
