@@ -220,7 +220,8 @@ class RunDir:
             if not path.exists():
                 continue
             records = read_jsonl(path)
-            kept = [r for r in records if r.get("step", 0) <= last_step]
+            # a record whose step is no number is not ours to judge: it stays where it was
+            kept = [r for r in records if not is_number(r.get("step", 0)) or r.get("step", 0) <= last_step]
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))  # also drops a torn last line
             if path == self.metrics_path:
                 dropped = len(records) - len(kept)

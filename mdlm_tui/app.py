@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import gc
 import importlib
+import sys
+import time
+import traceback
 from functools import partial
 from pathlib import Path
 
@@ -18,10 +21,12 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 from textual.widgets import Static
+from textual.worker import WorkerFailed
 
 from mdlm_tui.screens.help import HelpScreen
 from mdlm_tui.screens.runs import RunsScreen, find_runs
 from mdlm_tui.screens.train import TrainScreen
+from mdlm_tui.widgets.guard import Guarded, culprit
 from mdlm_tui.widgets.key_bar import KeyBar
 
 SCREEN_TITLES = {
@@ -34,9 +39,10 @@ SCREEN_TITLES = {
 }
 RUN_BOUND = ("train", "eval", "samples")
 CONTROL_COMMANDS = ("stop", "pause", "resume", "checkpoint")
+REPEAT_QUIET_S = 30.0  # the same failure is notified once in this time: a render may fail on every frame
 
 
-class UnavailableScreen(Screen):
+class UnavailableScreen(Guarded, Screen):
     """Stands in for a screen whose module is not part of this installation."""
 
     def __init__(self, title: str):
@@ -82,7 +88,7 @@ class MdlmCommands(Provider):
                 yield Hit(score, matcher.highlight(text), callback, text=text, help=help_text)
 
 
-class MdlmApp(App):
+class MdlmApp(Guarded, App):
     CSS_PATH = "app.tcss"
     TITLE = "mdlm-tui"
     COMMANDS = App.COMMANDS | {MdlmCommands}
@@ -101,11 +107,15 @@ class MdlmApp(App):
         self.runs_root = Path(runs_root)
         self.current_run: Path | None = Path(watch) if watch is not None else None
         self._run_screens: dict[str, Screen] = {}  # name -> screen for current_run
+        self.failures: list[str] = []  # every failure shown while the app ran, newest last
+        self.guarding = False  # failures are shown, not fatal, once the first screen is on its way
+        self._notified_at: dict[str, float] = {}
 
     def on_mount(self) -> None:
         self.install_screen(RunsScreen(self.runs_root), "runs")
         self.push_screen(self._screen("train") if self.current_run is not None else self._screen("runs"))
         self.call_after_refresh(self._freeze_startup_objects)
+        self.guarding = True
 
     def _freeze_startup_objects(self) -> None:
         """The objects alive once the first screen is up (Textual's modules, the CSS, the widget
@@ -186,6 +196,34 @@ class MdlmApp(App):
         if not removed_by_switch and screen.is_mounted:
             screen.remove()
 
+    # ------------------------------------------------------------ failures
+
+    def show_failure(self, error: BaseException, what: str | None = None) -> None:
+        """The one place a failure inside the app is shown: logged with its traceback and notified,
+        naming what failed; the app goes on."""
+        what = what or culprit(error)
+        text = f"{what} failed: {type(error).__name__}: {error}"
+        self.log.error(text, "".join(traceback.format_exception(error)))
+        self.failures = [*self.failures[-99:], text]
+        # the same error reported twice (a worker's, by its node and by Textual) is notified once
+        key, now = f"{type(error).__name__}: {error}", time.monotonic()
+        if now - self._notified_at.get(key, -REPEAT_QUIET_S) >= REPEAT_QUIET_S:
+            self._notified_at[key] = now
+            self.notify(f"{text}. The app goes on.", title="Something failed", severity="error", timeout=15,
+                        markup=False)
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Textual ends the app on any error it catches outside a guarded handler (a render, a timer,
+        one of its own widgets). Once the app is up such an error is shown and the app goes on;
+        before that, or when showing it fails, the app ends as Textual ends it (return code 1)."""
+        if self.guarding and not self._exit:
+            try:
+                self.show_failure(error.error if isinstance(error, WorkerFailed) else error)
+                return
+            except Exception:
+                pass
+        super()._handle_exception(error)
+
     # ------------------------------------------------------------ control
 
     def action_control(self, command: str) -> None:
@@ -202,4 +240,12 @@ class MdlmApp(App):
 
 
 def run_app(runs_root: Path, watch: Path | None = None) -> None:
-    MdlmApp(runs_root=runs_root, watch=watch).run()
+    """Run the app; when it ended on an error (Textual printed its traceback), exit 1 saying so."""
+    app = MdlmApp(runs_root=runs_root, watch=watch)
+    app.run()
+    if app.return_code:
+        error = app._exception  # the first error; Textual keeps it for test frameworks
+        cause = f" ({type(error).__name__}: {error})" if error is not None else ""
+        print(f"error: mdlm-tui stopped on an unexpected error{cause}; the details are above.",
+              file=sys.stderr)
+        raise SystemExit(1)

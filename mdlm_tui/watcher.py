@@ -17,7 +17,7 @@ from pathlib import Path
 
 from textual.message import Message
 
-from core.runs import ACTIVE_STATES, RunDir
+from core.runs import ACTIVE_STATES, RunDir, valid_metrics_record
 
 STALE_AFTER_S = 30.0
 LOG_TAIL_LINES = 400
@@ -103,13 +103,28 @@ class FileTail:
 
 
 class JsonlTail(FileTail):
+    """The JSON objects of new lines; a line that is no object (or that `valid` refuses) is skipped
+    and counted in `skipped` (since the file was last read from its start)."""
+
+    def __init__(self, path: Path, valid=None):
+        super().__init__(path)
+        self.valid = valid
+        self.skipped = 0
+
     def read_records(self) -> list[dict]:
         records = []
-        for line in self.read_lines():
+        lines = self.read_lines()
+        if self.reset:
+            self.skipped = 0
+        for line in lines:
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and (self.valid is None or self.valid(record)):
+                records.append(record)
+            elif line.strip():
+                self.skipped += 1
         return records
 
 
@@ -175,18 +190,22 @@ class RunHistory:
 
 def headless_line(record: dict, total_steps: int | None) -> str | None:
     """The line the headless trainer would have logged for a metrics record (used when no train.log)."""
+    def value(key: str, default: float = float("nan")) -> float:  # a field may be absent or null
+        found = record.get(key)
+        return found if isinstance(found, (int, float)) else default
+
     step = record.get("step")
     when = time.strftime("%H:%M:%S", time.localtime(record["time"])) if record.get("time") else "--:--:--"
     event = record.get("event")
     if event == "train":
         total = f"/{total_steps}" if total_steps else ""
-        return (f"[{when}] step {step}{total} | loss {record.get('loss', float('nan')):.4f} | "
-                f"masked CE {record.get('masked_ce', float('nan')):.4f} | lr {record.get('lr', 0):.2e} | "
-                f"{record.get('tokens_per_s', 0):,.0f} tok/s")
+        return (f"[{when}] step {step}{total} | loss {value('loss'):.4f} | "
+                f"masked CE {value('masked_ce'):.4f} | lr {value('lr', 0):.2e} | "
+                f"{value('tokens_per_s', 0):,.0f} tok/s")
     if event == "dev":
-        return f"[{when}] step {step} | dev loss {record.get('dev_loss', float('nan')):.4f}"
+        return f"[{when}] step {step} | dev loss {value('dev_loss'):.4f}"
     if event == "eval":
-        return f"[{when}] step {step} | eval {record.get('suite')}: {100 * record.get('macro', 0):.1f} % macro"
+        return f"[{when}] step {step} | eval {record.get('suite')}: {100 * value('macro', 0):.1f} % macro"
     return None
 
 
@@ -198,7 +217,8 @@ class RunUpdated(Message):
 
     def __init__(self, run_dir: Path, status: dict, history: dict, latest_train: dict, latest_dev: dict,
                  latest_eval: dict, new_records: list[dict], new_samples: list[dict], log_lines: list[str],
-                 log_reset: bool, from_log_file: bool, metrics_changed: bool = True):
+                 log_reset: bool, from_log_file: bool, metrics_changed: bool = True,
+                 problems: list[str] | None = None):
         super().__init__()
         self.run_dir = run_dir
         self.status = status
@@ -212,6 +232,7 @@ class RunUpdated(Message):
         self.log_reset = log_reset  # the log (or metrics) started over: drop the lines shown so far
         self.from_log_file = from_log_file
         self.metrics_changed = metrics_changed  # the curves need redrawing
+        self.problems = problems or []  # what could not be read and was skipped, one sentence each
 
 
 class RunWatcher:
@@ -231,11 +252,12 @@ class RunWatcher:
         self.interval = interval
         self.heartbeat_every = heartbeat_every
         self.history = RunHistory(cap=history_points)
-        self._metrics = JsonlTail(self.run.metrics_path)
+        self._metrics = JsonlTail(self.run.metrics_path, valid=valid_metrics_record)
         self._samples = JsonlTail(self.run.samples_path)
         self._log = FileTail(self.run.path / "train.log", start_at_end_bytes=256 * 1024)
         self._status_mtime: int | None = None
         self._status: dict = {}
+        self._status_problems: list[str] = []
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"watch {self.run.path.name}", daemon=True)
@@ -255,7 +277,9 @@ class RunWatcher:
         except FileNotFoundError:
             mtime = None
         if mtime != self._status_mtime:
-            self._status_mtime, self._status, changed = mtime, self.run.read_status(), True
+            self._status_problems = []
+            self._status_mtime, changed = mtime, True
+            self._status = self.run.read_status(self._status_problems)
 
         records = self._metrics.read_records()
         reset = self._metrics.reset
@@ -280,7 +304,18 @@ class RunWatcher:
         return RunUpdated(self.run.path, dict(self._status), history, self.history.latest_train,
                           self.history.latest_dev, self.history.latest_eval, records[-self.MAX_RECORDS_PER_MESSAGE:],
                           samples[-self.MAX_RECORDS_PER_MESSAGE:], log_lines, log_reset, from_log_file,
-                          metrics_changed=metrics_changed)
+                          metrics_changed=metrics_changed, problems=self.problems())
+
+    def problems(self) -> list[str]:
+        """What this watcher could not read so far, one sentence each."""
+        found = list(self._status_problems)
+        for tail in (self._metrics, self._samples):
+            if tail.skipped:
+                lines = "lines" if tail.skipped > 1 else "line"
+                found.append(f"{tail.skipped} unreadable {lines} skipped in {tail.path.name}")
+        if self.last_error:
+            found.append(f"reading the run failed: {self.last_error}")
+        return found
 
     def _loop(self) -> None:
         last_post = 0.0
@@ -288,7 +323,8 @@ class RunWatcher:
             started = time.monotonic()
             try:
                 message = self.poll()
-            except Exception as e:  # a file vanishing mid-read (a deleted run), an odd record: keep watching
+                self.last_error = None
+            except Exception as e:  # a file vanishing mid-read (a deleted run): keep watching, and say so
                 self.last_error = f"{type(e).__name__}: {e}"
                 message = None
             if message is None and started - last_post >= self.heartbeat_every:
@@ -302,4 +338,4 @@ class RunWatcher:
         """Nothing new, but time passed: lets the screen re-judge the heartbeat (stale or not)."""
         return RunUpdated(self.run.path, dict(self._status), {}, self.history.latest_train,
                           self.history.latest_dev, self.history.latest_eval, [], [], [], False,
-                          self._log.identity is not None, metrics_changed=False)
+                          self._log.identity is not None, metrics_changed=False, problems=self.problems())

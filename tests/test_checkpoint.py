@@ -104,3 +104,14 @@ def test_live_pid_tells_a_working_trainer_from_a_dead_one(tmp_path):
     status["heartbeat"] = time.time() - 3600
     run.status_path.write_text(json.dumps(status))
     assert run.live_pid() is None  # a stale heartbeat: the trainer is gone or hung
+
+
+def test_truncation_keeps_a_record_whose_step_is_no_number(tmp_path):
+    """A resume must not trip over a foreign line: it is neither judged nor a traceback."""
+    run = RunDir(tmp_path)
+    run.create("name: x\n")
+    for record in ({"step": 1}, {"step": "abc"}, {"step": 5}):
+        run.append_metrics(record)
+    run.close()
+    assert run.truncate_after(3) == 1
+    assert [r["step"] for r in read_jsonl(run.metrics_path)] == [1, "abc"]

@@ -24,13 +24,14 @@ from core.config import load_config, preset_names
 from mdlm_tui.launch import new_run_dir, spawn_run, validate_overrides
 from mdlm_tui.widgets.configure_form import ConfigureForm
 from mdlm_tui.widgets.configure_plots import FrequencyRankPlot, MaskRateHistogram, WeightVsRate
+from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
 
 DEFAULT_PRESET = "smoke"
 REVALIDATE_AFTER_S = 0.15  # typing "0.25" should validate once, not four times
 
 
-class ConfigureScreen(Screen):
+class ConfigureScreen(Guarded, Screen):
     """Preset picker, form, inline validation, schedule and masking previews, Start."""
 
     BINDINGS = [

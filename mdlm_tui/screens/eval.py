@@ -20,6 +20,7 @@ from textual.worker import get_current_worker
 
 from mdlm_tui.widgets.eval_reports import current_run, earlier_report, fill_checkpoint_picker, read_reports
 from mdlm_tui.widgets.eval_table import EvalTable, percent, signed_points
+from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
 
 AUTO_COMPARE = "auto"  # the same suite and backend at the latest earlier step
@@ -27,7 +28,7 @@ NO_COMPARE = "none"
 FIXED_COMPARE_OPTIONS = (("auto: same suite, earlier step", AUTO_COMPARE), ("none", NO_COMPARE))
 
 
-class EvalScreen(Screen):
+class EvalScreen(Guarded, Screen):
     """Checkpoint, suites, limit, backend; Run; a per-UID table with the macro average."""
 
     BINDINGS = [
@@ -77,6 +78,7 @@ class EvalScreen(Screen):
         self.saved_reports: list[Path] = []  # reports written by this screen, newest last
         self.macros: dict[str, float] = {}  # suite -> macro of the latest evaluation here
         self.dev_line = ""  # the dev NELBO of the latest evaluation here, when "dev" was asked for
+        self.report_problems: list[str] = []  # saved reports that could not be read, shown on the status line
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="eval-row"):
@@ -129,7 +131,7 @@ class EvalScreen(Screen):
 
     def show_saved_report(self) -> bool:
         """Open on the run's newest saved report (and its comparison), before anything is run here."""
-        reports = read_reports(self.run)
+        reports = self._reports()
         if not reports:
             return False
         newest = reports[0]
@@ -143,11 +145,15 @@ class EvalScreen(Screen):
         self.show_status(f"saved report {newest.path.name}; ctrl+r evaluates the chosen checkpoint")
         return True
 
+    def _reports(self) -> list:
+        self.report_problems = []
+        return read_reports(self.run, self.report_problems)
+
     def _refresh_compare_options(self) -> None:
         compare = self.query_one("#eval-compare", Select)
         chosen = compare.value
         options = list(FIXED_COMPARE_OPTIONS)
-        options += [(report.label, str(report.path)) for report in read_reports(self.run)]
+        options += [(report.label, str(report.path)) for report in self._reports()]
         compare.set_options(options)
         compare.value = chosen if chosen in {value for _, value in options} else AUTO_COMPARE
 
@@ -155,7 +161,7 @@ class EvalScreen(Screen):
         choice = self.query_one("#eval-compare", Select).value
         if choice == NO_COMPARE:
             return None
-        reports = read_reports(self.run)
+        reports = self._reports()
         if choice == AUTO_COMPARE:
             return earlier_report(reports, suite, step, backend)
         return next((r for r in reports if str(r.path) == choice), None)
@@ -287,4 +293,4 @@ class EvalScreen(Screen):
     def show_status(self, line: str, error: bool = False) -> None:
         status = self.query_one("#eval-status", Static)
         status.set_class(error, "-error")
-        status.update(line)
+        status.update(f"{line}  ! {'; '.join(self.report_problems)}" if self.report_problems else line)

@@ -8,6 +8,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
+from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
 
 HELP_TEXT = """\
@@ -63,7 +64,7 @@ TERMINALS
 """
 
 
-class HelpScreen(Screen):
+class HelpScreen(Guarded, Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
 
     def compose(self) -> ComposeResult:

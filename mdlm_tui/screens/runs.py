@@ -15,11 +15,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from core.runs import RunDir
+from core.runs import RunDir, valid_metrics_record
 from mdlm_tui.watcher import FileTail, is_live, run_health
 from mdlm_tui.widgets import formatting as fmt
 from mdlm_tui.widgets.confirm import ConfirmScreen
+from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
+from mdlm_tui.widgets.readout import Readout
 from mdlm_tui.widgets.state_label import state_text
 
 REFRESH_EVERY_S = 2.0
@@ -34,6 +36,7 @@ class RunRow:
     loss: float | None
     eval_label: str
     age_s: float | None
+    problems: list[str]  # what could not be read (and was skipped)
 
 
 class RunSummaries:
@@ -46,25 +49,27 @@ class RunSummaries:
 
     def row(self, path: Path) -> RunRow:
         run = RunDir(path)
-        status = run.read_status()
+        problems: list[str] = []
+        status = run.read_status(problems)
         tail = self._tails.setdefault(path, FileTail(run.metrics_path))
         lines = tail.read_lines()
         latest = self._latest.setdefault(path, {})
         if tail.reset:
             latest.clear()
         for event in ("train", "eval"):  # parse only the newest line of each kind: a refresh stays cheap
-            line = next((line for line in reversed(lines) if f'"event": "{event}"' in line), None)
-            if line is not None:
-                try:
-                    latest[event] = json.loads(line)
-                except json.JSONDecodeError:
-                    pass
+            for line in reversed(lines):
+                if f'"event": "{event}"' in line and valid_metrics_record(record := _json(line)):
+                    latest[event] = record
+                    break
         loss = status.get("loss", latest.get("train", {}).get("loss"))
         evaluation = latest.get("eval")
         label = (f"{evaluation.get('suite')} {fmt.percent(evaluation.get('macro'))}" if evaluation
                  else self._latest_report(run))
         heartbeat = status.get("heartbeat")
-        return RunRow(path, status, run_health(status), loss, label, time.time() - heartbeat if heartbeat else None)
+        # a status.json that is there but could not be read at all marks the run, rather than hiding it
+        health = "unreadable" if problems and not status else run_health(status)
+        age = time.time() - heartbeat if heartbeat else None
+        return RunRow(path, status, health, loss, label, age, problems)
 
     def _latest_report(self, run: RunDir) -> str:
         """The newest eval/*.json report (from `mdlm-tui eval`), cached by its modification time."""
@@ -75,15 +80,12 @@ class RunSummaries:
             return "--"
         if newest is None:
             return "--"
-        mtime = newest.stat().st_mtime
+        mtime = _mtime(newest)
         cached = self._eval_reports.get(run.path)
         if cached and cached[0] == mtime:
             return cached[1]
-        try:
-            report = json.loads(newest.read_text())
-            label = f"{report.get('suite', newest.stem)} {fmt.percent(report.get('macro'))}" if "macro" in report else "--"
-        except (OSError, json.JSONDecodeError):
-            label = "--"
+        report = _json(newest)
+        label = f"{report.get('suite', newest.stem)} {fmt.percent(report.get('macro'))}" if "macro" in report else "--"
         self._eval_reports[run.path] = (mtime, label)
         return label
 
@@ -93,21 +95,38 @@ class RunSummaries:
         self._eval_reports.pop(path, None)
 
 
+def _json(source: str | Path) -> dict:
+    """A JSON object from a line or a file; {} for anything else (run folders hold what anyone wrote)."""
+    try:
+        found = json.loads(source.read_bytes() if isinstance(source, Path) else source)
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # deleted since it was listed
+        return 0.0
+
+
 def find_runs(root: Path) -> list[Path]:
     """Run folders directly under root (a config.yaml or status.json marks one), newest first."""
     if not root.is_dir():
         return []
     runs = [p for p in root.iterdir() if p.is_dir() and ((p / "config.yaml").is_file() or (p / "status.json").is_file())]
-    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+    return sorted(runs, key=_mtime, reverse=True)
 
 
-class RunsScreen(Screen):
+class RunsScreen(Guarded, Screen):
     BINDINGS = [
         Binding("enter", "open_run", "Open", show=False),
         Binding("o", "open_run", "Open/attach"),
         Binding("d", "delete_run", "Delete"),
         Binding("f5", "refresh_runs", "Refresh", show=False),
     ]
+    DEFAULT_CSS = "RunsScreen #runs-problems { max-height: 6; padding: 0 1; color: $error; display: none; }"
 
     def __init__(self, runs_root: Path):
         super().__init__()
@@ -120,6 +139,7 @@ class RunsScreen(Screen):
         table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static("", id="runs-empty")
+        yield Readout(id="runs-problems")
         yield KeyBar(current="show('runs')")
 
     def on_mount(self) -> None:
@@ -154,6 +174,10 @@ class RunsScreen(Screen):
             else:
                 table.add_row(*cells, key=key)
         self.rows = found
+        problems = [f"! {row.path.name}: {problem}" for row in found.values() for problem in row.problems]
+        note = self.query_one("#runs-problems", Readout)
+        note.show("\n".join(problems))
+        note.display = bool(problems)
         self.query_one("#runs-empty", Static).update(
             "" if found else f"No runs yet under {self.runs_root}. Press c to configure and start one, or run "
                              "`mdlm-tui run --preset smoke --run-dir runs/smoke` in a shell.")

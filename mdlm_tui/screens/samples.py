@@ -19,6 +19,7 @@ from textual.widgets import Button, Input, Label, OptionList, Select, Static, Ta
 from textual.widgets.option_list import Option
 
 from mdlm_tui.widgets.eval_reports import current_run, fill_checkpoint_picker
+from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
 from mdlm_tui.widgets.samples_replay import ReplayView
 from mdlm_tui.widgets.samples_runner import CheckpointSampler, SampleOptions
@@ -36,7 +37,7 @@ NUMBER_FIELDS = (
 )
 
 
-class SamplesScreen(Screen):
+class SamplesScreen(Guarded, Screen):
     """A list of traces, a replay view, and a sample-now form."""
 
     BINDINGS = [
@@ -87,6 +88,7 @@ class SamplesScreen(Screen):
         self.sampler = CheckpointSampler()
         self.shown_index: int | None = None  # the entry in the replay view, so a repeated highlight keeps its step
         self._traces_seen: tuple = ()  # sizes of samples.jsonl and the trace files at the last reading
+        self.trace_problems: list[str] = []  # what the last reading skipped, shown on the status line
 
     def compose(self) -> ComposeResult:
         with TabbedContent(id="samples-tabs"):
@@ -156,7 +158,8 @@ class SamplesScreen(Screen):
         """Re-read the run's traces. The entry on show stays on show, at its step, unless select_source
         names another; with nothing on show the newest entry is shown."""
         shown = self.entries[self.shown_index] if self.shown_index is not None and self.shown_index < len(self.entries) else None
-        self.entries = read_run_traces(self.run)
+        self.trace_problems = []
+        self.entries = read_run_traces(self.run, self.trace_problems)
         self._traces_seen = self._traces_signature()
         listing = self.query_one("#samples-list", OptionList)
         listing.clear_options()
@@ -300,4 +303,4 @@ class SamplesScreen(Screen):
     def show_status(self, line: str, error: bool = False) -> None:
         status = self.query_one("#samples-status", Static)
         status.set_class(error, "-error")
-        status.update(line)
+        status.update(f"{line}  ! {'; '.join(self.trace_problems)}" if self.trace_problems else line)

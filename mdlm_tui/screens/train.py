@@ -19,6 +19,7 @@ from textual.widgets import Log, ProgressBar, Static
 from mdlm_tui.watcher import RunUpdated, RunWatcher, is_live, run_health
 from mdlm_tui.widgets import formatting as fmt
 from mdlm_tui.widgets.curves import CurvePlot
+from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
 from mdlm_tui.widgets.readout import Readout
 from mdlm_tui.widgets.state_label import StateLabel
@@ -31,7 +32,7 @@ WATCH_EVERY_S = 1.0
 REPLOT_EVERY_S = 2.0  # drawing the curves is the costly part of a live screen; the numbers update on every message
 
 
-class TrainScreen(Screen):
+class TrainScreen(Guarded, Screen):
     BINDINGS = [
         Binding("x", "stop_run", "Stop"),
         Binding("k", "checkpoint", "Checkpoint"),
@@ -123,6 +124,7 @@ class TrainScreen(Screen):
         ]
         if status.get("error"):
             lines.append(f"error: {status['error']}")
+        lines += [f"! {problem}" for problem in message.problems]  # skipped, so the rest still shows
         self.query_one("#train-detail", Readout).show("\n".join(lines))
 
     def _replot_if_pending(self) -> None:

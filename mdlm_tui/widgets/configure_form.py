@@ -17,6 +17,7 @@ from textual.widgets import Input, Label, Select
 
 from core.config import CHOICES, Config
 from mdlm_tui.launch import parse_extra_overrides
+from mdlm_tui.widgets.guard import Guarded
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def config_text(cfg: Config, key: str) -> str:
     return "" if value is None else str(value)
 
 
-class ConfigureForm(Widget):
+class ConfigureForm(Guarded, Widget):
     """Fields for the common keys and a free line of extra overrides; posts Edited on any change."""
 
     DEFAULT_CSS = """

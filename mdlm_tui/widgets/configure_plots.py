@@ -6,12 +6,15 @@ Series differ by marker as well as colour, so the plots read the same with NO_CO
 
 from __future__ import annotations
 
+import math
+
 from textual_plotext import PlotextPlot
 
 from mdlm_tui.widgets.configure_previews import FrequencyPreview, SchedulePreview
+from mdlm_tui.widgets.guard import Guarded
 
 
-class _PreviewPlot(PlotextPlot):
+class _PreviewPlot(Guarded, PlotextPlot):
     shown: object | None = None
 
     def on_mount(self) -> None:
@@ -40,14 +43,25 @@ class MaskRateHistogram(_PreviewPlot):
 
 
 class WeightVsRate(_PreviewPlot):
-    """The NELBO weight |alpha'|^p / r against r, log scale: where p tames (or not) the tails."""
+    """The NELBO weight |alpha'|^p / r against r, log scale: where p tames (or not) the tails.
+
+    The logarithm is taken here, not by plotext's log axis: plotext takes it in place each time the
+    figure is built, so the second build (a resize) took the log of a log and of negative numbers."""
 
     def show_preview(self, preview: SchedulePreview) -> None:
         self.shown = preview
         self._start(f"weight, p = {preview.power:g}: median {preview.weight_p50:.3g}, p99 {preview.weight_p99:.3g}")
-        # every 4th draw is enough points for a terminal and keeps redrawing cheap
-        self.plt.scatter(preview.rates[::4], preview.weights[::4], marker="dot")
-        self.plt.yscale("log")
+        # every 4th draw is enough points for a terminal and keeps redrawing cheap; a weight of 0 (or
+        # not finite) has no place on a log axis
+        points = [(r, math.log10(w)) for r, w in zip(preview.rates[::4], preview.weights[::4])
+                  if w > 0 and math.isfinite(w)]
+        if points:
+            rates, logs = zip(*points)
+            self.plt.scatter(rates, logs, marker="dot")
+            low, high = min(logs), max(logs)
+            ticks = list(range(math.ceil(low), math.floor(high) + 1))  # the decades the data spans
+            ticks = ticks if len(ticks) > 1 else sorted({low, high})
+            self.plt.yticks(ticks, [f"{10.0 ** tick:.3g}" for tick in ticks])
         self.plt.xlabel("mask rate r")
         self.refresh()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from textual import events
 from textual_plotext import PlotextPlot
 
+from mdlm_tui.widgets.guard import Guarded
+
 DOTS_PER_CELL = 2  # braille markers: two dots across each terminal cell
 
 
@@ -29,7 +31,7 @@ def thin(xs: list[float], ys: list[float], buckets: int) -> tuple[list[float], l
     return out_x, out_y
 
 
-class CurvePlot(PlotextPlot):
+class CurvePlot(Guarded, PlotextPlot):
     def __init__(self, title: str, **kwargs):
         super().__init__(**kwargs)
         self.title = title

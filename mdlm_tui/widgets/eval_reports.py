@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.runs import is_number
+
 _REPORT_NAME = re.compile(r"^(?P<suite>.+)-step-(?P<step>\d+|x)-(?P<backend>[a-z]+)$")
 
 
@@ -53,23 +55,37 @@ def current_run(screen, run: Path | None) -> Path | None:
     return Path(current) if current is not None else None
 
 
-def read_reports(run: Path) -> list[SavedReport]:
-    """The run's suite reports (eval/*.json with per-UID results), newest first; dev reports
-    (a NELBO, no UIDs) and unreadable files are left out."""
-    reports = []
+def read_reports(run: Path, problems: list[str] | None = None) -> list[SavedReport]:
+    """The run's suite reports (eval/*.json with per-UID results), newest first. Dev reports (a NELBO,
+    no UIDs) are left out; so is a file that is not such a report, with a sentence in `problems`."""
+    reports, unreadable = [], []
     for path in sorted((Path(run) / "eval").glob("*.json")):
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if not isinstance(data, dict) or not isinstance(data.get("per_uid"), dict):
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: anything may sit in a run folder
+            data = None
+        if isinstance(data, dict) and "per_uid" not in data:
+            continue  # a dev report
+        if not _is_report(data):
+            unreadable.append(path.name)
             continue
         match = _REPORT_NAME.match(path.stem)
         step = int(match["step"]) if match and match["step"].isdigit() else None
         reports.append(SavedReport(path, str(data.get("suite", path.stem)), step, str(data.get("backend", "")),
                                    float(data.get("macro", float("nan"))), data["per_uid"]))
+    if unreadable and problems is not None:
+        problems.append(f"{len(unreadable)} unreadable report{'s' if len(unreadable) > 1 else ''} skipped "
+                        f"({', '.join(unreadable[:3])})")
     # newest step first; at one step, the file written last
     return sorted(reports, key=lambda r: (r.step is None, -(r.step or 0), -_mtime(r.path)))
+
+
+def _is_report(data) -> bool:
+    """What the Eval screen's table and macro line need: per-UID dicts with a numeric n and accuracy."""
+    return (isinstance(data, dict) and isinstance(data.get("per_uid"), dict)
+            and is_number(data.get("macro", 0.0))
+            and all(isinstance(r, dict) and is_number(r.get("n")) and is_number(r.get("accuracy"))
+                    for r in data["per_uid"].values()))
 
 
 def _mtime(path: Path) -> float:

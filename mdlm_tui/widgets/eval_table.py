@@ -6,6 +6,7 @@ from __future__ import annotations
 from textual.widgets import DataTable
 
 from mdlm_tui.widgets.eval_reports import SavedReport
+from mdlm_tui.widgets.guard import Guarded
 
 COLUMNS = (("UID", "uid"), ("n", "n"), ("acc %", "now"), ("earlier %", "earlier"), ("Δ", "delta"))
 
@@ -20,7 +21,7 @@ def signed_points(now: float | None, earlier: float | None) -> str:
     return f"{100 * (now - earlier):+.1f}"
 
 
-class EvalTable(DataTable):
+class EvalTable(Guarded, DataTable):
     """Rows keyed by suite/uid; `compare_with` picks, per suite, the report in the earlier column."""
 
     DEFAULT_CSS = "EvalTable { height: 1fr; }"

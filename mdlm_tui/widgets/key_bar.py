@@ -18,11 +18,13 @@ from textual import events
 from textual.app import RenderResult
 from textual.widget import Widget
 
+from mdlm_tui.widgets.guard import Guarded
+
 SEPARATOR = " │ "
 GAP = "  "
 
 
-class KeyBar(Widget, can_focus=False):
+class KeyBar(Guarded, Widget, can_focus=False):
     COMPONENT_CLASSES = {"key-bar--key", "key-bar--description"}
     DEFAULT_CSS = """
     KeyBar {

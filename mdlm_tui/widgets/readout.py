@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
+from mdlm_tui.widgets.guard import Guarded
+
 
 def _shape(text: str) -> list[int]:
     return [len(line) for line in text.split("\n")]
 
 
-class Readout(Static):
+class Readout(Guarded, Static):
     def __init__(self, text: str = "", **kwargs):
         super().__init__(text, markup=False, **kwargs)
         self.text = text

@@ -9,6 +9,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.samples_traces import MASK_TEXT
 
 MASK_GLYPH = "░"
@@ -26,7 +27,7 @@ def render_masked(text: str) -> Text:
     return out
 
 
-class ReplayView(Static):
+class ReplayView(Guarded, Static):
     """The current step of a trace: a status line, then the text. Playback is driven by the screen's
     keys (space, left, right, +, -, home, end) through the methods below."""
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from mdlm_tui.widgets.guard import Guarded
+
 MARKERS = {
     "starting": "◌", "running": "●", "paused": "‖", "stopping": "◐", "stopped": "■",
-    "finished": "✓", "failed": "✗", "stale": "?", "unknown": "·",
+    "finished": "✓", "failed": "✗", "stale": "?", "unknown": "·", "unreadable": "!",
 }
 STYLES = {
     "starting": "yellow", "running": "green", "paused": "yellow", "stopping": "yellow", "stopped": "blue",
-    "finished": "cyan", "failed": "bold red", "stale": "magenta", "unknown": "dim",
+    "finished": "cyan", "failed": "bold red", "stale": "magenta", "unknown": "dim", "unreadable": "bold red",
 }
 
 
@@ -22,7 +24,7 @@ def state_text(health: str) -> Text:
     return Text(f"{MARKERS[health]} {health}", style=STYLES[health])
 
 
-class StateLabel(Static):
+class StateLabel(Guarded, Static):
     DEFAULT_CSS = """
     StateLabel { width: auto; text-style: bold; }
     """

@@ -14,7 +14,8 @@ def system_lines(sys: dict | None) -> list[str]:
     if not sys:
         return ["no system stats yet"]
     lines = []
-    gpus = sys.get("gpus") or []
+    gpus = sys.get("gpus")
+    gpus = [gpu for gpu in gpus if isinstance(gpu, dict)] if isinstance(gpus, list) else []  # from a file
     for gpu in gpus:
         used, total = gpu.get("mem_used_mb"), gpu.get("mem_total_mb")
         mem = f"{used / 1024:.1f}/{total / 1024:.0f}G" if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total else "--"

@@ -1,0 +1,74 @@
+"""No widget crash ends the app: `Guarded` is mixed into the app, every screen and our widgets.
+
+Textual ends the whole app on an exception in any handler, action, timer, render or worker (one
+started with exit_on_error; others fail silently), and stops the message loop of the screen or
+widget whose handler raised, so that part of the screen would freeze even if the app went on. A guarded node catches the exception where it is handled,
+keeps its loop running and hands the error to the app's `show_failure` (MdlmApp: a notification
+naming what failed). A render that fails draws that sentence in place of the widget, so the rest of
+the screen still draws; a worker that fails is reported from its node's `Worker.StateChanged`.
+Under an app without `show_failure` (a widget tested alone) errors go to Textual as before.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+from rich.text import Text
+from textual.dom import DOMNode
+from textual.visual import visualize
+from textual.worker import Worker, WorkerState
+
+
+def describe(node) -> str:
+    """`TrainScreen`, `CurvePlot #plot-loss`: what failed, in words a user can match to the screen."""
+    node_id = getattr(node, "id", None)
+    return f"{type(node).__name__} #{node_id}" if node_id else type(node).__name__
+
+
+def culprit(error: BaseException) -> str:
+    """The innermost screen or widget whose code raised `error`, else the app: a key's action runs in
+    the app's loop, yet it is the screen's action that failed."""
+    from textual.app import App
+
+    for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
+        node = frame.f_locals.get("self")
+        if isinstance(node, DOMNode) and not isinstance(node, App):
+            return describe(node)
+    return "mdlm-tui"
+
+
+def report(node, error: BaseException, what: str | None = None, later: bool = False) -> bool:
+    """Hand `error` to the app's show_failure; False when there is none, or the app is still
+    starting (the caller re-raises: an app that cannot start ends, as Textual ends it)."""
+    app = getattr(node, "app", None)
+    show = getattr(app, "show_failure", None)
+    if show is None or not getattr(app, "guarding", False):
+        return False
+    if later:  # from a render: the notification must not change the DOM while it is being drawn
+        app.call_later(show, error, what)
+    else:
+        show(error, what)
+    return True
+
+
+class Guarded:
+    async def _dispatch_message(self, message) -> None:
+        try:
+            await super()._dispatch_message(message)
+        except Exception as error:
+            if not report(self, error):
+                raise
+
+    def _render(self):
+        try:
+            return super()._render()
+        except Exception as error:
+            if not report(self, error, what=describe(self), later=True):
+                raise
+            sentence = f"{describe(self)} failed: {type(error).__name__}: {error}"
+            return visualize(self, Text(sentence, style="bold red"))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.ERROR and worker.error is not None:
+            report(self, worker.error, what=f"{describe(self)}: {worker.name or 'a worker'}")
