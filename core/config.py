@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -185,13 +186,37 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in preset_dir().glob("*.yaml"))
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int):
+        super().__init__(key, line)
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; a config must not say two things."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise _DuplicateKey(key_node.value, key_node.start_mark.line + 1)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise UserError(f"Cannot read {path}: {e.strerror}.") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        "save it as UTF-8.") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise UserError(f"{path} sets '{e.key}' twice (again at line {e.line}); keep one of them.") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -261,18 +286,24 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         if "int" in text and "float" not in text:
             if isinstance(value, bool):
                 raise ValueError
-            number = float(value)
+            try:
+                return int(str(value).strip())  # exact: a float would round a 20-digit seed
+            except ValueError:
+                number = float(value)  # "1e3"
             if not number.is_integer():
                 raise ValueError
             return int(number)
-        if "float" in text:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
+        if "float" not in text:
+            return str(value)
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         kind = "true or false" if "bool" in text else ("an integer" if "int" in text and "float" not in text else "a number")
         raise UserError(f"{key} must be {kind}, got '{value}'.") from None
+    if not math.isfinite(number):  # nan slips through every range check; inf is never a setting
+        raise UserError(f"{key} must be a finite number, got '{value}'.")
+    return number
 
 
 def _apply(cfg: Config, key: str, value: Any) -> None:
@@ -405,6 +436,49 @@ def parse_budget(text: str) -> tuple[float, str]:
     return amount, unit
 
 
+# Allowed values of numeric keys, as intervals; relations between keys are checked in `validate`.
+_SIZE = f"(0, {2**24}]"  # tensor dimensions: larger ones overflow PyTorch's size arithmetic
+RANGES = {
+    "seed": f"[0, {2**32 - 1}]",  # what numpy and every torch generator accept, with room for seed + k
+    "data.dev_fraction": "[0, 1)", "data.vocab_size": _SIZE, "data.seq_len": _SIZE,
+    "model.hidden_size": _SIZE, "model.num_layers": "(0, 4096]", "model.num_heads": _SIZE,
+    "model.ffn_size": _SIZE, "model.cond_dim": _SIZE, "model.position_buckets": f"[2, {2**24}]",
+    "model.max_position": _SIZE, "model.dropout": "[0, 1)", "model.attention_dropout": "[0, 1)",
+    "model.time_scale": "(0, 1000000]", "model.layer_norm_eps": "(0, 1)",
+    "schedule.power": "[0, inf)", "schedule.eps": "[0, 1)", "schedule.mu": "(0, 1)",
+    "schedule.sigma": "(0, inf)", "schedule.w_left": "[0, 1]", "schedule.mu_left": "(0, 1)",
+    "schedule.sigma_left": "(0, inf)", "schedule.mu_right_start": "(0, 1)", "schedule.mu_right_end": "(0, 1)",
+    "schedule.sigma_right": "(0, inf)", "schedule.k": "[0, inf)",
+    "masking.p_freq": "[0, inf)", "objective.max_skipped": "[0, inf)",
+    "train.batch_size": _SIZE, "train.grad_accum": "(0, inf)", "train.lr": "(0, inf)",
+    "train.beta1": "[0, 1)", "train.beta2": "[0, 1)", "train.adam_eps": "(0, inf)",
+    "train.weight_decay": "[0, inf)", "train.warmup": "[0, 1]", "train.cooldown": "[0, 1]",
+    "train.min_lr_ratio": "[0, 1]", "train.clip": "[0, inf)", "train.ema": "[0, 1)",
+    "train.threads": "[0, 4096]", "train.log_every": "(0, inf)", "train.dev_every": "[0, inf)",
+    "train.dev_batches": "(0, inf)", "train.checkpoint_every": "(0, inf)", "train.keep_checkpoints": "(0, inf)",
+    "eval.every": "[0, inf)", "eval.limit": "[0, inf)", "eval.draws": "(0, inf)",
+    "samples.every": "[0, inf)", "samples.length": "[2, inf)", "samples.steps": "(0, inf)",
+    "samples.temperature": "[0, inf)", "samples.top_p": "(0, 1]",
+}
+
+
+def _check_range(key: str, value: float, interval: str) -> None:
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    if above and below:
+        return
+    if interval == "(0, inf)":
+        wanted = "positive"
+    elif interval == "[0, inf)":
+        wanted = "non-negative"
+    elif high == math.inf:
+        wanted = f"at least {low:g}"
+    else:
+        wanted = f"in {interval}"
+    raise UserError(f"{key} must be {wanted}, got {value}.")
+
+
 def validate(cfg: Config) -> None:
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
@@ -412,30 +486,21 @@ def validate(cfg: Config) -> None:
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}; got '{value}'.{_did_you_mean(str(value), list(allowed))}")
     parse_budget(cfg.train.budget)
+    for key, interval in RANGES.items():
+        _check_range(key, _get(cfg, key), interval)
     m, d = cfg.model, cfg.data
-    positive = {
-        "model.hidden_size": m.hidden_size, "model.num_layers": m.num_layers, "model.num_heads": m.num_heads,
-        "model.ffn_size": m.ffn_size, "model.cond_dim": m.cond_dim, "data.vocab_size": d.vocab_size,
-        "data.seq_len": d.seq_len, "train.batch_size": cfg.train.batch_size, "train.grad_accum": cfg.train.grad_accum,
-        "train.log_every": cfg.train.log_every, "train.checkpoint_every": cfg.train.checkpoint_every,
-        "train.keep_checkpoints": cfg.train.keep_checkpoints,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise UserError(f"{key} must be positive, got {value}.")
     if m.hidden_size % m.num_heads:
         raise UserError(f"model.hidden_size ({m.hidden_size}) must be divisible by model.num_heads ({m.num_heads}).")
     if d.seq_len > m.max_position:
         raise UserError(f"data.seq_len ({d.seq_len}) exceeds model.max_position ({m.max_position}).")
+    if m.max_position <= m.position_buckets // 2 + 1:  # the logarithmic buckets span the offsets in between
+        raise UserError(f"model.max_position ({m.max_position}) must exceed half of model.position_buckets "
+                        f"plus 1 ({m.position_buckets // 2 + 1}).")
     if d.vocab_size <= 16 + 256:
         raise UserError(f"data.vocab_size must exceed 272 (16 specials + 256 bytes), got {d.vocab_size}.")
     if d.source == "embedded" and d.path:
         raise UserError(f"data.path is set ({d.path}) but data.source is 'embedded'; set data.source=auto to train on the path.")
-    if not 0 <= d.dev_fraction < 1:
-        raise UserError(f"data.dev_fraction must be in [0, 1), got {d.dev_fraction}.")
-    if not 0 <= cfg.train.ema < 1:
-        raise UserError(f"train.ema must be in [0, 1), got {cfg.train.ema}.")
-    if cfg.train.warmup + cfg.train.cooldown > 1 or cfg.train.warmup < 0 or cfg.train.cooldown < 0:
+    if cfg.train.warmup + cfg.train.cooldown > 1:
         raise UserError("train.warmup and train.cooldown are fractions of the run and must add up to at most 1.")
     if cfg.eval.rate_value != "realised":
         try:
@@ -444,17 +509,6 @@ def validate(cfg: Config) -> None:
             rate = -1.0
         if not 0 <= rate <= 1:
             raise UserError(f"eval.rate_value must be a rate in [0, 1] or 'realised', got '{cfg.eval.rate_value}'.")
-    for key, value in {"eval.every": cfg.eval.every, "eval.limit": cfg.eval.limit, "samples.every": cfg.samples.every}.items():
-        if value < 0:
-            raise UserError(f"{key} must be 0 or more, got {value}.")
-    if cfg.masking.p_freq < 0:
-        raise UserError(f"masking.p_freq must be non-negative, got {cfg.masking.p_freq}.")
-    if not 0 < m.layer_norm_eps < 1:
-        raise UserError(f"model.layer_norm_eps must be in (0, 1), got {m.layer_norm_eps}.")
-    if not 0 < m.time_scale <= 1e6:
-        raise UserError(f"model.time_scale must be positive (1 as released, 1000 DiT-style), got {m.time_scale}.")
-    if cfg.schedule.power < 0:
-        raise UserError(f"schedule.power must be non-negative, got {cfg.schedule.power}.")
 
 
 # ---------------------------------------------------------------- output

@@ -40,6 +40,7 @@ class EvalReport:
     seconds: float
     backend: str
     checkpoint: str
+    skipped: int = 0  # items left out because they are longer than the model's positions
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -103,6 +104,7 @@ def evaluate(scorer, suite: Suite, progress: Callable[[int, int], None] | None =
         seconds=time.perf_counter() - started,
         backend=getattr(scorer, "backend", type(scorer).__name__),
         checkpoint=checkpoint,
+        skipped=getattr(suite, "skipped", 0),
     )
 
 

@@ -10,6 +10,7 @@ from core.config import Config
 from core.evaluate import evaluate, make_scorer, save_report
 from core.runs import RunDir
 from core.sampling import SampleConfig, append_sample, check_config, sample, template_from_prompt
+from core.scoring import drop_long_items
 from core.suites import load_suite
 
 
@@ -21,6 +22,9 @@ class Probes:
         if cfg.eval.every:
             self.suites = load_suite(cfg.eval.suites, cfg.eval.data_dir, limit=cfg.eval.limit or None,
                                      on_bad_line="skip", warn=lambda m: log(f"warning: {m}"))
+            for suite in self.suites:  # an item longer than the model would stall every evaluation
+                if dropped := drop_long_items(suite, tokenizer, cfg.model.max_position):
+                    log(f"warning: {suite.name}: {dropped} items longer than model.max_position skipped")
         s = cfg.samples
         self.sample_cfg = SampleConfig(length=min(s.length, cfg.data.seq_len), steps=s.steps, sampler=s.sampler,
                                        temperature=s.temperature, top_p=s.top_p)

@@ -88,6 +88,15 @@ def check_config(cfg: SampleConfig) -> None:
     sampling_schedule(cfg.schedule)
 
 
+def check_length(model, length: int) -> None:
+    """A sample no longer than the model's positions: offsets past model.max_position all share the
+    last relative-position bucket (text the model never saw), and each step costs length squared."""
+    limit = getattr(getattr(model, "cfg", None), "max_position", None)
+    if limit is not None and length > limit:
+        raise UserError(f"Sample length {length} exceeds the model's {limit} positions (model.max_position); "
+                        f"ask for {limit} tokens or fewer.")
+
+
 def _encode(tokenizer, text: str) -> list[int]:
     previous = tokenizer.encode_special_tokens
     tokenizer.encode_special_tokens = True  # "<s>" typed in a prompt is text, not the special
@@ -193,6 +202,7 @@ def sample(model, tokenizer, cfg: SampleConfig, prompt: str | None = None, devic
     logits at all, with or without time conditioning. The random draws are the same either way, so
     the result equals that of cfg.cache = False for the same seed."""
     check_config(cfg)
+    check_length(model, cfg.length)
     started = time.perf_counter()
     tokens, _ = template_from_prompt(tokenizer, prompt, cfg.length)
     ids = tokens[None].to(device)

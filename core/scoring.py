@@ -62,6 +62,20 @@ def encode_for_scoring(tokenizer: Tokenizer, texts: list[str], contexts: list[st
     return sequences
 
 
+def drop_long_items(suite, tokenizer: Tokenizer, max_tokens: int) -> int:
+    """Leave out of `suite` the items with a side longer than max_tokens (model.max_position) once
+    encoded; return how many, also kept in suite.skipped. Offsets past max_position all share the
+    last relative-position bucket, so the model never saw such text, and PLL costs grow with the
+    square of the length (a 700-token pair takes minutes)."""
+    texts = [text for item in suite.items for text in (item.good, item.bad)]
+    contexts = [item.context for item in suite.items for _ in range(2)]
+    lengths = [len(sequence.ids) for sequence in encode_for_scoring(tokenizer, texts, contexts)]
+    kept = [item for i, item in enumerate(suite.items) if max(lengths[2 * i], lengths[2 * i + 1]) <= max_tokens]
+    dropped = len(suite.items) - len(kept)
+    suite.items, suite.skipped = kept, suite.skipped + dropped
+    return dropped
+
+
 def realised_rate(ids: list[int]) -> float:
     """One masked token among the sequence's maskable ones: the mask rate a PLL row really has."""
     maskable = sum(1 for i in ids if i >= NUM_SPECIAL)

@@ -11,8 +11,11 @@ Several specs may be joined with commas.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -46,6 +49,7 @@ class Suite:
     name: str
     items: list[Item]
     source: str  # the file, folder or dataset id, for the report
+    skipped: int = 0  # items left out as longer than the model can score (see scoring.drop_long_items)
 
     def uids(self) -> list[str]:
         return list(dict.fromkeys(item.uid for item in self.items))
@@ -119,7 +123,7 @@ def _collect(records: Iterable[tuple[str, object]], default_uid: str, on_bad_lin
 
 def _jsonl_records(path: Path) -> Iterable[tuple[str, object]]:
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, encoding="utf-8-sig")  # a byte-order mark, as some editors write, is no record
     except OSError as e:
         raise UserError(f"Cannot read {path}: {e.strerror}.") from None
     with handle:
@@ -240,21 +244,43 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
     return name, config, split
 
 
+@contextlib.contextmanager
+def _quiet_hub():
+    """The hub libraries log warnings and HTTP retries to the terminal; a failed load should end in
+    our one sentence alone. Progress bars stay off: this process never wants them."""
+    import datasets
+    from huggingface_hub import utils as hub_utils
+
+    datasets.disable_progress_bars()
+    hub_utils.disable_progress_bars()
+    loggers = [logging.getLogger(name) for name in ("datasets", "huggingface_hub", "fsspec", "urllib3")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def _hf_rows(name: str, config: str | None, split: str):
     import datasets  # slow to import; only this source needs it
 
     from core.config import DataConfig
     from core.dataset import cache_root
 
-    datasets.disable_progress_bars()
     where = Path(name).expanduser()
     try:
-        if where.is_file():
-            # A local data file; "json" reads .json and .jsonl alike.
-            builder = "csv" if where.suffix == ".csv" else "parquet" if where.suffix == ".parquet" else "json"
-            return datasets.load_dataset(builder, data_files=str(where), split=split,
-                                         cache_dir=str(cache_root(DataConfig()) / "hf-datasets"))
-        return datasets.load_dataset(name, config, split=split)
+        with _quiet_hub():
+            if where.is_file():
+                # A local data file; "json" reads .json and .jsonl alike.
+                builder = "csv" if where.suffix == ".csv" else "parquet" if where.suffix == ".parquet" else "json"
+                return datasets.load_dataset(builder, data_files=str(where), split=split,
+                                             cache_dir=str(cache_root(DataConfig()) / "hf-datasets"))
+            return datasets.load_dataset(name, config, split=split)
     except Exception as e:  # network, authentication, unknown id, config or split: all the user's to fix
         reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"Cannot load Hugging Face dataset '{name}' (config {config}, split {split}): {reason}.") from None

@@ -28,6 +28,7 @@ from core.dataset import BatchStream, PreparedData, masking_counts, prepare_data
 from core.errors import TrainingFailed, UserError
 from core.masking import Masker, curriculum_power, frequency_scores
 from core.allocator import release_free_memory, tune_allocator
+from core.memory import check_fits
 from core.model import build_model
 from core.objective import diffusion_loss
 from core.optim import EMA, build_optimizer, lr_multiplier
@@ -137,6 +138,10 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
         tune_allocator()
         self.data: PreparedData = prepare_data(cfg.data, log=self.log)
+        produced = self.data.tokenizer.get_vocab_size()
+        if produced < cfg.data.vocab_size:  # the extra rows are never an input: wasted parameters
+            self.log(f"warning: data.vocab_size is {cfg.data.vocab_size:,} but this corpus gives a tokenizer of "
+                     f"{produced:,} ids; set data.vocab_size={produced} to drop the unused embedding rows")
         self._copy_data_files()
         self.stream = BatchStream(self.data.train, cfg.train.batch_size, cfg.seed)
         if self.stream.batches_per_epoch < cfg.train.grad_accum:
@@ -474,6 +479,8 @@ def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callabl
     """Create or reopen the run directory, train, and keep status.json true whatever happens.
     Returns the trainer: its `stop_reason` says whether a signal or a stop request ended it early."""
     device = resolve_device(device_name)
+    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
+    check_fits(cfg, device, bf16=bf16)  # before anything is written: a model too big is one sentence
     try:
         resume = _prepare_folder(cfg, run, resume, log)
     except OSError as e:

@@ -240,9 +240,8 @@ def eval_command(
     from core.evaluate import checkpoint_step, evaluate, load_for_eval, make_scorer, save_report
 
     for option, path in (("--json", json_out), ("--predictions", predictions_out)):  # before minutes of scoring
-        if path is not None and (path.is_dir() or not path.parent.is_dir()):
-            what = "is a folder" if path.is_dir() else f"is in a folder that does not exist ({path.parent})"
-            raise UserError(f"{option} {path} {what}; give a file to write, such as reports.json.")
+        if path is not None and path.is_dir():
+            raise UserError(f"{option} {path} is a folder; give a file to write, such as {path / 'out.json'}.")
     warn = lambda m: print(m if m.startswith("warning") else f"warning: {m}", file=sys.stderr)
     model, tokenizer, cfg, ckpt = load_for_eval(target, weights=weights, device=device, warn=warn)
     keys = [f"eval.{k}={v}" for k, v in (("backend", backend), ("rate_value", rate_value), ("draws", draws)) if v is not None]
@@ -303,9 +302,13 @@ def _dev_report(model, cfg, ckpt, run_dir: Path, step) -> dict:
 
     data = prepare_data(cfg.data, log=lambda m: print(m, file=sys.stderr))
     result = {"suite": "dev", "checkpoint": str(ckpt), **dev_nelbo(model, data, cfg, next(model.parameters()).device)}
-    atomic_write_json(run_dir / "eval" / f"dev-step-{step}-nelbo.json", result)
     print(f"dev NELBO {result['dev_nelbo_per_token']:.4f} nats/token, perplexity bound {result['dev_ppl_bound']:.2f} "
           f"({result['dev_tokens']:,} tokens, {result['dev_sequences']} sequences, seed {result['dev_seed']})")
+    path = run_dir / "eval" / f"dev-step-{step}-nelbo.json"
+    try:  # printed first: a read-only run folder still shows the result
+        atomic_write_json(path, result)
+    except OSError as e:
+        raise UserError(f"The dev result could not be saved to {path} ({e.strerror or e}).") from None
     return result
 
 
@@ -369,9 +372,8 @@ def sample(
     from core.evaluate import load_for_eval
     from core.sampling import MASK_TEXT, SampleConfig, sample as run_sampler, trace_to_jsonl
 
-    if trace is not None and (trace.is_dir() or not trace.parent.is_dir()):
-        what = "is a folder" if trace.is_dir() else f"is in a folder that does not exist ({trace.parent})"
-        raise UserError(f"--trace {trace} {what}; give a file to write, such as trace.jsonl.")
+    if trace is not None and trace.is_dir():
+        raise UserError(f"--trace {trace} is a folder; give a file to write, such as {trace / 'trace.jsonl'}.")
     cfg = SampleConfig(length=length, steps=steps, sampler=sampler, temperature=temperature, top_p=top_p,
                        seed=seed, schedule=schedule_name)
     model, tokenizer, _, ckpt = load_for_eval(target, weights=weights, device=device,

@@ -35,6 +35,7 @@ def run_evaluation(request: EvalRequest,
     --suite dev` does and reports it to on_dev. Returns the saved report paths."""
     from core.config import apply_overrides
     from core.evaluate import checkpoint_step, evaluate, load_for_eval, make_scorer, save_report
+    from core.scoring import drop_long_items
     from core.suites import Suite, load_suite
     from mdlm_tui.widgets.eval_reports import assemble_report
 
@@ -51,6 +52,9 @@ def run_evaluation(request: EvalRequest,
     if not specs:
         return saved
     suites = load_suite(",".join(specs), request.data_dir or cfg.eval.data_dir, limit=request.limit, warn=warn)
+    for suite in suites:  # an item longer than the model would stall the whole evaluation
+        if dropped := drop_long_items(suite, tokenizer, cfg.model.max_position):
+            warn(f"{suite.name}: {dropped} items longer than model.max_position skipped")
     scorer = make_scorer(model, tokenizer, cfg, str(next(model.parameters()).device))
     for suite in suites:
         started = time.perf_counter()
