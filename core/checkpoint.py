@@ -10,7 +10,6 @@ Nothing loaded can run code: weights are safetensors, the rest `torch.load(weigh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -24,7 +23,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from core.errors import TrainingFailed, UserError
-from core.runs import atomic_write_json
+from core.runs import atomic_write_json, sha256_file
 
 FORMAT = 2  # 2: meta.json holds sha256 checksums (and the tokenizer's) beside the sizes
 STEP_NAME = re.compile(r"step-(\d+)")
@@ -50,14 +49,6 @@ def step_dirs(root: Path) -> list[Path]:
     """Checkpoint folders (whole or not), oldest first."""
     found = [d for d in Path(root).glob("step-*") if STEP_NAME.fullmatch(d.name) and d.is_dir()]
     return sorted(found, key=_step)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- saving

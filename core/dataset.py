@@ -37,6 +37,7 @@ from tokenizers import Tokenizer
 from core.config import DataConfig
 from core.corpus import find_corpus, human_count
 from core.errors import UserError
+from core.runs import sha256_file
 from core.specials import BOS_ID, PAD_ID
 from core.tokenizer import encode_documents, load_tokenizer, train_tokenizer
 
@@ -200,17 +201,9 @@ def _save(folder: Path, name: str, array: np.ndarray) -> None:
     np.save(folder / name, array, allow_pickle=False)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_meta(folder: Path, meta: dict) -> None:
     # Written last: its presence marks the folder complete.
-    sums = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    sums = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
     (folder / "meta.json").write_text(json.dumps({**meta, "sha256": sums}, indent=2) + "\n")
 
 
@@ -222,7 +215,7 @@ def _check(folder: Path) -> dict:
         raise ValueError("meta.json is not a JSON object")
     for name, digest in meta.get("sha256", {}).items():
         path = folder / name
-        if path.parent != folder or not path.is_file() or _sha256(path) != digest:
+        if path.parent != folder or not path.is_file() or sha256_file(path) != digest:
             raise ValueError(f"{name} does not match its sha256 in meta.json")
     return meta
 

@@ -30,3 +30,29 @@ async def wait_for(pilot, condition, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await pilot.pause(0.1)
+
+
+def error_line(result: subprocess.CompletedProcess, code: int = 2, alone: bool = False) -> str:
+    """The one `error:` line of a command that failed cleanly with `code` (alone: nothing else on stderr)."""
+    assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and (alone or line.startswith("error:"))]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def run_status(run_dir: Path) -> dict:
+    import json
+
+    return json.loads((Path(run_dir) / "status.json").read_text())
+
+
+def wait_until(condition, what: str, timeout: float = 300) -> None:
+    """Poll until condition() holds (a state, never a fixed time), or fail saying what never happened."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

@@ -20,7 +20,7 @@ import torch
 import core.dataset as dataset
 from core import checkpoint as ckpt
 from core.errors import TrainingFailed, UserError
-from tests.helpers import mdlm, start
+from tests.helpers import error_line, mdlm, run_status, start, wait_until
 from tests.test_checkpoint import Tied
 from tests.test_dataset import VOCAB, data_config, small_corpus
 
@@ -29,27 +29,6 @@ SHORT = ["--set", "train.budget=8 steps", "--set", "train.checkpoint_every=4",
          "--set", "train.threads=1"]
 SAMPLE = ["--length", 16, "--steps", 4]
 EVAL = ["--suite", "builtin", "--limit", 1]
-
-
-def one_sentence(result, code: int = 2) -> str:
-    """The single `error:` line of a command that failed cleanly with `code`."""
-    assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
-def status(run_dir: Path) -> dict:
-    return json.loads((run_dir / "status.json").read_text())
-
-
-def wait_until(condition, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def rewrite_meta(folder: Path, name: str) -> None:
@@ -233,10 +212,10 @@ def test_full_disk_fails_in_one_sentence_and_keeps_the_previous_checkpoint(small
     first = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *settings)
     again = mdlm("run", "--resume", "--run-dir", run_dir)
     for result in (first, again):
-        error = one_sentence(result, code=3)
+        error = error_line(result, code=3)
         assert "step-4" in error and "No space left on device" in error
         assert "step-2 is still the latest" in error
-        st = status(run_dir)
+        st = run_status(run_dir)
         assert st["state"] == "failed" and "No space left on device" in st["error"]
         checkpoints = run_dir / "checkpoints"
         assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step-2"]
@@ -264,13 +243,13 @@ def test_empty_or_binary_latest_falls_back_for_resume_eval_and_sample(run_copy, 
 def test_silent_corruption_is_refused_by_eval_and_sample_and_skipped_by_resume(run_copy):
     overwrite_inside(run_copy / "checkpoints" / "step-8" / "model.safetensors")
     for command in (["sample", run_copy, *SAMPLE], ["eval", run_copy, *EVAL]):
-        error = one_sentence(mdlm(*command))
+        error = error_line(mdlm(*command))
         assert "step-8" in error and "model.safetensors does not match its sha256" in error
     resumed = mdlm("run", "--resume", "--run-dir", run_copy, "--set", "train.budget=10 steps")
     assert resumed.returncode == 0, resumed.stderr
     assert "step-8 is damaged (model.safetensors does not match its sha256" in resumed.stdout
     assert "resumed from step 4" in resumed.stdout and "non-finite" not in resumed.stdout + resumed.stderr
-    assert status(run_copy)["state"] == "finished" and status(run_copy)["step"] == 10
+    assert run_status(run_copy)["state"] == "finished" and run_status(run_copy)["step"] == 10
 
 
 @pytest.mark.slow
@@ -320,7 +299,7 @@ def test_a_foreign_tokenizer_is_refused_by_resume_eval_and_sample(run_copy):
     planted = foreign.read_bytes()
     for command in (["sample", run_copy, *SAMPLE], ["eval", run_copy, *EVAL],
                     ["run", "--resume", "--run-dir", run_copy, "--set", "train.budget=10 steps"]):
-        error = one_sentence(mdlm(*command))
+        error = error_line(mdlm(*command))
         assert "tokenizer.json is not the tokenizer step-8 was trained with" in error
     assert foreign.read_bytes() == planted, "a refused resume changes nothing"
     assert (run_copy / "checkpoints" / "latest").read_text().strip() == "step-8"
@@ -342,6 +321,6 @@ def test_a_planted_pickle_is_refused_and_never_run(run_copy, tmp_path):
     rewrite_meta(folder, "state.pt")  # whoever planted it could fix the checksum too
     for command in (["run", "--resume", "--run-dir", run_copy], ["eval", run_copy, *EVAL],
                     ["sample", run_copy, *SAMPLE]):
-        error = one_sentence(mdlm(*command))
+        error = error_line(mdlm(*command))
         assert "state.pt" in error and "could run code" in error
         assert not marker.exists()

@@ -14,17 +14,9 @@ import pytest
 
 from core.config import all_keys, apply_overrides, load_config
 from core.errors import UserError
-from tests.helpers import mdlm
+from tests.helpers import error_line, mdlm
 
 SHORT = ["--preset", "smoke", "--set", "train.budget=3 steps", "--set", "train.threads=1"]
-
-
-def one_line_error(result) -> str:
-    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 # ---------------------------------------------------------------- settings, checked before anything runs
@@ -48,7 +40,7 @@ def one_line_error(result) -> str:
 ])
 def test_settings_that_ruin_a_run_are_refused_before_anything_is_written(tmp_path, overrides, key):
     sets = [arg for override in overrides for arg in ("--set", override)]
-    error = one_line_error(mdlm("run", *SHORT, *sets, "--run-dir", tmp_path / "r"))
+    error = error_line(alone=True, result=mdlm("run", *SHORT, *sets, "--run-dir", tmp_path / "r"))
     assert key in error
     assert not (tmp_path / "r").exists()
 
@@ -77,7 +69,7 @@ def test_integers_are_kept_exactly_and_seeds_fit_the_generators():
 def test_a_preset_file_that_is_not_utf8_is_one_sentence(tmp_path):
     preset = tmp_path / "latin1.yaml"
     preset.write_bytes('description: "caf\xe9"\n'.encode("latin-1"))
-    error = one_line_error(mdlm("inspect", "--preset", preset))
+    error = error_line(alone=True, result=mdlm("inspect", "--preset", preset))
     assert "latin1.yaml is not UTF-8" in error and "0xe9" in error
 
 
@@ -88,7 +80,7 @@ def test_a_preset_file_that_is_not_utf8_is_one_sentence(tmp_path):
 def test_a_key_given_twice_in_yaml_is_refused_by_name_and_line(tmp_path, text, key, line):
     preset = tmp_path / "twice.yaml"
     preset.write_text(text)
-    error = one_line_error(mdlm("inspect", "--preset", preset))
+    error = error_line(alone=True, result=mdlm("inspect", "--preset", preset))
     assert f"twice.yaml sets '{key}' twice (again at line {line})" in error
 
 
@@ -110,7 +102,7 @@ def test_the_memory_estimate_refuses_a_model_that_cannot_fit(monkeypatch):
 
 def test_run_refuses_a_micro_batch_too_big_for_memory(tmp_path):
     result = mdlm("run", *SHORT, "--set", "train.batch_size=16777216", "--run-dir", tmp_path / "r")
-    error = one_line_error(result)
+    error = error_line(alone=True, result=result)
     assert "needs about" in error and "available" in error
     assert not (tmp_path / "r").exists(), "refused before anything was written"
 
@@ -137,7 +129,7 @@ def trained_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_eval_with_no_draws_is_one_sentence(trained_run):
-    assert "eval.draws must be positive" in one_line_error(mdlm("eval", trained_run, "--backend", "nelbo",
+    assert "eval.draws must be positive" in error_line(alone=True, result=mdlm("eval", trained_run, "--backend", "nelbo",
                                                                 "--draws", "0", "--limit", "2"))
 
 
@@ -146,26 +138,26 @@ def test_eval_with_no_draws_is_one_sentence(trained_run):
 def test_eval_output_that_names_a_folder_is_refused_before_scoring(trained_run, tmp_path, option):
     reports = lambda: sorted((trained_run / "eval").glob("*"))
     before = reports()
-    error = one_line_error(mdlm("eval", trained_run, "--suite", "builtin", "--limit", "2", option, tmp_path))
+    error = error_line(alone=True, result=mdlm("eval", trained_run, "--suite", "builtin", "--limit", "2", option, tmp_path))
     assert f"{option} {tmp_path} is a folder" in error
     assert reports() == before, "refused before anything was scored"
 
 
 @pytest.mark.slow
 def test_sample_trace_that_names_a_folder_is_refused(trained_run, tmp_path):
-    error = one_line_error(mdlm("sample", trained_run, "--trace", tmp_path))
+    error = error_line(alone=True, result=mdlm("sample", trained_run, "--trace", tmp_path))
     assert f"--trace {tmp_path} is a folder" in error
 
 
 @pytest.mark.slow
 def test_sample_longer_than_the_model_is_refused(trained_run):
-    error = one_line_error(mdlm("sample", trained_run, "--length", "1000", "--steps", "2"))
+    error = error_line(alone=True, result=mdlm("sample", trained_run, "--length", "1000", "--steps", "2"))
     assert "Sample length 1000 exceeds the model's 512 positions" in error
 
 
 @pytest.mark.slow
 def test_sample_mask_count_beyond_the_length_is_refused(trained_run):
-    error = one_line_error(mdlm("sample", trained_run, "--prompt", "The <mask>*99999999999999999999"))
+    error = error_line(alone=True, result=mdlm("sample", trained_run, "--prompt", "The <mask>*99999999999999999999"))
     assert "more than the sample length 64" in error
 
 
@@ -197,7 +189,7 @@ def test_eval_reads_jsonl_with_a_byte_order_mark(trained_run, tmp_path):
 def test_unreachable_hub_suite_ends_in_one_sentence_without_library_noise(trained_run, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # refused at once; the hub then retries for 23 s
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no cached copy to fall back on
-    error = one_line_error(mdlm("eval", trained_run, "--suite", "hf:nyu-mll/blimp:adjunct_island"))
+    error = error_line(alone=True, result=mdlm("eval", trained_run, "--suite", "hf:nyu-mll/blimp:adjunct_island"))
     assert "Cannot load Hugging Face dataset 'nyu-mll/blimp'" in error
 
 
@@ -222,7 +214,7 @@ def test_eval_in_a_read_only_run_prints_the_results_then_one_sentence(read_only_
     subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
     out = tmp_path / "elsewhere.json"
     result = mdlm("eval", run_dir, "--limit", "2", "--json", out)
-    error = one_line_error(result)
+    error = error_line(alone=True, result=result)
     assert "macro average" in result.stdout, "the results come first"
     assert "could not be saved in" in error and "Read-only file system" in error
     assert math.isfinite(json.loads(out.read_text())["macro"]), "what can be written still is"

@@ -2,10 +2,8 @@
 changes the checkpoints cannot follow are refused by name, a run that never reached a checkpoint
 starts afresh, read-only folders and stop requests end in one sentence and a true status."""
 
-import json
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -13,32 +11,12 @@ import pytest
 import yaml
 
 from core.runs import read_jsonl
-from tests.helpers import mdlm, start
+from tests.helpers import error_line, mdlm, run_status, start, wait_until
 
 pytestmark = pytest.mark.slow
 
 SHORT = ["--set", "train.budget=8 steps", "--set", "train.checkpoint_every=4", "--set", "train.log_every=1",
          "--set", "train.dev_every=0", "--set", "train.threads=1"]
-
-
-def status(run_dir: Path) -> dict:
-    return json.loads((run_dir / "status.json").read_text())
-
-
-def wait_until(condition, what: str, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def one_line_error(result) -> str:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +35,7 @@ def finished_run(tmp_path_factory) -> Path:
 ])
 def test_resume_refuses_a_change_the_checkpoints_cannot_follow(finished_run, override, key):
     before = (finished_run / "config.yaml").read_bytes()
-    error = one_line_error(mdlm("run", "--resume", "--run-dir", finished_run, "--set", override))
+    error = error_line(mdlm("run", "--resume", "--run-dir", finished_run, "--set", override))
     assert f"{key} cannot change on resume" in error and "damaged" not in error
     assert (finished_run / "config.yaml").read_bytes() == before
 
@@ -71,7 +49,7 @@ def test_accepted_override_is_written_with_its_history(tmp_path, finished_run):
     assert saved["train"]["budget"] == "10 steps" and saved["train"]["lr"] == 1e-3
     history = read_jsonl(run_dir / "config-history.jsonl")
     assert history[-1]["set"] == ["train.budget=10 steps", "train.lr=1e-3"] and history[-1]["step"] == 8
-    assert status(run_dir)["step"] == 10
+    assert run_status(run_dir)["step"] == 10
 
 
 def test_a_cut_short_config_is_refused_not_filled_with_defaults(tmp_path, finished_run):
@@ -79,7 +57,7 @@ def test_a_cut_short_config_is_refused_not_filled_with_defaults(tmp_path, finish
     subprocess.run(["cp", "-r", str(finished_run), str(run_dir)], check=True)
     text = (run_dir / "config.yaml").read_text()
     (run_dir / "config.yaml").write_text(text[: text.index("train:")])
-    error = one_line_error(mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=12 steps"))
+    error = error_line(mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=12 steps"))
     assert "lacks train." in error
 
 
@@ -87,9 +65,9 @@ def test_refused_resume_of_a_live_run_leaves_its_config_alone(tmp_path):
     run_dir = tmp_path / "live"
     proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "train.budget=100000 steps")
     try:
-        wait_until(lambda: (run_dir / "status.json").exists() and status(run_dir).get("state") == "running", "running")
+        wait_until(lambda: (run_dir / "status.json").exists() and run_status(run_dir).get("state") == "running", "running")
         before = (run_dir / "config.yaml").read_bytes()
-        error = one_line_error(mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.lr=0.5",
+        error = error_line(mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.lr=0.5",
                                     "--set", "train.budget=7 steps"))
         assert "still being trained by process" in error
         assert (run_dir / "config.yaml").read_bytes() == before
@@ -100,14 +78,14 @@ def test_refused_resume_of_a_live_run_leaves_its_config_alone(tmp_path):
 
 def test_a_run_that_failed_before_its_first_checkpoint_starts_afresh(tmp_path):
     run_dir = tmp_path / "failed-start"
-    one_line_error(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, "--set", f"data.path={tmp_path / 'nowhere'}"))
-    assert status(run_dir)["state"] == "failed"
+    error_line(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, "--set", f"data.path={tmp_path / 'nowhere'}"))
+    assert run_status(run_dir)["state"] == "failed"
     again = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT)
     assert again.returncode == 0, again.stderr
     assert "starting it afresh in place" in again.stdout
-    assert status(run_dir)["state"] == "finished" and status(run_dir)["step"] == 8
+    assert run_status(run_dir)["state"] == "finished" and run_status(run_dir)["step"] == 8
     # --resume on such a folder starts afresh too, from its saved config
-    one_line_error(mdlm("run", "--preset", "smoke", "--run-dir", tmp_path / "second", "--set",
+    error_line(mdlm("run", "--preset", "smoke", "--run-dir", tmp_path / "second", "--set",
                         f"data.path={tmp_path / 'nowhere'}"))
     resumed = mdlm("run", "--resume", "--run-dir", tmp_path / "second", "--set", "data.source=embedded",
                    "--set", "data.path=null", *SHORT)
@@ -116,7 +94,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_starts_afresh(tmp_path):
 
 def test_a_prompt_that_cannot_work_is_refused_before_training(tmp_path):
     run_dir = tmp_path / "prompt"
-    error = one_line_error(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "samples.every=2",
+    error = error_line(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "samples.every=2",
                                 "--set", "samples.prompt=<mask>*0 too few"))
     assert "asks for no position" in error
     assert not [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["event"] == "train"]
@@ -125,7 +103,7 @@ def test_a_prompt_that_cannot_work_is_refused_before_training(tmp_path):
 def test_run_dir_naming_a_file_is_refused(tmp_path):
     target = tmp_path / "a-file"
     target.write_text("mine\n")
-    assert "is a file" in one_line_error(mdlm("run", "--preset", "smoke", "--run-dir", target, *SHORT))
+    assert "is a file" in error_line(mdlm("run", "--preset", "smoke", "--run-dir", target, *SHORT))
     assert target.read_text() == "mine\n"
 
 
@@ -138,7 +116,7 @@ def test_stop_sent_while_data_is_prepared_is_obeyed(tmp_path, monkeypatch):
     assert sent.returncode == 0, sent.stderr
     proc.communicate(timeout=300)
     assert proc.returncode == 0
-    assert status(run_dir)["state"] == "stopped" and status(run_dir)["step"] < 50
+    assert run_status(run_dir)["state"] == "stopped" and run_status(run_dir)["step"] < 50
 
 
 def test_second_sigterm_exits_143_with_status_at_the_checkpoint(tmp_path):
@@ -152,7 +130,7 @@ def test_second_sigterm_exits_143_with_status_at_the_checkpoint(tmp_path):
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr
-    final = status(run_dir)
+    final = run_status(run_dir)
     assert final["state"] == "stopped"
     assert final["step"] == int(latest.read_text().strip()[5:])
 
@@ -174,7 +152,7 @@ def test_read_only_folder_ends_in_one_sentence(read_only_mount, finished_run):
     run_dir = read_only_mount / "run"
     subprocess.run(["cp", "-r", str(finished_run), str(run_dir)], check=True)
     subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
-    error = one_line_error(mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=12 steps"))
+    error = error_line(mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=12 steps"))
     assert "Cannot write the run folder" in error
-    fresh = one_line_error(mdlm("run", "--preset", "smoke", "--run-dir", read_only_mount / "new", *SHORT))
+    fresh = error_line(mdlm("run", "--preset", "smoke", "--run-dir", read_only_mount / "new", *SHORT))
     assert "Cannot write the run folder" in fresh
