@@ -24,6 +24,7 @@ import torch
 from core import checkpoint as ckpt
 from core.config import Config, parse_budget, to_yaml
 from core.control import ControlReader
+from core.corpus import find_corpus
 from core.dataset import BatchStream, PreparedData, masking_counts, prepare_data
 from core.errors import TrainingFailed, UserError
 from core.masking import Masker, curriculum_power, frequency_scores
@@ -479,8 +480,11 @@ def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callabl
     """Create or reopen the run directory, train, and keep status.json true whatever happens.
     Returns the trainer: its `stop_reason` says whether a signal or a stop request ended it early."""
     device = resolve_device(device_name)
+    # Before anything is written: a corpus that cannot be found, or a model too big for the device,
+    # is one sentence (the corpus first: it is what a preset without data.path needs).
+    find_corpus(cfg.data)
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
-    check_fits(cfg, device, bf16=bf16)  # before anything is written: a model too big is one sentence
+    check_fits(cfg, device, bf16=bf16)
     try:
         resume = _prepare_folder(cfg, run, resume, log)
     except OSError as e:

@@ -78,18 +78,26 @@ def test_refused_resume_of_a_live_run_leaves_its_config_alone(tmp_path):
 
 def test_a_run_that_failed_before_its_first_checkpoint_starts_afresh(tmp_path):
     run_dir = tmp_path / "failed-start"
-    error_line(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, "--set", f"data.path={tmp_path / 'nowhere'}"))
+    empty = tmp_path / "empty.txt"  # found, but fails while the data is prepared
+    empty.write_text("\n")
+    error_line(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, "--set", f"data.path={empty}"))
     assert run_status(run_dir)["state"] == "failed"
     again = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT)
     assert again.returncode == 0, again.stderr
     assert "starting it afresh in place" in again.stdout
     assert run_status(run_dir)["state"] == "finished" and run_status(run_dir)["step"] == 8
-    # --resume on such a folder starts afresh too, from its saved config
-    error_line(mdlm("run", "--preset", "smoke", "--run-dir", tmp_path / "second", "--set",
-                        f"data.path={tmp_path / 'nowhere'}"))
-    resumed = mdlm("run", "--resume", "--run-dir", tmp_path / "second", "--set", "data.source=embedded",
-                   "--set", "data.path=null", *SHORT)
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_afresh(tmp_path):
+    run_dir = tmp_path / "killed-early"
+    proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "train.checkpoint_every=100000",
+                 "--set", "train.budget=100000 steps")
+    wait_until(lambda: (run_dir / "status.json").exists() and run_status(run_dir).get("state") == "running", "running")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    resumed = mdlm("run", "--resume", "--run-dir", run_dir, *SHORT)
     assert resumed.returncode == 0 and "starting it afresh" in resumed.stdout, resumed.stderr
+    assert run_status(run_dir)["state"] == "finished" and run_status(run_dir)["step"] == 8
 
 
 def test_a_prompt_that_cannot_work_is_refused_before_training(tmp_path):

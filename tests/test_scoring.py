@@ -177,7 +177,8 @@ def test_report_serialises(model, tokenizer):
     report = evaluate(FixedScores(), builtin_suite())
     assert isinstance(report, EvalReport)
     data = json.loads(json.dumps(report.to_dict()))
-    assert set(data) == {"suite", "per_uid", "per_field", "macro", "n", "seconds", "backend", "checkpoint"}
+    assert set(data) == {"suite", "per_uid", "per_field", "macro", "n", "seconds", "backend", "checkpoint",
+                         "skipped"}
     assert data["per_field"] == {"morphology": 0.5}
 
 
