@@ -48,9 +48,8 @@ def main() -> None:
     settings = ["--set", f"train.budget={args.steps} steps", "--set", "train.log_every=50",
                 "--set", "train.dev_every=0", "--set", f"train.checkpoint_every={args.steps}"]
     extra = [arg for o in args.overrides for arg in ("--set", o)]
-    exe = Path(sys.executable).with_name("mdlm-tui")
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "mdlm_tui"]
-    subprocess.run(command + ["run", "--preset", args.preset, "--run-dir", str(run_dir), *data, *settings, *extra],
+    # `python -m` runs the package on sys.path: PYTHONPATH=OTHER_CHECKOUT measures another version
+    subprocess.run([sys.executable, "-m", "mdlm_tui", "run", "--preset", args.preset, "--run-dir", str(run_dir), *data, *settings, *extra],
                    check=True, stdout=subprocess.DEVNULL)
 
     records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("event") == "train"]
