@@ -2,6 +2,7 @@
 changes the checkpoints cannot follow are refused by name, a run that never reached a checkpoint
 starts afresh, read-only folders and stop requests end in one sentence and a true status."""
 
+import shutil
 import signal
 import subprocess
 import uuid
@@ -164,3 +165,13 @@ def test_read_only_folder_ends_in_one_sentence(read_only_mount, finished_run):
     assert "Cannot write the run folder" in error
     fresh = error_line(mdlm("run", "--preset", "smoke", "--run-dir", read_only_mount / "new", *SHORT))
     assert "Cannot write the run folder" in fresh
+
+
+def test_a_run_folder_removed_mid_run_ends_in_one_sentence(tmp_path):
+    run_dir = tmp_path / "removed"
+    proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "train.budget=100000 steps")
+    wait_until(lambda: (run_dir / "status.json").exists() and run_status(run_dir).get("state") == "running", "running")
+    shutil.rmtree(run_dir)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr
+    assert "Cannot write the run folder" in stderr.strip().splitlines()[-1]
