@@ -53,7 +53,8 @@ class ModelConfig:
     init: str = "released"  # released: FFN weights of layer i scaled by sqrt(1 / (2 (1 + i))), time MLP at
     # PyTorch's default init; plain: every weight truncated normal, no depth scaling
     ffn_gelu: str = "tanh"  # GELU of the GEGLU gate: tanh approximation as released, or exact
-    position_dropout: str = "per-layer"  # per-layer: attention_dropout on the table in every layer; shared: dropout once
+    # per-layer: attention_dropout on the position table in every layer; shared: dropout once for all
+    position_dropout: str = "per-layer"
     head_dropout: bool = True  # dropout before the head's output projection, as released
 
 
@@ -106,7 +107,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
     clip: float = 2.0  # gradient norm clip; 0 disables
     first_lr_zero: bool = True  # the first update uses the schedule's lr at step 0 (0 with warm-up), as released
-    lamb_trust: str = "per-matrix"  # per-matrix: one trust ratio per released matrix (query-key, value-gate); per-tensor
+    # per-matrix: one LAMB trust ratio per released matrix (query-key, value-gate apart); per-tensor
+    lamb_trust: str = "per-matrix"
     ema: float = 0.999  # 0 disables
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16

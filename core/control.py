@@ -53,7 +53,9 @@ class ControlReader:
         self._mtime = mtime
         message = self._read()
         sent = message.get("id")
-        if not isinstance(sent, int) or sent < self.since or sent == self.seen or message.get("command") not in COMMANDS:
+        if not isinstance(sent, int) or sent < self.since or sent == self.seen:
+            return None
+        if message.get("command") not in COMMANDS:
             return None
         self.seen = message["id"]
         return message["command"]
