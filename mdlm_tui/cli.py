@@ -53,7 +53,7 @@ def run(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: the config's train.device)."),
 ):
     """Train headless, writing a run folder that `mdlm-tui watch` and the TUI can follow."""
-    from core.config import check_resume_changes, load_config, load_saved_config, to_yaml
+    from core.config import apply_overrides, check_resume_changes, load_config, load_saved_config, to_yaml
     from core.runs import RunDir
 
     if resume:
@@ -62,11 +62,14 @@ def run(
         run = RunDir(run_dir)
         if not run.is_run():
             raise UserError(f"{run_dir} holds no run to resume (no config.yaml).")
-        cfg = load_saved_config(run.config_path, overrides)
+        import copy
+
         from core.checkpoint import step_dirs
 
+        saved = load_saved_config(run.config_path)
+        cfg = apply_overrides(copy.deepcopy(saved), overrides)
         if step_dirs(run.checkpoints_dir):  # config.yaml itself is rewritten only once the resume holds
-            check_resume_changes(load_saved_config(run.config_path), cfg)
+            check_resume_changes(saved, cfg)
     else:
         if preset is None:
             raise UserError("Choose a preset with --preset NAME (see `mdlm-tui presets`), or continue a run with --resume.")

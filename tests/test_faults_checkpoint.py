@@ -175,38 +175,20 @@ def test_cache_write_error_without_strerror_still_says_why(tmp_path):
 # ---------------------------------------------------------------- the installed command
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A finished 8-step run with step-4 and step-8; tests change copies of it."""
-    run_dir = tmp_path_factory.mktemp("faults-checkpoint") / "run"
-    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT)
-    assert result.returncode == 0, result.stderr
-    return run_dir
 
 
 @pytest.fixture
-def run_copy(trained, tmp_path) -> Path:
+def run_copy(finished_smoke_run, tmp_path) -> Path:
     copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
+    shutil.copytree(finished_smoke_run, copy)
     return copy
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 30 MB tmpfs: room for one smoke checkpoint (18 MB) but not two."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip() or 'not root'})")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.mark.slow
-def test_full_disk_fails_in_one_sentence_and_keeps_the_previous_checkpoint(small_disk):
-    run_dir = small_disk / "run"
+def test_full_disk_fails_in_one_sentence_and_keeps_the_previous_checkpoint(tmpfs):
+    run_dir = tmpfs("30m") / "run"  # room for one smoke checkpoint (18 MB) but not two
     settings = ["--set", "train.budget=6 steps", "--set", "train.checkpoint_every=2",
                 "--set", "train.dev_every=0", "--set", "train.log_every=1", "--set", "train.threads=1"]
     first = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *settings)

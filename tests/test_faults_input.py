@@ -6,9 +6,7 @@ in one sentence and exit 2, with nothing already written lost."""
 import json
 import math
 import subprocess
-import uuid
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 
@@ -119,56 +117,50 @@ def test_a_vocab_size_beyond_the_tokenizer_is_said(tmp_path):
 # ---------------------------------------------------------------- eval and sample on a trained run
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("input") / "run"
-    result = mdlm("run", *SHORT, "--run-dir", run_dir)
-    assert result.returncode == 0, result.stderr
-    return run_dir
 
 
 @pytest.mark.slow
-def test_eval_with_no_draws_is_one_sentence(trained_run):
-    assert "eval.draws must be positive" in error_line(alone=True, result=mdlm("eval", trained_run, "--backend", "nelbo",
+def test_eval_with_no_draws_is_one_sentence(finished_smoke_run):
+    assert "eval.draws must be positive" in error_line(alone=True, result=mdlm("eval", finished_smoke_run, "--backend", "nelbo",
                                                                 "--draws", "0", "--limit", "2"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("option", ["--json", "--predictions"])
-def test_eval_output_that_names_a_folder_is_refused_before_scoring(trained_run, tmp_path, option):
-    reports = lambda: sorted((trained_run / "eval").glob("*"))
+def test_eval_output_that_names_a_folder_is_refused_before_scoring(finished_smoke_run, tmp_path, option):
+    reports = lambda: sorted((finished_smoke_run / "eval").glob("*"))
     before = reports()
-    error = error_line(alone=True, result=mdlm("eval", trained_run, "--suite", "builtin", "--limit", "2", option, tmp_path))
+    error = error_line(alone=True, result=mdlm("eval", finished_smoke_run, "--suite", "builtin", "--limit", "2", option, tmp_path))
     assert f"{option} {tmp_path} is a folder" in error
     assert reports() == before, "refused before anything was scored"
 
 
 @pytest.mark.slow
-def test_sample_trace_that_names_a_folder_is_refused(trained_run, tmp_path):
-    error = error_line(alone=True, result=mdlm("sample", trained_run, "--trace", tmp_path))
+def test_sample_trace_that_names_a_folder_is_refused(finished_smoke_run, tmp_path):
+    error = error_line(alone=True, result=mdlm("sample", finished_smoke_run, "--trace", tmp_path))
     assert f"--trace {tmp_path} is a folder" in error
 
 
 @pytest.mark.slow
-def test_sample_longer_than_the_model_is_refused(trained_run):
-    error = error_line(alone=True, result=mdlm("sample", trained_run, "--length", "1000", "--steps", "2"))
+def test_sample_longer_than_the_model_is_refused(finished_smoke_run):
+    error = error_line(alone=True, result=mdlm("sample", finished_smoke_run, "--length", "1000", "--steps", "2"))
     assert "Sample length 1000 exceeds the model's 512 positions" in error
 
 
 @pytest.mark.slow
-def test_sample_mask_count_beyond_the_length_is_refused(trained_run):
-    error = error_line(alone=True, result=mdlm("sample", trained_run, "--prompt", "The <mask>*99999999999999999999"))
+def test_sample_mask_count_beyond_the_length_is_refused(finished_smoke_run):
+    error = error_line(alone=True, result=mdlm("sample", finished_smoke_run, "--prompt", "The <mask>*99999999999999999999"))
     assert "more than the sample length 64" in error
 
 
 @pytest.mark.slow
-def test_eval_skips_and_counts_items_longer_than_the_model(trained_run, tmp_path):
+def test_eval_skips_and_counts_items_longer_than_the_model(finished_smoke_run, tmp_path):
     long_text = " ".join(["and the king said unto them"] * 120)  # about 720 tokens
     suite = tmp_path / "mixed.jsonl"
     pairs = [("The king is here.", "The king are here."), (long_text, long_text + " king")]
     suite.write_text("".join(json.dumps({"sentence_good": g, "sentence_bad": b}) + "\n" for g, b in pairs))
     out = tmp_path / "report.json"
-    result = mdlm("eval", trained_run, "--suite", suite, "--json", out, timeout=120)
+    result = mdlm("eval", finished_smoke_run, "--suite", suite, "--json", out, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "mixed: 1 of 2 items skipped, longer than the model's 512 positions" in result.stdout
     report = json.loads(out.read_text())
@@ -176,41 +168,30 @@ def test_eval_skips_and_counts_items_longer_than_the_model(trained_run, tmp_path
 
 
 @pytest.mark.slow
-def test_eval_reads_jsonl_with_a_byte_order_mark(trained_run, tmp_path):
+def test_eval_reads_jsonl_with_a_byte_order_mark(finished_smoke_run, tmp_path):
     suite = tmp_path / "bom.jsonl"
     line = json.dumps({"sentence_good": "The king is here.", "sentence_bad": "The king are here."})
     suite.write_bytes(b"\xef\xbb\xbf" + (line + "\n").encode())
-    result = mdlm("eval", trained_run, "--suite", suite)
+    result = mdlm("eval", finished_smoke_run, "--suite", suite)
     assert result.returncode == 0, result.stderr
     assert "macro average" in result.stdout
 
 
 @pytest.mark.slow
-def test_unreachable_hub_suite_ends_in_one_sentence_without_library_noise(trained_run, tmp_path, monkeypatch):
+def test_unreachable_hub_suite_ends_in_one_sentence_without_library_noise(finished_smoke_run, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # refused at once; the hub then retries for 23 s
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no cached copy to fall back on
-    error = error_line(alone=True, result=mdlm("eval", trained_run, "--suite", "hf:nyu-mll/blimp:adjunct_island"))
+    error = error_line(alone=True, result=mdlm("eval", finished_smoke_run, "--suite", "hf:nyu-mll/blimp:adjunct_island"))
     assert "Cannot load Hugging Face dataset 'nyu-mll/blimp'" in error
 
 
-@pytest.fixture
-def read_only_mount(tmp_path):
-    """A real read-only file system (chmod does not stop root); skipped where mounting is not allowed."""
-    point = tmp_path / f"ro-{uuid.uuid4().hex[:8]}"
-    point.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(point)]
-    if subprocess.run(mount, capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs is not permitted here")
-    try:
-        yield point
-    finally:
-        subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
 @pytest.mark.slow
-def test_eval_in_a_read_only_run_prints_the_results_then_one_sentence(read_only_mount, trained_run, tmp_path):
+def test_eval_in_a_read_only_run_prints_the_results_then_one_sentence(tmpfs, finished_smoke_run, tmp_path):
+    read_only_mount = tmpfs()
     run_dir = read_only_mount / "run"
-    subprocess.run(["cp", "-r", str(trained_run), str(run_dir)], check=True)
+    subprocess.run(["cp", "-r", str(finished_smoke_run), str(run_dir)], check=True)
     subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
     out = tmp_path / "elsewhere.json"
     result = mdlm("eval", run_dir, "--limit", "2", "--json", out)

@@ -5,8 +5,6 @@ starts afresh, read-only folders and stop requests end in one sentence and a tru
 import shutil
 import signal
 import subprocess
-import uuid
-from pathlib import Path
 
 import pytest
 import yaml
@@ -20,12 +18,6 @@ SHORT = ["--set", "train.budget=8 steps", "--set", "train.checkpoint_every=4", "
          "--set", "train.dev_every=0", "--set", "train.threads=1"]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("faults") / "run"
-    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT)
-    assert result.returncode == 0, result.stderr
-    return run_dir
 
 
 @pytest.mark.parametrize("override, key", [
@@ -34,16 +26,16 @@ def finished_run(tmp_path_factory) -> Path:
     ("data.seq_len=32", "data.seq_len"),
     ("train.optimizer=lamb", "train.optimizer"),
 ])
-def test_resume_refuses_a_change_the_checkpoints_cannot_follow(finished_run, override, key):
-    before = (finished_run / "config.yaml").read_bytes()
-    error = error_line(mdlm("run", "--resume", "--run-dir", finished_run, "--set", override))
+def test_resume_refuses_a_change_the_checkpoints_cannot_follow(finished_smoke_run, override, key):
+    before = (finished_smoke_run / "config.yaml").read_bytes()
+    error = error_line(mdlm("run", "--resume", "--run-dir", finished_smoke_run, "--set", override))
     assert f"{key} cannot change on resume" in error and "damaged" not in error
-    assert (finished_run / "config.yaml").read_bytes() == before
+    assert (finished_smoke_run / "config.yaml").read_bytes() == before
 
 
-def test_accepted_override_is_written_with_its_history(tmp_path, finished_run):
+def test_accepted_override_is_written_with_its_history(tmp_path, finished_smoke_run):
     run_dir = tmp_path / "copy"
-    subprocess.run(["cp", "-r", str(finished_run), str(run_dir)], check=True)
+    subprocess.run(["cp", "-r", str(finished_smoke_run), str(run_dir)], check=True)
     result = mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=10 steps", "--set", "train.lr=1e-3")
     assert result.returncode == 0, result.stderr
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -53,9 +45,9 @@ def test_accepted_override_is_written_with_its_history(tmp_path, finished_run):
     assert run_status(run_dir)["step"] == 10
 
 
-def test_a_cut_short_config_is_refused_not_filled_with_defaults(tmp_path, finished_run):
+def test_a_cut_short_config_is_refused_not_filled_with_defaults(tmp_path, finished_smoke_run):
     run_dir = tmp_path / "cut"
-    subprocess.run(["cp", "-r", str(finished_run), str(run_dir)], check=True)
+    subprocess.run(["cp", "-r", str(finished_smoke_run), str(run_dir)], check=True)
     text = (run_dir / "config.yaml").read_text()
     (run_dir / "config.yaml").write_text(text[: text.index("train:")])
     error = error_line(mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=12 steps"))
@@ -144,22 +136,12 @@ def test_second_sigterm_exits_143_with_status_at_the_checkpoint(tmp_path):
     assert final["step"] == int(latest.read_text().strip()[5:])
 
 
-@pytest.fixture
-def read_only_mount(tmp_path):
-    """A real read-only file system (chmod does not stop root); skipped where mounting is not allowed."""
-    point = tmp_path / f"ro-{uuid.uuid4().hex[:8]}"
-    point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(point)], capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs is not permitted here")
-    try:
-        yield point
-    finally:
-        subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
-def test_read_only_folder_ends_in_one_sentence(read_only_mount, finished_run):
+def test_read_only_folder_ends_in_one_sentence(tmpfs, finished_smoke_run):
+    read_only_mount = tmpfs()
     run_dir = read_only_mount / "run"
-    subprocess.run(["cp", "-r", str(finished_run), str(run_dir)], check=True)
+    subprocess.run(["cp", "-r", str(finished_smoke_run), str(run_dir)], check=True)
     subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
     error = error_line(mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=12 steps"))
     assert "Cannot write the run folder" in error
