@@ -6,6 +6,8 @@
     samples.jsonl   unmasking traces
     eval/           evaluation reports
     checkpoints/    step-N/ folders and a `latest` pointer
+
+A deleted run is moved, not erased: to <runs root>/.trash/<name>-<time>, whence restore_run brings it back.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import threading
 import time
 from pathlib import Path
+
+from core.errors import UserError
 
 STATES = ("starting", "running", "paused", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
@@ -251,3 +256,45 @@ class RunDir:
             path.unlink(missing_ok=True)
         for folder in (self.eval_dir, self.checkpoints_dir):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- trash
+
+TRASH_FOLDER = ".trash"  # under the runs root: a dot folder, so nothing that lists runs shows it
+_TRASH_SUFFIX = re.compile(r"-\d{8}-\d{6}(-\d+)?$")  # what trash_run adds to a run's name
+
+
+def trash_run(path: str | Path) -> Path:
+    """Move a run folder to <its parent>/.trash/<name>-<time> and return the new path. A rename on
+    the same disk: instant, and the run stays whole for restore_run."""
+    path = Path(path)
+    trash = path.parent / TRASH_FOLDER
+    trash.mkdir(exist_ok=True)
+    target = trash / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    count = 1
+    while target.exists():  # the same name deleted twice within a second
+        count += 1
+        target = target.with_name(f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{count}")
+    os.rename(path, target)
+    return target
+
+
+def trashed_runs(root: str | Path) -> list[Path]:
+    """The runs in root's trash, most recently deleted first."""
+    trash = Path(root) / TRASH_FOLDER
+    found = [p for p in trash.iterdir() if p.is_dir()] if trash.is_dir() else []
+    return sorted(found, key=lambda p: (p.stat().st_ctime, p.name), reverse=True)
+
+
+def original_name(trashed: Path) -> str:
+    return _TRASH_SUFFIX.sub("", Path(trashed).name)
+
+
+def restore_run(trashed: str | Path) -> Path:
+    """Move a trashed run back under its runs root with its own name; never over another run."""
+    trashed = Path(trashed)
+    target = trashed.parent.parent / original_name(trashed)
+    if target.exists():
+        raise UserError(f"{target} already exists; rename or move it first, then restore {trashed.name} again.")
+    os.rename(trashed, target)
+    return target

@@ -16,16 +16,19 @@ import traceback
 from functools import partial
 from pathlib import Path
 
+from textual.actions import SkipAction
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
-from textual.widgets import Static
+from textual.widgets import Input, Static
 from textual.worker import WorkerFailed
 
+from core.runs import RunDir
 from mdlm_tui.screens.help import HelpScreen
 from mdlm_tui.screens.runs import RunsScreen, find_runs
 from mdlm_tui.screens.train import TrainScreen
+from mdlm_tui.watcher import run_health
 from mdlm_tui.widgets.guard import Guarded, culprit
 from mdlm_tui.widgets.key_bar import KeyBar
 
@@ -72,8 +75,13 @@ class MdlmCommands(Provider):
         commands = [(f"Screen: {name}", partial(app.action_show, name), title) for name, title in SCREEN_TITLES.items()]
         commands += [(f"Open run: {run.name}", partial(app.open_run, run), str(run)) for run in find_runs(app.runs_root)]
         if app.current_run is not None:
-            commands += [(f"Train: {command}", partial(app.action_control, command), f"send '{command}' to {app.current_run.name}")
-                         for command in CONTROL_COMMANDS]
+            # only a trainer at work takes requests: a finished or crashed run is offered none of them
+            health = run_health(RunDir(app.current_run).read_status())
+            moot = {"running": "resume", "paused": "pause"}
+            if health in moot:
+                commands += [(f"Train: {command}", partial(app.action_control, command),
+                              f"send '{command}' to {app.current_run.name}")
+                             for command in CONTROL_COMMANDS if command != moot[health]]
         return commands
 
     async def discover(self) -> Hits:
@@ -100,6 +108,7 @@ class MdlmApp(Guarded, App):
         Binding("s", "show('samples')", "Samples"),
         Binding("question_mark", "show('help')", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
+        Binding("escape", "leave_input", "Leave a text field", show=False),
     ]
 
     def __init__(self, runs_root: Path = Path("runs"), watch: Path | None = None):
@@ -129,16 +138,18 @@ class MdlmApp(Guarded, App):
 
     # ------------------------------------------------------------ screens
 
+    def screen_class(self, name: str) -> type[Screen] | None:
+        """The class of screen `name`; None for an optional one not in this installation."""
+        fixed = {"runs": RunsScreen, "train": TrainScreen, "help": HelpScreen}
+        if name in fixed:
+            return fixed[name]
+        return _optional_screen(name, f"{name.capitalize()}Screen")
+
     def _build(self, name: str) -> Screen:
-        if name == "train":
-            return TrainScreen(self.current_run)
         if name == "help":
-            return HelpScreen()
-        specs = {"configure": ("configure", "ConfigureScreen", (self.runs_root,)),
-                 "eval": ("eval", "EvalScreen", (self.current_run,)),
-                 "samples": ("samples", "SamplesScreen", (self.current_run,))}
-        module, class_name, args = specs[name]
-        screen_class = _optional_screen(module, class_name)
+            return HelpScreen({title: self.screen_class(title) for title in SCREEN_TITLES})
+        args = {"configure": (self.runs_root,)}.get(name, (self.current_run,))
+        screen_class = self.screen_class(name)
         return screen_class(*args) if screen_class is not None else UnavailableScreen(name.capitalize())
 
     def _screen(self, name: str) -> Screen:
@@ -223,6 +234,12 @@ class MdlmApp(Guarded, App):
             except Exception:
                 pass
         super()._handle_exception(error)
+
+    def action_leave_input(self) -> None:
+        """Escape in a text field moves the focus to the screen, so r, q and the rest work again."""
+        if not isinstance(self.focused, Input):
+            raise SkipAction()  # Escape keeps its other uses (clearing a text selection)
+        self.screen.set_focus(None)
 
     # ------------------------------------------------------------ control
 

@@ -1,6 +1,6 @@
 """The app shell and the Runs screen, driven with Pilot on run folders written by hand (no training):
-state markers (stale included), open, delete with confirmation (never a live run), help, the
-command palette, NO_COLOR at 80x24, and a start that never imports torch."""
+state markers (stale included), order by age, open, delete to the trash after typing the run's name
+(never a live run), help, the command palette, NO_COLOR at 80x24, and a start that never imports torch."""
 
 from __future__ import annotations
 
@@ -102,38 +102,144 @@ def test_runs_screen_shows_every_state_as_a_word(tmp_path):
     asyncio.run(body())
 
 
-def test_delete_asks_first_and_refuses_a_live_run(tmp_path):
+def tree(path: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def dialog_word(app: MdlmApp) -> str | None:
+    """What is typed in the open confirmation dialog, None when no such field is showing."""
+    from textual.widgets import Input
+
+    fields = app.screen.query(Input) if isinstance(app.screen, ConfirmScreen) else []
+    return fields[0].value if fields else None
+
+
+def test_stray_typing_never_deletes_and_delete_moves_the_run_to_the_trash(tmp_path):
+    from mdlm_tui.screens.runs import find_runs
+
     runs = runs_folder(tmp_path)
+    root = tmp_path / "runs"
+    before = tree(runs["finished"])
 
     async def body():
-        app = MdlmApp(runs_root=tmp_path / "runs")
+        app = MdlmApp(runs_root=root)
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, lambda: isinstance(app.screen, RunsScreen))
             select(app, runs["finished"])
-            await pilot.press("d")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-            await pilot.press("n")
+            await pilot.press(*"hardy")  # d opens the dialog; the y after it must not confirm
+            await until(pilot, lambda: dialog_word(app) == "y" or not runs["finished"].exists())
+            assert runs["finished"].exists(), "typing 'hardy' deleted the run"
+            await pilot.press("escape")
             await until(pilot, lambda: isinstance(app.screen, RunsScreen))
             assert runs["finished"].exists()
 
             select(app, runs["finished"])
-            await pilot.press("d")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-            await pilot.press("y")
+            await pilot.press("d", *"don", "enter")  # not the name: nothing happens
+            await until(pilot, lambda: dialog_word(app) == "don")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, ConfirmScreen) and runs["finished"].exists()
+            await pilot.press("e", "enter")
             await until(pilot, lambda: not runs["finished"].exists())
-            await until(pilot, lambda: str(runs["finished"]) not in app.screen.rows)
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen)
+                        and str(runs["finished"]) not in app.screen.rows)
+            from core.runs import restore_run, trashed_runs
 
-            select(app, runs["live"])
+            trashed = trashed_runs(root)
+            assert len(trashed) == 1 and trashed[0].parent == root / ".trash" and trashed[0].name.startswith("done-")
+            assert runs["finished"] not in find_runs(root) and trashed[0] not in find_runs(root)
+
+            select(app, runs["live"])  # a trainer works on it: refused, with a sentence
             await pilot.press("d")
             await pilot.pause(0.2)
             assert not isinstance(app.screen, ConfirmScreen)
             assert runs["live"].exists()
+            assert any("being trained" in n.message for n in app._notifications)
 
             select(app, runs["stale"])  # a crashed run is no longer live: it may go
-            await pilot.press("d")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-            await pilot.press("y")
+            await pilot.press("d", *"crashed", "enter")
             await until(pilot, lambda: not runs["stale"].exists())
+
+            assert restore_run(trashed[0]) == runs["finished"]
+            assert tree(runs["finished"]) == before
+            await until(pilot, lambda: str(runs["finished"]) in app.screen.rows)
+
+    asyncio.run(body())
+
+
+def test_restore_refuses_to_overwrite_a_run_of_the_same_name(tmp_path):
+    from core.errors import UserError
+    from core.runs import restore_run, trash_run
+
+    root = tmp_path / "runs"
+    first = make_run(root, "same", "finished")
+    trashed = trash_run(first)
+    again = make_run(root, "same", "failed")
+    second = trash_run(again)  # the same name twice: both are kept
+    assert trashed != second and trashed.exists() and second.exists()
+    make_run(root, "same", "finished")
+    try:
+        restore_run(second)
+    except UserError as e:
+        assert "already" in str(e)
+    else:
+        raise AssertionError("restore overwrote a run")
+    assert second.exists()
+
+
+def test_runs_are_listed_newest_first_by_the_age_shown(tmp_path):
+    root = tmp_path / "runs"
+    old = make_run(root, "old", "finished", heartbeat_age=3600)
+    new = make_run(root, "new", "finished", heartbeat_age=60)
+    mid = make_run(root, "mid", "finished", heartbeat_age=600)
+    for offset, run in enumerate((new, mid, old)):  # folder times say the opposite of the heartbeats
+        os.utime(run, (time.time() - 10_000 + offset * 1000,) * 2)
+
+    async def body():
+        app = MdlmApp(runs_root=root)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+            table = app.screen.query_one("DataTable")
+
+            def order() -> list[str]:
+                return [row.key.value for row in table.ordered_rows]
+
+            assert order() == [str(new), str(mid), str(old)]
+            ages = [app.screen.rows[key].age_s for key in order()]
+            assert ages == sorted(ages)
+            select(app, mid)
+            status = json.loads((old / "status.json").read_text())
+            (old / "status.json").write_text(json.dumps({**status, "heartbeat": time.time()}))
+            await until(pilot, lambda: order()[0] == str(old))  # the next refresh moves it up
+            assert order() == [str(old), str(new), str(mid)]
+            assert app.screen.selected().path == mid  # the cursor stays on the run it was on
+
+    asyncio.run(body())
+
+
+def test_palette_offers_train_requests_only_for_a_live_trainer(tmp_path):
+    from mdlm_tui.app import MdlmCommands
+
+    runs = runs_folder(tmp_path)
+    paused = make_run(tmp_path / "runs", "held", "paused", pid=os.getpid())
+
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs", watch=runs["finished"])
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, TrainScreen))
+
+            def train_commands() -> set[str]:
+                return {text for text, _, _ in MdlmCommands(app.screen)._commands() if text.startswith("Train:")}
+
+            for run in (runs["finished"], runs["failed"], runs["stale"], runs["silent"]):
+                app.open_run(run)
+                await until(pilot, lambda: app.current_run == run)
+                assert train_commands() == set(), run.name
+            app.open_run(runs["live"])
+            await until(pilot, lambda: app.current_run == runs["live"])
+            assert train_commands() == {"Train: stop", "Train: pause", "Train: checkpoint"}
+            app.open_run(paused)
+            await until(pilot, lambda: app.current_run == paused)
+            assert train_commands() == {"Train: stop", "Train: resume", "Train: checkpoint"}
 
     asyncio.run(body())
 

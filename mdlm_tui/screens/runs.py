@@ -1,11 +1,11 @@
 """The Runs screen: every run folder under the runs root, with its state (stale heartbeats
 included), step, latest loss and eval, refreshed every couple of seconds. Enter opens a run on
-the Train screen; d deletes one after a confirmation, never one a trainer is working on."""
+the Train screen; d moves one to the trash (<runs root>/.trash, `mdlm-tui restore` brings it back)
+once its name is typed, never one a trainer is working on. Rows are ordered by the age shown, newest first."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from core.runs import RunDir, valid_metrics_record
+from core.runs import TRASH_FOLDER, RunDir, trash_run, valid_metrics_record
 from mdlm_tui.watcher import FileTail, is_live, run_health
 from mdlm_tui.widgets import formatting as fmt
 from mdlm_tui.widgets.confirm import ConfirmScreen
@@ -115,7 +115,8 @@ def find_runs(root: Path) -> list[Path]:
     """Run folders directly under root (a config.yaml or status.json marks one), newest first."""
     if not root.is_dir():
         return []
-    runs = [p for p in root.iterdir() if p.is_dir() and ((p / "config.yaml").is_file() or (p / "status.json").is_file())]
+    runs = [p for p in root.iterdir() if p.is_dir() and p.name != TRASH_FOLDER
+            and ((p / "config.yaml").is_file() or (p / "status.json").is_file())]
     return sorted(runs, key=_mtime, reverse=True)
 
 
@@ -174,6 +175,7 @@ class RunsScreen(Guarded, Screen):
             else:
                 table.add_row(*cells, key=key)
         self.rows = found
+        self._order_by_age(table)
         problems = [f"! {row.path.name}: {problem}" for row in found.values() for problem in row.problems]
         note = self.query_one("#runs-problems", Readout)
         note.show("\n".join(problems))
@@ -181,6 +183,17 @@ class RunsScreen(Guarded, Screen):
         self.query_one("#runs-empty", Static).update(
             "" if found else f"No runs yet under {self.runs_root}. Press c to configure and start one, or run "
                              "`mdlm-tui run --preset smoke --run-dir runs/smoke` in a shell.")
+
+    def _order_by_age(self, table: DataTable) -> None:
+        """Newest heartbeat first (the age column), runs without one last; the cursor stays on its run."""
+        order = sorted(self.rows, key=lambda key: -(self.rows[key].status.get("heartbeat") or float("-inf")))
+        if [row.key.value for row in table.ordered_rows] == order:
+            return
+        chosen = self.selected()
+        rank = {self.rows[key].path.name: index for index, key in enumerate(order)}
+        table.sort("run", key=rank.__getitem__)
+        if chosen is not None:
+            table.move_cursor(row=table.get_row_index(str(chosen.path)))
 
     def selected(self) -> RunRow | None:
         table = self.query_one(DataTable)
@@ -203,23 +216,38 @@ class RunsScreen(Guarded, Screen):
         row = self.selected()
         if row is None:
             return
-        status = RunDir(row.path).read_status()  # fresh, not the table's two-second-old copy
-        if RunDir(row.path).live_pid() is not None or is_live(status):
-            self.notify(f"{row.path.name} is being trained now; stop it first (t, then x).", severity="error")
+        if self._trainer_works_on(row.path):
             return
+        name = row.path.name
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self.delete_run(row.path)
 
-        self.app.push_screen(ConfirmScreen(f"Delete {row.path}?\nIts checkpoints, metrics and reports go too."), answered)
+        self.app.push_screen(ConfirmScreen(
+            f"Move {row.path} to the trash ({self.runs_root / TRASH_FOLDER})?\n"
+            f"`mdlm-tui restore {name} --runs {self.runs_root}` brings it back.", word=name, action="Delete"), answered)
+
+    def _trainer_works_on(self, path: Path) -> bool:
+        """True, saying so, when a trainer works on the run: read afresh, not the table's copy."""
+        run = RunDir(path)
+        if run.live_pid() is None and not is_live(run.read_status()):
+            return False
+        self.notify(f"{path.name} is being trained now, so it was not deleted; stop it first (t, then x).",
+                    severity="error", markup=False)
+        return True
 
     def delete_run(self, path: Path) -> None:
-        if is_live(RunDir(path).read_status()):  # it may have been resumed while the dialog was open
-            self.notify(f"{path.name} is being trained now; not deleted.", severity="error")
+        if self._trainer_works_on(path):  # it may have been resumed while the dialog was open
             return
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            trashed = trash_run(path)
+        except OSError as e:
+            self.notify(f"{path.name} could not be moved to the trash: {e.strerror or e}.", severity="error",
+                        markup=False)
+            return
         if hasattr(self.app, "forget_run"):
             self.app.forget_run(path)
-        self.notify(f"Deleted {path.name}.")
+        self.notify(f"Moved {path.name} to {trashed}; `mdlm-tui restore {path.name} --runs {self.runs_root}` "
+                    "brings it back.", markup=False)
         self.action_refresh_runs()
