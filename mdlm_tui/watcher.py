@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -155,6 +156,38 @@ class Series:
         return list(self.xs), list(self.ys)
 
 
+class Pace:
+    """Tokens per second and the ETA, smoothed over train records: each record measures only its own
+    interval, so one slow step (a checkpoint, another job) would swing a raw ETA from 18s to 1m30s
+    and back. An exponential moving average moves a tenth of the way to each new record."""
+
+    SMOOTHING = 0.1
+
+    def __init__(self):
+        self.tokens_per_s: float | None = None
+        self.tokens_per_step: float | None = None
+        self._last: tuple[float, float] | None = None  # (step, tokens) of the previous record
+
+    def add(self, record: dict) -> None:
+        rate, step, tokens = record.get("tokens_per_s"), record.get("step"), record.get("tokens")
+        if _positive(rate):
+            self.tokens_per_s = rate if self.tokens_per_s is None else self.tokens_per_s + self.SMOOTHING * (rate - self.tokens_per_s)
+        if _positive(step) and isinstance(tokens, (int, float)):
+            if self._last is not None and step > self._last[0]:
+                self.tokens_per_step = (tokens - self._last[1]) / (step - self._last[0])
+            self._last = (step, tokens)
+
+    def eta_s(self, step, total_steps) -> float | None:
+        if not (_positive(self.tokens_per_s) and _positive(self.tokens_per_step)
+                and isinstance(step, (int, float)) and isinstance(total_steps, (int, float))):
+            return None
+        return max(total_steps - step, 0) * self.tokens_per_step / self.tokens_per_s
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0 and value != float("inf")
+
+
 @dataclass
 class RunHistory:
     """What the Train screen plots, built from metrics records."""
@@ -164,6 +197,7 @@ class RunHistory:
     latest_train: dict = field(default_factory=dict)
     latest_dev: dict = field(default_factory=dict)
     latest_eval: dict = field(default_factory=dict)
+    pace: Pace = field(default_factory=Pace)
 
     def __post_init__(self):
         self.series = {name: Series(self.cap) for name in SERIES}
@@ -179,6 +213,7 @@ class RunHistory:
                 self.series[key].append(step, value)
         if event == "train":
             self.latest_train = record
+            self.pace.add(record)
         elif event == "dev":
             self.latest_dev = record
         elif event == "eval":
@@ -186,6 +221,38 @@ class RunHistory:
 
     def snapshot(self) -> dict[str, tuple[list[float], list[float]]]:
         return {name: s.copy() for name, s in self.series.items()}
+
+
+def latest_eval_report(eval_dir: Path) -> dict:
+    """The newest suite report in a run's eval/ folder, {} when there is none.
+
+    Newest by modification time (an evaluation of an older checkpoint is still the latest result
+    asked for), then by the step in the name, as files written together may share a time. Any *.json
+    is read whatever else its name holds (suite, limit, backend); a dev report (no macro) and a file
+    that is no report are passed over."""
+    def newest(path: Path) -> tuple[float, int]:
+        step = re.search(r"-step-(\d+)", path.name)
+        return _mtime(path), int(step[1]) if step else -1
+
+    try:
+        paths = sorted(Path(eval_dir).glob("*.json"), key=newest, reverse=True)
+    except OSError:
+        return {}
+    for path in paths:
+        try:
+            report = json.loads(path.read_bytes())
+        except (OSError, ValueError):  # being written, or not JSON: anything may sit in a run folder
+            continue
+        if isinstance(report, dict) and isinstance(report.get("macro"), (int, float)):
+            return {**report, "suite": str(report.get("suite") or path.stem)}
+    return {}
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # deleted since it was listed
+        return 0.0
 
 
 def headless_line(record: dict, total_steps: int | None) -> str | None:
@@ -218,7 +285,8 @@ class RunUpdated(Message):
     def __init__(self, run_dir: Path, status: dict, history: dict, latest_train: dict, latest_dev: dict,
                  latest_eval: dict, new_records: list[dict], new_samples: list[dict], log_lines: list[str],
                  log_reset: bool, from_log_file: bool, metrics_changed: bool = True,
-                 problems: list[str] | None = None):
+                 problems: list[str] | None = None, latest_report: dict | None = None,
+                 tokens_per_s: float | None = None, eta_s: float | None = None):
         super().__init__()
         self.run_dir = run_dir
         self.status = status
@@ -233,6 +301,9 @@ class RunUpdated(Message):
         self.from_log_file = from_log_file
         self.metrics_changed = metrics_changed  # the curves need redrawing
         self.problems = problems or []  # what could not be read and was skipped, one sentence each
+        self.latest_report = latest_report or {}  # the newest saved suite report (latest_eval_report)
+        self.tokens_per_s = tokens_per_s  # smoothed (Pace)
+        self.eta_s = eta_s  # from the smoothed pace
 
 
 class RunWatcher:
@@ -258,6 +329,8 @@ class RunWatcher:
         self._status_mtime: int | None = None
         self._status: dict = {}
         self._status_problems: list[str] = []
+        self._eval_mtime: int | None = None  # eval/ changes its mtime when a report lands (written by rename)
+        self._report: dict = {}
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"watch {self.run.path.name}", daemon=True)
@@ -288,6 +361,14 @@ class RunWatcher:
         for record in records:
             self.history.add(record)
 
+        try:
+            eval_mtime = os.stat(self.run.eval_dir).st_mtime_ns
+        except OSError:
+            eval_mtime = None
+        if eval_mtime != self._eval_mtime:
+            self._eval_mtime, changed = eval_mtime, True
+            self._report = latest_eval_report(self.run.eval_dir)
+
         samples = self._samples.read_records()
         log_lines = self._log.read_lines()
         from_log_file = self._log.identity is not None
@@ -304,7 +385,14 @@ class RunWatcher:
         return RunUpdated(self.run.path, dict(self._status), history, self.history.latest_train,
                           self.history.latest_dev, self.history.latest_eval, records[-self.MAX_RECORDS_PER_MESSAGE:],
                           samples[-self.MAX_RECORDS_PER_MESSAGE:], log_lines, log_reset, from_log_file,
-                          metrics_changed=metrics_changed, problems=self.problems())
+                          metrics_changed=metrics_changed, problems=self.problems(), **self._latest())
+
+    def _latest(self) -> dict:
+        """The newest report and the smoothed pace, for every message."""
+        pace, status = self.history.pace, self._status
+        step = status.get("step", self.history.latest_train.get("step"))
+        return {"latest_report": self._report, "tokens_per_s": pace.tokens_per_s,
+                "eta_s": pace.eta_s(step, status.get("total_steps"))}
 
     def problems(self) -> list[str]:
         """What this watcher could not read so far, one sentence each."""
@@ -338,4 +426,5 @@ class RunWatcher:
         """Nothing new, but time passed: lets the screen re-judge the heartbeat (stale or not)."""
         return RunUpdated(self.run.path, dict(self._status), {}, self.history.latest_train,
                           self.history.latest_dev, self.history.latest_eval, [], [], [], False,
-                          self._log.identity is not None, metrics_changed=False, problems=self.problems())
+                          self._log.identity is not None, metrics_changed=False, problems=self.problems(),
+                          **self._latest())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from textual.app import App
-from textual.widgets import Input, OptionList
+from textual.widgets import Input, OptionList, TabbedContent
 
 from mdlm_tui.screens.samples import SamplesScreen
 from mdlm_tui.widgets.samples_replay import MASK_GLYPH, ReplayView, render_masked
@@ -138,5 +138,38 @@ def test_sample_now_adds_a_trace(run_with_samples):
             await pilot.press("ctrl+n")
             assert not screen.sampling
             assert "steps must be a whole number" in str(screen.query_one("#samples-status").render())
+
+    asyncio.run(drive())
+
+
+def test_home_and_end_move_the_replay_whatever_has_focus(tmp_path):
+    """home/end reach the first/last step of the trace on show, also while the trace list has focus
+    (where the list's own home/end would move its highlight to another trace)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    trace = [{"step": i, "t": 1 - i / 4, "masked": 4 - i, "text": MASK_TEXT * (4 - i) + "a" * i} for i in range(5)]
+    (run / "samples.jsonl").write_text("".join(json.dumps({"step": s, "text": "aaaa", "trace": trace}) + "\n"
+                                               for s in (10, 20)))
+
+    async def drive():
+        app = SamplesHost(run)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            replay = screen.query_one(ReplayView)
+            await wait_for(pilot, lambda: replay.label == "step 20", 10, "the newest trace on show")
+            for focus in (screen.query_one(OptionList), replay):
+                focus.focus()
+                await pilot.pause()
+                await pilot.press("end")
+                assert (replay.label, replay.index) == ("step 20", 4), f"end with {type(focus).__name__} focused"
+                await pilot.press("home")
+                assert (replay.label, replay.index) == ("step 20", 0), f"home with {type(focus).__name__} focused"
+            screen.query_one(TabbedContent).active = "tab-sample"
+            seed = screen.query_one("#sample-seed", Input)
+            seed.focus()
+            await pilot.pause()
+            seed.cursor_position = 0
+            await pilot.press("end")  # in a text field home/end still move the cursor
+            assert seed.cursor_position == len(seed.value)
 
     asyncio.run(drive())

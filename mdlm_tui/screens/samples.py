@@ -46,8 +46,9 @@ class SamplesScreen(Guarded, Screen):
         Binding("right", "step(1)", "Forward"),
         Binding("plus,equals_sign", "speed(1)", "Faster"),
         Binding("minus", "speed(-1)", "Slower"),
-        Binding("home", "go_to_end(False)", "First", show=False),
-        Binding("end", "go_to_end(True)", "Last", show=False),
+        # priority: the trace list has home/end of its own, which would move to another trace
+        Binding("home", "go_to_end(False)", "First", show=False, priority=True),
+        Binding("end", "go_to_end(True)", "Last", show=False, priority=True),
         Binding("ctrl+n", "sample_now", "Sample now", priority=True),
     ]
 
@@ -221,6 +222,11 @@ class SamplesScreen(Guarded, Screen):
 
     def action_speed(self, delta: int) -> None:
         self.query_one(ReplayView).change_speed(delta)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "go_to_end" and isinstance(self.focused, Input):
+            return False  # home/end move the cursor of a text field
+        return super().check_action(action, parameters)
 
     def action_go_to_end(self, last: bool) -> None:
         replay = self.query_one(ReplayView)

@@ -8,13 +8,16 @@ never reads the run folder itself, and leaving it (or closing the app) never tou
 from __future__ import annotations
 
 import time
+from collections import deque
 from pathlib import Path
 
+from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Log, ProgressBar, Static
+from textual.widgets import ProgressBar, RichLog, Static
 
 from mdlm_tui.watcher import RunUpdated, RunWatcher, is_live, run_health
 from mdlm_tui.widgets import formatting as fmt
@@ -32,7 +35,43 @@ WATCH_EVERY_S = 1.0
 REPLOT_EVERY_S = 2.0  # drawing the curves is the costly part of a live screen; the numbers update on every message
 
 
+class WrappedLog(RichLog):
+    """The log tail with long lines wrapped to the width: a trainer line runs past 150 columns, and a
+    cut one would hide its end (the ETA). The lines are kept, so a resize wraps them anew."""
+
+    def __init__(self, max_lines: int, **kwargs):
+        # strips, not lines: room for each kept line to wrap a few times
+        super().__init__(max_lines=4 * max_lines, min_width=1, wrap=True, auto_scroll=True, **kwargs)
+        self.kept: deque[str] = deque(maxlen=max_lines)
+        self._wrapped_at = 0
+
+    @property
+    def line_count(self) -> int:
+        return len(self.kept)
+
+    def write_lines(self, lines: list[str]) -> None:
+        self.kept.extend(lines)
+        for line in lines:
+            self.write(Text(line))  # Text: brackets in a line are not markup
+
+    def clear(self) -> "WrappedLog":
+        self.kept.clear()
+        return super().clear()
+
+    def on_resize(self, event: events.Resize) -> None:  # RichLog's own handler runs too
+        if event.size.width != self._wrapped_at:
+            self._wrapped_at = event.size.width
+            super().clear()
+            for line in self.kept:
+                self.write(Text(line))
+
+
 class TrainScreen(Guarded, Screen):
+    # Toasts at the top: at the bottom right they would cover the newest log lines.
+    DEFAULT_CSS = """
+    TrainScreen ToastRack { dock: top; align: right top; margin-bottom: 0; margin-top: 2; }
+    """
+
     BINDINGS = [
         Binding("x", "stop_run", "Stop"),
         Binding("k", "checkpoint", "Checkpoint"),
@@ -70,7 +109,7 @@ class TrainScreen(Guarded, Screen):
             with Vertical(id="train-side"):
                 yield Readout(id="train-detail")
                 yield SystemPane(id="train-system")
-            yield Log(id="train-log", max_lines=400, auto_scroll=True)
+            yield WrappedLog(max_lines=400, id="train-log")
         yield KeyBar(current="show('train')")
 
     def on_mount(self) -> None:
@@ -94,8 +133,10 @@ class TrainScreen(Guarded, Screen):
             self.latest_train = message.latest_train
         self.query_one("#train-state", StateLabel).show(self.health)
         self._show_numbers(message)
-        self.query_one("#train-system", SystemPane).show_stats(self.latest_train.get("sys"))
-        log = self.query_one("#train-log", Log)
+        system = self.query_one("#train-system", SystemPane)
+        system.follow(message.status, is_live(message.status))
+        system.show_stats(self.latest_train.get("sys"))
+        log = self.query_one("#train-log", WrappedLog)
         if message.log_reset:
             log.clear()
         if message.log_lines:
@@ -110,16 +151,19 @@ class TrainScreen(Guarded, Screen):
         step, total = status.get("step", train.get("step", 0)) or 0, status.get("total_steps")
         bar = self.query_one("#train-progress", ProgressBar)
         bar.update(total=total or None, progress=step)
-        eta = status.get("eta_s") if self.health == "running" else None
-        self.query_one("#train-numbers", Readout).show(
-            f"step {step}/{total or '?'}  ETA {fmt.duration(eta)}  {fmt.count(train.get('tokens_per_s'))} tok/s")
+        if self.health == "running":  # smoothed, and falling back on the trainer's own ETA
+            eta = message.eta_s if message.eta_s is not None else status.get("eta_s")
+            pace = f"ETA {fmt.duration(eta)}  {fmt.count(message.tokens_per_s or train.get('tokens_per_s'))} tok/s"
+        else:  # no trainer stepping: the numbers are history, and say so
+            pace = f"last record: {fmt.count(train.get('tokens_per_s'))} tok/s" if train else ""
+        self.query_one("#train-numbers", Readout).show(f"step {step}/{total or '?'}  {pace}".rstrip())
         dev = message.latest_dev
-        evaluation = message.latest_eval
         lines = [
             f"epoch {fmt.number(train.get('epoch'), 2)}  tokens {fmt.count(status.get('tokens', train.get('tokens')))}",
             f"loss {fmt.number(status.get('loss', train.get('loss')))}  CE {fmt.number(train.get('masked_ce'))}",
             f"dev {fmt.number(dev.get('dev_loss', status.get('dev_loss')))}  lr {fmt.scientific(train.get('lr'))}",
-            f"eval {evaluation['suite']} {fmt.percent(evaluation.get('macro'))}" if evaluation.get("suite") else "eval --",
+            # a saved report (every evaluation writes one, the trainer's and `mdlm-tui eval`'s), as on the Runs row
+            f"eval {fmt.eval_label(message.latest_report or message.latest_eval)}",
             f"ckpt {status.get('checkpoint') or '--'}  beat {fmt.age(time.time() - status['heartbeat']) if status.get('heartbeat') else '--'}",
         ]
         if status.get("error"):

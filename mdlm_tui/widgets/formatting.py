@@ -43,3 +43,10 @@ def count(value) -> str:
         if abs(value) >= size:
             return f"{value / size:.2f}{unit}"
     return f"{value:.0f}"
+
+
+def eval_label(evaluation: dict | None) -> str:
+    """`blimp 57.6%`: a suite's macro accuracy from an eval record or a saved report; `--` without one."""
+    if not evaluation or not isinstance(evaluation.get("macro"), (int, float)):
+        return "--"
+    return f"{evaluation.get('suite', 'eval')} {percent(evaluation['macro'])}"
