@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from core.checkpoint import latest_checkpoint, load_checkpoint, snapshot_id, tokenizer_matches
-from core.config import Config, load_saved_config
+from core.config import Config, EvalConfig, load_saved_config
 from core.errors import UserError
 from core.masking import Masker, maskable
 from core.model import MDLM
@@ -41,9 +41,22 @@ class EvalReport:
     backend: str
     checkpoint: str
     skipped: int = 0  # items left out because they are longer than the model's positions
+    # What besides the checkpoint changes the numbers (see report_settings); None: not applicable
+    limit: int | None = None  # items per UID, when that left some out
+    weights: str | None = None  # ema | raw
+    rate_value: float | str | None = None  # pll only
+    draws: int | None = None  # nelbo only
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def report_settings(scorer, suite: Suite) -> dict:
+    """The settings saved in each report: only reports made alike are compared, and they are saved
+    under different names (see save_report)."""
+    return {"backend": getattr(scorer, "backend", type(scorer).__name__), "limit": getattr(suite, "limit", None),
+            "weights": getattr(scorer, "model_weights", None), "rate_value": getattr(scorer, "rate_value", None),
+            "draws": getattr(scorer, "draws", None)}
 
 
 # Scores are sums of fp32 log-probabilities, exact only to about 1e-7 of their size: the batch
@@ -102,9 +115,9 @@ def evaluate(scorer, suite: Suite, progress: Callable[[int, int], None] | None =
         macro=sum(r["accuracy"] for r in per_uid.values()) / len(per_uid) if per_uid else float("nan"),
         n=total,
         seconds=time.perf_counter() - started,
-        backend=getattr(scorer, "backend", type(scorer).__name__),
         checkpoint=checkpoint,
         skipped=getattr(suite, "skipped", 0),
+        **report_settings(scorer, suite),
     )
 
 
@@ -253,28 +266,45 @@ def dev_nelbo(model, data, cfg: Config, device, batches: int = 10, seed: int = 0
 
 def make_scorer(model, tokenizer, cfg: Config, device, backend: str | None = None,
                 rate_value: str | None = None, draws: int | None = None):
-    """The scorer a run's `eval` section asks for; arguments override the section."""
+    """The scorer a run's `eval` section asks for; arguments override the section. cfg.eval.weights
+    must name the weights the model holds: reports record them."""
     from core.scoring import NELBOScorer, PLLScorer
 
     backend = backend or cfg.eval.backend
     if backend == "pll":
         value = cfg.eval.rate_value if rate_value is None else rate_value
-        return PLLScorer(model, tokenizer, device, rate_value=value if value == "realised" else float(value),
-                         subs=cfg.objective.subs)
-    if backend == "nelbo":
-        # log-linear: the same bound as any schedule spanning (0, 1), with the lowest variance (see dev_nelbo)
-        return NELBOScorer(model, tokenizer, device, LogLinear(cfg.schedule.eps), draws=draws or cfg.eval.draws,
+        scorer = PLLScorer(model, tokenizer, device, rate_value=value if value == "realised" else float(value),
                            subs=cfg.objective.subs)
-    raise UserError(f"Unknown scoring backend '{backend}'; use pll or nelbo.")
+    elif backend == "nelbo":
+        # log-linear: the same bound as any schedule spanning (0, 1), with the lowest variance (see dev_nelbo)
+        scorer = NELBOScorer(model, tokenizer, device, LogLinear(cfg.schedule.eps), draws=draws or cfg.eval.draws,
+                             subs=cfg.objective.subs)
+    else:
+        raise UserError(f"Unknown scoring backend '{backend}'; use pll or nelbo.")
+    scorer.model_weights = cfg.eval.weights
+    return scorer
+
+
+def settings_suffix(report: EvalReport) -> str:
+    """How the report's settings differ from the defaults (all items, EMA weights, rate 0, 16 draws),
+    e.g. "-raw-limit20": reports made differently get different names, so none replaces another."""
+    parts = ["raw"] if report.weights == "raw" else []
+    if report.rate_value not in (None, 0):
+        parts.append("realised" if report.rate_value == "realised" else f"rate{report.rate_value}")
+    if report.draws not in (None, EvalConfig.draws):
+        parts.append(f"draws{report.draws}")
+    if report.limit is not None:
+        parts.append(f"limit{report.limit}")
+    return "".join(f"-{part}" for part in parts)
 
 
 def save_report(report: EvalReport, eval_dir: Path, step: int | None) -> Path:
-    """eval/<suite>-step-<N>-<backend>.json, written atomically."""
+    """eval/<suite>-step-<N>-<backend><settings_suffix>.json, written atomically."""
     from core.runs import atomic_write_json
 
     eval_dir.mkdir(parents=True, exist_ok=True)
     name = report.suite.replace("/", "_").replace(":", "_")
-    path = eval_dir / f"{name}-step-{step if step is not None else 'x'}-{report.backend}.json"
+    path = eval_dir / f"{name}-step-{step if step is not None else 'x'}-{report.backend}{settings_suffix(report)}.json"
     atomic_write_json(path, report.to_dict())
     return path
 

@@ -50,6 +50,7 @@ class Suite:
     items: list[Item]
     source: str  # the file, folder or dataset id, for the report
     skipped: int = 0  # items left out as longer than the model can score (see scoring.drop_long_items)
+    limit: int | None = None  # items kept per UID, when that left some out (see load_suite)
 
     def uids(self) -> list[str]:
         return list(dict.fromkeys(item.uid for item in self.items))
@@ -226,7 +227,10 @@ def load_suite(spec: str, data_dir: str | None = None, limit: int | None = None,
         raise UserError("No suite given: use blimp, supplement, ewok, all, builtin, a .jsonl file or folder, or hf:<dataset id>.")
     suites = [suite for part in parts for suite in _load_one(part, data_dir, on_bad_line, warn)]
     for suite in suites:
-        suite.items = limit_per_uid(suite.items, limit)
+        kept = limit_per_uid(suite.items, limit)
+        # A limit that left nothing out scores the whole suite: its report compares with unlimited ones.
+        suite.limit = limit if len(kept) < len(suite.items) else None
+        suite.items = kept
     return suites
 
 

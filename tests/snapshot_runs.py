@@ -95,7 +95,8 @@ def eval_report(step: int) -> dict:
     macro = sum(r["accuracy"] for r in per_uid.values()) / len(per_uid)
     return {"suite": "builtin", "per_uid": per_uid, "per_field": {"morphology": macro}, "macro": macro,
             "n": 60 * len(per_uid), "seconds": 41.5, "backend": "pll",
-            "checkpoint": f"runs/{DEMO_RUN}/checkpoints/step-{step}"}
+            "checkpoint": f"runs/{DEMO_RUN}/checkpoints/step-{step}",
+            "limit": None, "weights": "ema", "rate_value": 0.0, "draws": None}
 
 
 def unmasking_trace(seed: int) -> list[dict]:
@@ -204,20 +205,31 @@ class FrozenClock:
 FROZEN_MODULES = ("mdlm_tui.screens.runs", "mdlm_tui.screens.train")
 
 
+# what the system pane reads "live" while frozen: a machine without a GPU, half busy
+FROZEN_MACHINE = {"cpu_percent": 50.0, "ram_used_percent": 40.0}
+
+
 @contextmanager
 def frozen_clock():
-    """Ages on the Runs and Train screens are measured from FROZEN_NOW while this is active."""
+    """Ages on the Runs and Train screens are measured from FROZEN_NOW while this is active, and the
+    system pane reads FROZEN_MACHINE rather than this machine."""
     import importlib
+
+    from core.telemetry import LiveStats
 
     modules = [importlib.import_module(name) for name in FROZEN_MODULES]
     saved = [module.time for module in modules]
+    saved_reads = LiveStats.machine, LiveStats.process
     for module in modules:
         module.time = FrozenClock()
+    LiveStats.machine = lambda self: dict(FROZEN_MACHINE)
+    LiveStats.process = lambda self, pid: None
     try:
         yield
     finally:
         for module, original in zip(modules, saved):
             module.time = original
+        LiveStats.machine, LiveStats.process = saved_reads
 
 
 # ---------------------------------------------------------------- bringing each screen up

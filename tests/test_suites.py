@@ -200,3 +200,9 @@ def test_builtin_suite_is_deterministic():
     assert first.items == second.items
     assert load_suite("builtin", limit=5)[0].items == [i for i in first.items if sum(
         j.uid == i.uid for j in first.items[: first.items.index(i) + 1]) <= 5]
+
+
+def test_a_limit_is_recorded_where_it_leaves_items_out():
+    # builtin holds 60 items a UID: a limit of 100 scores them all, so its numbers are the full suite's
+    recorded = {limit: getattr(load_suite("builtin", limit=limit)[0], "limit", "not recorded") for limit in (None, 100, 20)}
+    assert recorded == {None: None, 100: None, 20: 20}

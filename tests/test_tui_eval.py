@@ -59,7 +59,7 @@ async def run_builtin(pilot, screen: EvalScreen, limit: str = "5") -> None:
 
 
 def test_builtin_suite_fills_the_table_uid_by_uid(tiny_run):
-    report_path = tiny_run / "eval" / f"builtin-step-{TINY_STEPS}-pll.json"
+    report_path = tiny_run / "eval" / f"builtin-step-{TINY_STEPS}-pll-limit5.json"
 
     async def drive():
         app = EvalHost(tiny_run)
@@ -72,14 +72,14 @@ def test_builtin_suite_fills_the_table_uid_by_uid(tiny_run):
             table.add_result = lambda *args: (original(*args), counts.append(table.row_count))
             await run_builtin(pilot, screen)
             status = str(screen.query_one("#eval-status", Static).render())
-            assert "done: 1 report(s)" in status, status
+            assert f"done: 1 report(s) saved: eval/{report_path.name}" in status, status
             assert counts == [1, 2, 3, 4, 5, 6, 7]  # one row per UID, as each was scored
             assert table.row_count == 7
             macro = str(screen.query_one("#eval-macro", Static).render())
             saved = json.loads(report_path.read_text())
             assert f"builtin macro {100 * saved['macro']:.1f}" in macro
             assert len(saved["per_uid"]) == 7 and all(row["n"] == 5 for row in saved["per_uid"].values())
-            assert saved["n"] == 35 and saved["backend"] == "pll"
+            assert saved["n"] == 35 and saved["backend"] == "pll" and saved["limit"] == 5
             shown = {uid: table.get_cell(f"builtin/{uid}", "now") for uid in saved["per_uid"]}
             assert shown == {uid: f"{100 * row['accuracy']:.1f}" for uid, row in saved["per_uid"].items()}
 
@@ -88,14 +88,14 @@ def test_builtin_suite_fills_the_table_uid_by_uid(tiny_run):
 
 def test_compares_with_an_earlier_report(tiny_run):
     # an earlier evaluation of the same suite, as if written at step 5 with every pair right
-    current = tiny_run / "eval" / f"builtin-step-{TINY_STEPS}-pll.json"
+    current = tiny_run / "eval" / f"builtin-step-{TINY_STEPS}-pll-limit5.json"
     if not current.exists():
         pytest.skip("needs the report of the previous test")
     earlier = json.loads(current.read_text())
     for row in earlier["per_uid"].values():
         row["accuracy"] = 1.0
     earlier["macro"] = 1.0
-    earlier_path = tiny_run / "eval" / "builtin-step-5-pll.json"
+    earlier_path = tiny_run / "eval" / "builtin-step-5-pll-limit5.json"
     earlier_path.write_text(json.dumps(earlier))
 
     async def drive():
@@ -109,7 +109,7 @@ def test_compares_with_an_earlier_report(tiny_run):
                 assert table.get_cell(f"builtin/{uid}", "earlier") == "100.0"
                 assert table.get_cell(f"builtin/{uid}", "delta") == f"{100 * (row['accuracy'] - 1.0):+.1f}"
             macro = str(screen.query_one("#eval-macro", Static).render())
-            assert "earlier 100.0" in macro
+            assert "vs step-5 100.0" in macro
 
             # choosing "none" empties the comparison
             screen.query_one("#eval-compare", Select).value = "none"
@@ -161,6 +161,109 @@ def test_a_run_without_checkpoints_says_so(tmp_path):
             screen = app.screen
             await pilot.press("ctrl+r")
             assert not screen.running
-            assert "Choose a checkpoint first" in str(screen.query_one("#eval-status", Static).render())
+            assert "has no checkpoint yet" in str(screen.query_one("#eval-status", Static).render())
+
+    asyncio.run(drive())
+
+
+# ---------------------------------------------------------------- on a copy of the finished smoke run
+
+
+def smoke_copy(finished_smoke_run: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(finished_smoke_run, run)
+    return run
+
+
+def shown_lines(widget) -> list[str]:
+    """The text rows a widget shows on the screen."""
+    from textual.geometry import Region
+
+    return [strip.text.rstrip() for strip in widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))]
+
+
+def test_compares_with_the_nearest_earlier_report_made_alike(finished_smoke_run, tmp_path):
+    run = smoke_copy(finished_smoke_run, tmp_path)
+
+    async def drive():
+        app = EvalHost(run)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            picker, table = screen.query_one("#eval-checkpoint", Select), screen.query_one(EvalTable)
+            macro = screen.query_one("#eval-macro", Static)
+            await run_builtin(pilot, screen, limit="2")  # step-8, the newest
+            picker.value = str(run / "checkpoints" / "step-4")
+            await run_builtin(pilot, screen, limit="2")
+            earlier = {uid: table.get_cell(f"builtin/{uid}", "earlier") for _, uid in table.results}
+            assert set(earlier.values()) == {""}, f"step-4 compared with a later step: {earlier}"
+            assert table.columns["earlier"].label.plain == "vs none"
+            assert "no earlier report with the same settings" in str(macro.render())
+
+            # nearer than step-4 but made with another limit, or not saying how it was made: not compared
+            step4 = json.loads((run / "eval" / "builtin-step-4-pll-limit2.json").read_text())
+            perfect = {**step4, "per_uid": {uid: {**row, "accuracy": 1.0} for uid, row in step4["per_uid"].items()}}
+            (run / "eval" / "builtin-step-6-pll-limit3.json").write_text(json.dumps({**perfect, "limit": 3}))
+            old = {key: value for key, value in perfect.items() if key not in ("limit", "weights", "rate_value", "draws")}
+            (run / "eval" / "builtin-step-7-pll.json").write_text(json.dumps(old))
+            picker.value = str(run / "checkpoints" / "step-8")
+            await run_builtin(pilot, screen, limit="2")
+            assert table.columns["earlier"].label.plain == "vs step-4"
+            for uid, row in step4["per_uid"].items():
+                assert table.get_cell(f"builtin/{uid}", "earlier") == f"{100 * row['accuracy']:.1f}"
+            assert f"vs step-4 {100 * step4['macro']:.1f}" in str(macro.render())
+
+    asyncio.run(drive())
+
+
+def test_checkpoint_picker_follows_the_run(finished_smoke_run, tmp_path):
+    run = smoke_copy(finished_smoke_run, tmp_path)
+    written_later = tmp_path / "written-later"
+    (run / "checkpoints").rename(written_later)
+
+    async def drive():
+        app = EvalHost(run)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            picker, status = screen.query_one("#eval-checkpoint", Select), screen.query_one("#eval-status", Static)
+            await wait_for(pilot, lambda: "has no checkpoint yet" in str(status.render()), 10, "no checkpoint said")
+            assert picker.value == Select.NULL and picker.prompt == "no checkpoints"
+
+            written_later.rename(run / "checkpoints")  # the trainer writes its first checkpoints
+            newest = str(run / "checkpoints" / "step-8")
+            await wait_for(pilot, lambda: picker.value == newest, 10, "the new checkpoints in the picker")
+            assert "no checkpoint" not in picker.prompt, "the blank row still says there are none"
+            assert "no checkpoint" not in str(status.render())
+
+            picker.clear()  # the blank row chosen: the run still has checkpoints to evaluate
+            await run_builtin(pilot, screen, limit="1")
+            assert "done" in str(status.render()), str(status.render())
+
+    asyncio.run(drive())
+
+
+def test_messages_show_whole_at_80_columns(finished_smoke_run, tmp_path):
+    run = smoke_copy(finished_smoke_run, tmp_path)
+    nowhere = tmp_path / ("a-folder-with-a-long-name-" * 2) / ("and-another-long-folder-name-" * 2) / "nowhere"
+
+    async def drive():
+        app = EvalHost(run)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            status = screen.query_one("#eval-status", Static)
+            screen.query_one("#eval-suites", Input).value = "blimp"
+            screen.query_one("#eval-data-dir", Input).value = str(nowhere)
+            await run_builtin(pilot, screen)
+            remedy = "pass --data pointing at the BabyLM evaluation_data folder."
+            shown = lambda: "".join(shown_lines(status)).replace(" ", "")
+            await wait_for(pilot, lambda: remedy.replace(" ", "") in shown(), 10, "the remedy shown, not cut off")
+            lines = shown_lines(status)
+            for name in nowhere.parts[1:]:  # a path wider than the screen breaks between its folders
+                assert any(name in line for line in lines), f"{name} cut in two: {lines}"
+
+            screen.query_one("#eval-suites", Input).value = "builtin"
+            await run_builtin(pilot, screen, limit="2")
+            saved = "eval/builtin-step-8-pll-limit2.json"
+            await wait_for(pilot, lambda: any(saved in line for line in shown_lines(status)), 10,
+                           f"{saved} shown whole on one line")
 
     asyncio.run(drive())

@@ -64,7 +64,9 @@ def test_eval_prints_a_table_and_saves_the_report(trained_run, tmp_path):
     report = json.loads(out.read_text())
     assert report["suite"] == "builtin" and report["n"] == 70 and len(report["per_uid"]) == 7
     assert abs(report["macro"] - sum(r["accuracy"] for r in report["per_uid"].values()) / 7) < 1e-12
-    saved = json.loads((trained_run / "eval" / "builtin-step-20-pll.json").read_text())
+    # a limited evaluation is saved under its own name, beside the full one made during training
+    saved = json.loads((trained_run / "eval" / "builtin-step-20-pll-limit10.json").read_text())
+    assert saved["limit"] == 10
     assert saved["macro"] == report["macro"]
 
 

@@ -7,6 +7,8 @@ training-time evals all compare with each other.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from textual import work
@@ -18,14 +20,49 @@ from textual.screen import Screen
 from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
-from mdlm_tui.widgets.eval_reports import current_run, earlier_report, fill_checkpoint_picker, read_reports
-from mdlm_tui.widgets.eval_table import EvalTable, percent, signed_points
+from mdlm_tui.widgets.eval_reports import (current_run, earlier_report, fill_checkpoint_picker, list_checkpoints,
+                                           read_reports)
+from mdlm_tui.widgets.eval_table import EvalTable, percent, signed_points, step_name
 from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
 
-AUTO_COMPARE = "auto"  # the same suite and backend at the latest earlier step
+AUTO_COMPARE = "auto"  # the same suite and settings at the nearest earlier step
 NO_COMPARE = "none"
-FIXED_COMPARE_OPTIONS = (("auto: same suite, earlier step", AUTO_COMPARE), ("none", NO_COMPARE))
+FIXED_COMPARE_OPTIONS = (("auto: nearest earlier step, same settings", AUTO_COMPARE), ("none", NO_COMPARE))
+RUN_POLL_S = 2.0  # how often a run that is still training is looked at for new checkpoints and reports
+
+
+def break_long_paths(text: str, width: int) -> str:
+    """A line break after a '/' inside any word wider than `width`: wrapping breaks only at spaces,
+    so it would cut such a path anywhere, even inside a name."""
+    def split(word: str) -> str:
+        lines = [""]
+        for part in re.findall(r"[^/]*/|[^/]+", word):
+            if lines[-1] and len(lines[-1]) + len(part) > width:
+                lines.append("")
+            lines[-1] += part
+        return "\n".join(lines)
+
+    return re.sub(r"\S+", lambda m: split(m[0]) if len(m[0]) > width else m[0], text)
+
+
+class Sentences(Static):
+    """Text shown whole at any width: wrapped at spaces, and inside a long path after a '/'."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("", markup=False, **kwargs)
+        self.sentences = ""
+
+    def say(self, text: str) -> None:
+        self.sentences = text
+        self._fit()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        width = self.content_size.width
+        self.update(break_long_paths(self.sentences, width) if width > 0 else self.sentences)
 
 
 class EvalScreen(Guarded, Screen):
@@ -45,10 +82,15 @@ class EvalScreen(Guarded, Screen):
     EvalScreen #eval-backend { width: 12; }
     EvalScreen #eval-run { min-width: 10; }
     EvalScreen .eval-short { width: 8; }
-    EvalScreen #eval-status { height: 1; margin: 0 1; color: $text-muted; }
+    EvalScreen #eval-status { height: auto; margin: 0 1; color: $text-muted; }
     EvalScreen #eval-status.-error { color: $error; text-style: bold; }
-    EvalScreen #eval-macro { height: 1; margin: 0 1; text-style: bold; }
+    EvalScreen #eval-macro { height: auto; margin: 0 1; text-style: bold; }
     """
+
+    class SuiteStarted(Message):
+        def __init__(self, suite: str, step: int | None, settings: dict) -> None:
+            super().__init__()
+            self.suite, self.step, self.settings = suite, step, settings
 
     class UidScored(Message):
         def __init__(self, suite: str, uid: str, result: dict) -> None:
@@ -79,6 +121,8 @@ class EvalScreen(Guarded, Screen):
         self.macros: dict[str, float] = {}  # suite -> macro of the latest evaluation here
         self.dev_line = ""  # the dev NELBO of the latest evaluation here, when "dev" was asked for
         self.report_problems: list[str] = []  # saved reports that could not be read, shown on the status line
+        self.compared: dict[str, tuple[int | None, dict | None]] = {}  # suite shown -> (its step, its settings)
+        self.seen: tuple = ()  # the checkpoints and report files last read
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="eval-row"):
@@ -101,7 +145,7 @@ class EvalScreen(Guarded, Screen):
         with Horizontal(classes="eval-row"):
             yield Label("compare")
             yield Select(FIXED_COMPARE_OPTIONS, allow_blank=False, compact=True, id="eval-compare")
-        yield Static("", id="eval-status", markup=False)
+        yield Sentences(id="eval-status")
         yield EvalTable(id="eval-table")
         yield Static("", id="eval-macro", markup=False)
         yield KeyBar(current="show('eval')")
@@ -109,6 +153,15 @@ class EvalScreen(Guarded, Screen):
     def on_mount(self) -> None:
         self.refresh_run()
         self.query_one("#eval-checkpoint", Select).focus()
+        self.set_interval(RUN_POLL_S, self.poll_run)
+
+    def poll_run(self) -> None:
+        """Follow a run that is still training: its new checkpoints and reports appear by themselves."""
+        if not self.running and self.run is not None and self.is_current and self._look() != self.seen:
+            self.refresh_run()
+
+    def _look(self) -> tuple:
+        return list_checkpoints(self.run), sorted(path.name for path in (self.run / "eval").glob("*.json"))
 
     def on_screen_resume(self) -> None:
         if not self.running:
@@ -122,12 +175,17 @@ class EvalScreen(Guarded, Screen):
         if self.run is None:
             self.show_status("No run selected: open a run first.", error=True)
             return
+        self.seen = self._look()
         checkpoints = fill_checkpoint_picker(self.query_one("#eval-checkpoint", Select), self.run)
         self._refresh_compare_options()
         # an empty table opens on the newest saved report; results already shown keep their status line
         if not self.running and not self.query_one(EvalTable).results and not self.show_saved_report():
-            self.show_status(f"{self.run}: {len(checkpoints)} checkpoint(s)" if checkpoints
-                             else f"{self.run} has no checkpoint yet.", error=not checkpoints)
+            self.show_status(f"{self.run.name}: {len(checkpoints)} checkpoint(s)" if checkpoints
+                             else self._no_checkpoint(), error=not checkpoints)
+
+    def _no_checkpoint(self) -> str:
+        return (f"{self.run.name} has no checkpoint yet (nothing in its checkpoints/ folder): they appear here "
+                "as training writes them.")
 
     def show_saved_report(self) -> bool:
         """Open on the run's newest saved report (and its comparison), before anything is run here."""
@@ -137,7 +195,8 @@ class EvalScreen(Guarded, Screen):
         newest = reports[0]
         table = self.query_one(EvalTable)
         table.reset()
-        table.compare_with(newest.suite, earlier_report(reports, newest.suite, newest.step, newest.backend))
+        self.compared = {newest.suite: (newest.step, newest.settings)}
+        table.compare_with(newest.suite, self._report_for(newest.suite, newest.step, newest.settings))
         for uid, result in newest.per_uid.items():
             table.add_result(newest.suite, uid, result)
         self.macros = {newest.suite: newest.macro}
@@ -157,20 +216,20 @@ class EvalScreen(Guarded, Screen):
         compare.set_options(options)
         compare.value = chosen if chosen in {value for _, value in options} else AUTO_COMPARE
 
-    def _report_for(self, suite: str, step: int | None, backend: str):
+    def _report_for(self, suite: str, step: int | None, settings: dict | None):
         choice = self.query_one("#eval-compare", Select).value
         if choice == NO_COMPARE:
             return None
         reports = self._reports()
         if choice == AUTO_COMPARE:
-            return earlier_report(reports, suite, step, backend)
-        return next((r for r in reports if str(r.path) == choice), None)
+            return earlier_report(reports, suite, step, settings)
+        return next((r for r in reports if str(r.path) == choice and r.suite == suite), None)
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "eval-compare":
             table = self.query_one(EvalTable)
-            for suite in {suite for suite, _ in table.results}:
-                table.compare_with(suite, self._report_for(suite, self._chosen_step(), self._backend()))
+            for suite, (step, settings) in self.compared.items():
+                table.compare_with(suite, self._report_for(suite, step, settings))
             self._show_macros()
 
     # ------------------------------------------------------------ running
@@ -178,10 +237,6 @@ class EvalScreen(Guarded, Screen):
     def _chosen_checkpoint(self) -> Path | None:
         value = self.query_one("#eval-checkpoint", Select).value
         return None if value is Select.NULL else Path(str(value))
-
-    def _chosen_step(self) -> int | None:
-        ckpt = self._chosen_checkpoint()
-        return int(ckpt.name[5:]) if ckpt is not None and ckpt.name[5:].isdigit() else None
 
     def _backend(self) -> str:
         return str(self.query_one("#eval-backend", Select).value)
@@ -207,9 +262,15 @@ class EvalScreen(Guarded, Screen):
             return
         from mdlm_tui.widgets.eval_runner import EvalRequest
 
+        self.run = current_run(self, self.run)
+        if self.run is None:
+            self.show_status("No run selected: open a run first.", error=True)
+            return
+        # the checkpoints as they are now: one written or rotated away since the last look counts
+        fill_checkpoint_picker(self.query_one("#eval-checkpoint", Select), self.run)
         ckpt = self._chosen_checkpoint()
         if ckpt is None:
-            self.show_status("Choose a checkpoint first (the run has none yet).", error=True)
+            self.show_status(self._no_checkpoint(), error=True)
             return
         try:
             limit = self._limit()
@@ -219,6 +280,7 @@ class EvalScreen(Guarded, Screen):
         suites = self.query_one("#eval-suites", Input).value.strip() or "builtin"
         data_dir = self.query_one("#eval-data-dir", Input).value.strip() or None
         self.query_one(EvalTable).reset()
+        self.compared.clear()
         self.macros.clear()
         self.dev_line = ""
         self.query_one("#eval-macro", Static).update("")
@@ -244,20 +306,25 @@ class EvalScreen(Guarded, Screen):
                 on_status=lambda line: self.post_message(self.Status(line)),
                 cancelled=lambda: worker.is_cancelled,
                 on_dev=lambda result, path: self.post_message(self.DevDone(result, path)),
+                on_suite_start=lambda suite, step, settings: self.post_message(self.SuiteStarted(suite, step, settings)),
             )
         except UserError as e:
             self.post_message(self.Status(str(e), error=True, finished=True))
         except Exception as e:  # shown, never fatal: the screen stays usable
             self.post_message(self.Status(f"{type(e).__name__}: {e}", error=True, finished=True))
         else:
-            done = "cancelled" if worker.is_cancelled else f"done: {len(saved)} report(s) saved in {request.checkpoint.parent.parent / 'eval'}"
+            # paths within the run folder: short enough to read whole at 80 columns
+            names = ", ".join(os.path.relpath(path, request.checkpoint.parent.parent) for path in saved)
+            done = "cancelled" if worker.is_cancelled else f"done: {len(saved)} report(s) saved: {names}"
             self.post_message(self.Status(done, finished=True))
 
+    def on_eval_screen_suite_started(self, message: SuiteStarted) -> None:
+        self.compared[message.suite] = (message.step, message.settings)
+        self.query_one(EvalTable).compare_with(message.suite, self._report_for(message.suite, message.step,
+                                                                               message.settings))
+
     def on_eval_screen_uid_scored(self, message: UidScored) -> None:
-        table = self.query_one(EvalTable)
-        if message.suite not in table.earlier:
-            table.compare_with(message.suite, self._report_for(message.suite, self._chosen_step(), self._backend()))
-        table.add_result(message.suite, message.uid, message.result)
+        self.query_one(EvalTable).add_result(message.suite, message.uid, message.result)
 
     def on_eval_screen_suite_done(self, message: SuiteDone) -> None:
         self.saved_reports.append(message.path)
@@ -279,18 +346,23 @@ class EvalScreen(Guarded, Screen):
 
     def _show_macros(self) -> None:
         table = self.query_one(EvalTable)
+        auto = self.query_one("#eval-compare", Select).value == AUTO_COMPARE
         parts = []
         for suite, macro in self.macros.items():
             earlier = table.earlier.get(suite)
             text = f"{suite} macro {percent(macro)}"
             if earlier is not None:
-                text += f" (earlier {percent(earlier.macro)}, Δ {signed_points(macro, earlier.macro)})"
+                text += f" (vs {step_name(earlier)} {percent(earlier.macro)}, Δ {signed_points(macro, earlier.macro)})"
+            elif auto and self.compared.get(suite, (None, {}))[1] is None:
+                text += " (a report that does not record its settings: not compared)"
+            elif auto:
+                text += " (no earlier report with the same settings)"
             parts.append(text)
         if self.dev_line:
             parts.append(self.dev_line)
         self.query_one("#eval-macro", Static).update("; ".join(parts))
 
     def show_status(self, line: str, error: bool = False) -> None:
-        status = self.query_one("#eval-status", Static)
+        status = self.query_one("#eval-status", Sentences)
         status.set_class(error, "-error")
-        status.update(f"{line}  ! {'; '.join(self.report_problems)}" if self.report_problems else line)
+        status.say(f"{line}  ! {'; '.join(self.report_problems)}" if self.report_problems else line)

@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from core.runs import TRASH_FOLDER, RunDir, trash_run, valid_metrics_record
-from mdlm_tui.watcher import FileTail, is_live, run_health
+from mdlm_tui.watcher import FileTail, is_live, latest_eval_report, run_health
 from mdlm_tui.widgets import formatting as fmt
 from mdlm_tui.widgets.confirm import ConfirmScreen
 from mdlm_tui.widgets.guard import Guarded
@@ -45,7 +45,7 @@ class RunSummaries:
     def __init__(self):
         self._tails: dict[Path, FileTail] = {}
         self._latest: dict[Path, dict] = {}
-        self._eval_reports: dict[Path, tuple[float, str]] = {}
+        self._eval_reports: dict[Path, tuple[float, dict]] = {}
 
     def row(self, path: Path) -> RunRow:
         run = RunDir(path)
@@ -62,32 +62,21 @@ class RunSummaries:
                     latest[event] = record
                     break
         loss = status.get("loss", latest.get("train", {}).get("loss"))
-        evaluation = latest.get("eval")
-        label = (f"{evaluation.get('suite')} {fmt.percent(evaluation.get('macro'))}" if evaluation
-                 else self._latest_report(run))
+        # the newest saved report first, as the Train screen shows it; else the trainer's own eval event
+        label = fmt.eval_label(self._latest_report(run) or latest.get("eval"))
         heartbeat = status.get("heartbeat")
         # a status.json that is there but could not be read at all marks the run, rather than hiding it
         health = "unreadable" if problems and not status else run_health(status)
         age = time.time() - heartbeat if heartbeat else None
         return RunRow(path, status, health, loss, label, age, problems)
 
-    def _latest_report(self, run: RunDir) -> str:
-        """The newest eval/*.json report (from `mdlm-tui eval`), cached by its modification time."""
-        try:
-            reports = [p for p in run.eval_dir.glob("*.json")]
-            newest = max(reports, key=lambda p: p.stat().st_mtime) if reports else None
-        except OSError:
-            return "--"
-        if newest is None:
-            return "--"
-        mtime = _mtime(newest)
+    def _latest_report(self, run: RunDir) -> dict:
+        """The newest saved eval report, re-read only when the eval/ folder changes."""
+        mtime = _mtime(run.eval_dir)
         cached = self._eval_reports.get(run.path)
-        if cached and cached[0] == mtime:
-            return cached[1]
-        report = _json(newest)
-        label = f"{report.get('suite', newest.stem)} {fmt.percent(report.get('macro'))}" if "macro" in report else "--"
-        self._eval_reports[run.path] = (mtime, label)
-        return label
+        if cached is None or cached[0] != mtime:
+            cached = self._eval_reports[run.path] = (mtime, latest_eval_report(run.eval_dir))
+        return cached[1]
 
     def forget(self, path: Path) -> None:
         self._tails.pop(path, None)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from core.runs import is_number
 
-_REPORT_NAME = re.compile(r"^(?P<suite>.+)-step-(?P<step>\d+|x)-(?P<backend>[a-z]+)$")
+_REPORT_NAME = re.compile(r"^(?P<suite>.+)-step-(?P<step>\d+|x)-(?P<backend>[a-z]+)(-[^-]+)*$")
+# What besides the checkpoint changes a report's numbers (core.evaluate.report_settings writes them)
+SETTINGS = ("backend", "limit", "weights", "rate_value", "draws")
 
 
 @dataclass
@@ -23,11 +25,12 @@ class SavedReport:
     backend: str
     macro: float
     per_uid: dict[str, dict]
+    settings: dict | None = None  # None: a report from before reports recorded their settings
 
     @property
     def label(self) -> str:
-        step = "?" if self.step is None else self.step
-        return f"{self.suite} step {step} {self.backend} ({100 * self.macro:.1f})"
+        # the file name says the step and the settings that are not the defaults
+        return f"{self.path.stem} ({100 * self.macro:.1f}){'' if self.settings else ', settings unknown'}"
 
 
 def list_checkpoints(run: Path) -> list[Path]:
@@ -38,12 +41,17 @@ def list_checkpoints(run: Path) -> list[Path]:
 
 
 def fill_checkpoint_picker(picker, run: Path) -> list[Path]:
-    """Offer the run's checkpoints in a Select, newest first, keeping the current choice while it exists."""
+    """Offer the run's checkpoints in a Select, newest first, keeping the current choice while it exists.
+    Cheap to call often: the options are replaced only when the checkpoints changed."""
     checkpoints = list_checkpoints(run)
-    chosen = picker.value
-    picker.set_options([(path.name, str(path)) for path in checkpoints])
-    if checkpoints:
-        picker.value = chosen if chosen in {str(p) for p in checkpoints} else str(checkpoints[0])
+    options = [(path.name, str(path)) for path in checkpoints]
+    if options != getattr(picker, "listed_checkpoints", None):
+        picker.listed_checkpoints = options
+        picker.set_options(options)
+        # the blank row shows the prompt: it must not claim "no checkpoints" next to some
+        picker.prompt = "choose a checkpoint" if checkpoints else "no checkpoints"
+    if checkpoints and picker.value not in {value for _, value in options}:
+        picker.value = options[0][1]
     return checkpoints
 
 
@@ -71,8 +79,9 @@ def read_reports(run: Path, problems: list[str] | None = None) -> list[SavedRepo
             continue
         match = _REPORT_NAME.match(path.stem)
         step = int(match["step"]) if match and match["step"].isdigit() else None
+        settings = {key: data[key] for key in SETTINGS} if all(key in data for key in SETTINGS) else None
         reports.append(SavedReport(path, str(data.get("suite", path.stem)), step, str(data.get("backend", "")),
-                                   float(data.get("macro", float("nan"))), data["per_uid"]))
+                                   float(data.get("macro", float("nan"))), data["per_uid"], settings))
     if unreadable and problems is not None:
         problems.append(f"{len(unreadable)} unreadable report{'s' if len(unreadable) > 1 else ''} skipped "
                         f"({', '.join(unreadable[:3])})")
@@ -95,16 +104,18 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def earlier_report(reports: list[SavedReport], suite: str, step: int | None, backend: str) -> SavedReport | None:
-    """The report to compare a new one with: the same suite and backend at the latest other step."""
-    same = [r for r in reports if r.suite == suite and r.backend == backend and r.step != step]
-    earlier = [r for r in same if step is None or r.step is None or r.step < step]
-    return (earlier or same or [None])[0]
+def earlier_report(reports: list[SavedReport], suite: str, step: int | None, settings: dict | None) -> SavedReport | None:
+    """The report to compare a new one with: the same suite and settings at the nearest lower step.
+    None when there is none; a later step, or settings unknown on either side, never compare."""
+    if step is None or settings is None:
+        return None
+    earlier = [r for r in reports if r.suite == suite and r.settings == settings and r.step is not None and r.step < step]
+    return max(earlier, key=lambda r: r.step, default=None)
 
 
-def assemble_report(suite: str, per_uid: dict[str, dict], seconds: float, backend: str, checkpoint: str):
+def assemble_report(suite: str, per_uid: dict[str, dict], seconds: float, checkpoint: str, settings: dict):
     """An EvalReport from UIDs scored one at a time, with the same per-field and macro averages as
-    core.evaluate.evaluate computes for a whole suite."""
+    core.evaluate.evaluate computes for a whole suite; settings as core.evaluate.report_settings."""
     from core.evaluate import EvalReport  # the report type saved by the CLI; imported when one is built
 
     by_field: dict[str, list[float]] = {}
@@ -118,6 +129,6 @@ def assemble_report(suite: str, per_uid: dict[str, dict], seconds: float, backen
         macro=sum(r["accuracy"] for r in per_uid.values()) / len(per_uid) if per_uid else float("nan"),
         n=sum(r["n"] for r in per_uid.values()),
         seconds=seconds,
-        backend=backend,
         checkpoint=checkpoint,
+        **settings,
     )

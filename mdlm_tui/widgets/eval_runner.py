@@ -29,20 +29,24 @@ def run_evaluation(request: EvalRequest,
                    on_suite: Callable[[object, Path], None],
                    on_status: Callable[[str], None] = lambda line: None,
                    cancelled: Callable[[], bool] = lambda: False,
-                   on_dev: Callable[[dict, Path], None] = lambda result, path: None) -> list[Path]:
-    """Score every UID of every suite; on_uid(suite, uid, result) after each, on_suite(report, path)
+                   on_dev: Callable[[dict, Path], None] = lambda result, path: None,
+                   on_suite_start: Callable[[str, int | None, dict], None] = lambda suite, step, settings: None,
+                   ) -> list[Path]:
+    """Score every UID of every suite; on_suite_start(suite, step, settings) before each (settings as
+    core.evaluate.report_settings), on_uid(suite, uid, result) after each UID, on_suite(report, path)
     after each suite's report is saved. The spec "dev" computes the dev-set NELBO as `mdlm-tui eval
     --suite dev` does and reports it to on_dev. Returns the saved report paths."""
     from core.config import apply_overrides
-    from core.evaluate import checkpoint_step, evaluate, load_for_eval, make_scorer, save_report
+    from core.evaluate import checkpoint_step, evaluate, load_for_eval, make_scorer, report_settings, save_report
     from core.scoring import drop_long_items
     from core.suites import Suite, load_suite
     from mdlm_tui.widgets.eval_reports import assemble_report
 
-    on_status(f"loading {request.checkpoint} ...")
+    on_status(f"loading {Path(request.checkpoint).name} ...")
     warn = lambda message: on_status(message)
     model, tokenizer, cfg, ckpt = load_for_eval(str(request.checkpoint), weights="ema", device=request.device, warn=warn)
-    cfg = apply_overrides(cfg, [f"eval.backend={request.backend}"])  # the CLI's check and message
+    # the CLI's check and message; the weights as loaded, for the reports
+    cfg = apply_overrides(cfg, [f"eval.backend={request.backend}", "eval.weights=ema"])
     specs = [part.strip() for part in request.suites.split(",") if part.strip()]
     run_dir, step = ckpt.parent.parent, checkpoint_step(ckpt)
     saved = []
@@ -60,6 +64,8 @@ def run_evaluation(request: EvalRequest,
         started = time.perf_counter()
         per_uid: dict[str, dict] = {}
         uids = suite.uids()
+        settings = report_settings(scorer, suite)
+        on_suite_start(suite.name, step, settings)
         for index, uid in enumerate(uids, 1):
             if cancelled():
                 return saved
@@ -67,8 +73,7 @@ def run_evaluation(request: EvalRequest,
             part = Suite(name=suite.name, items=[item for item in suite.items if item.uid == uid], source=suite.source)
             per_uid[uid] = evaluate(scorer, part, checkpoint=str(ckpt)).per_uid[uid]
             on_uid(suite.name, uid, per_uid[uid])
-        report = assemble_report(suite.name, per_uid, time.perf_counter() - started,
-                                 getattr(scorer, "backend", request.backend), str(ckpt))
+        report = assemble_report(suite.name, per_uid, time.perf_counter() - started, str(ckpt), settings)
         path = save_report(report, run_dir / "eval", step)
         saved.append(path)
         on_suite(report, path)

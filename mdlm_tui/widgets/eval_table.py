@@ -1,5 +1,6 @@
 """The Eval screen's per-UID table: one row per paradigm as its score lands, next to an earlier
-report's accuracy and the difference. Differences carry a sign, so they read without colour."""
+report's accuracy and the difference. Differences carry a sign, so they read without colour; the
+comparison column's header names the step compared with ("vs step-80"), or "vs none"."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from textual.widgets import DataTable
 from mdlm_tui.widgets.eval_reports import SavedReport
 from mdlm_tui.widgets.guard import Guarded
 
-COLUMNS = (("UID", "uid"), ("n", "n"), ("acc %", "now"), ("earlier %", "earlier"), ("Δ", "delta"))
+COLUMNS = (("UID", "uid"), ("n", "n"), ("acc %", "now"), ("vs none", "earlier"), ("Δ", "delta"))
 
 
 def percent(value: float | None) -> str:
@@ -19,6 +20,10 @@ def signed_points(now: float | None, earlier: float | None) -> str:
     if now is None or earlier is None:
         return ""
     return f"{100 * (now - earlier):+.1f}"
+
+
+def step_name(report: SavedReport) -> str:
+    return f"step-{'?' if report.step is None else report.step}"
 
 
 class EvalTable(Guarded, DataTable):
@@ -32,13 +37,33 @@ class EvalTable(Guarded, DataTable):
         self.earlier: dict[str, SavedReport | None] = {}  # suite -> report compared with
 
     def on_mount(self) -> None:
+        if not self.columns:  # a reset before mounting added them
+            self._add_columns(self.compared_label())
+
+    def _add_columns(self, compared: str) -> None:
         for label, key in COLUMNS:
-            self.add_column(label, key=key)
+            self.add_column(compared if key == "earlier" else label, key=key)
+
+    def compared_label(self) -> str:
+        """The comparison column's header: the one step compared with, else "earlier" or "none"."""
+        steps = {step_name(report) for report in self.earlier.values() if report is not None}
+        return f"vs {steps.pop() if len(steps) == 1 else 'earlier' if steps else 'none'}"
 
     def reset(self) -> None:
         self.clear()
         self.results.clear()
         self.earlier.clear()
+        self._relabel()
+
+    def _relabel(self) -> None:
+        """A new header is a new column: the table is rebuilt from its results."""
+        label = self.compared_label()
+        if self.columns and self.columns["earlier"].label.plain == label:
+            return
+        self.clear(columns=True)
+        self._add_columns(label)
+        for (suite, uid), result in self.results.items():
+            self.add_result(suite, uid, result)
 
     def earlier_accuracy(self, suite: str, uid: str) -> float | None:
         report = self.earlier.get(suite)
@@ -47,6 +72,7 @@ class EvalTable(Guarded, DataTable):
 
     def compare_with(self, suite: str, report: SavedReport | None) -> None:
         self.earlier[suite] = report
+        self._relabel()
         for (row_suite, uid), result in self.results.items():
             if row_suite == suite:
                 self._update(row_suite, uid, result)
