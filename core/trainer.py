@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -34,7 +35,7 @@ from core.model import build_model
 from core.objective import diffusion_loss
 from core.optim import EMA, build_optimizer, lr_multiplier
 from core.probes import Probes
-from core.runs import IMPORTED_MARKER, RunDir, atomic_write_text
+from core.runs import ACTIVE_STATES, IMPORTED_MARKER, RunDir, atomic_write_text
 from core.schedules import build_schedule
 from core.telemetry import SystemMonitor
 
@@ -102,6 +103,7 @@ class _Interval:
 
 
 RELEASE_EVERY = 50  # steps between returning freed heap pages to the OS on CPU
+LIVE_HEARTBEAT_S = 30.0  # a heartbeat older than this means its trainer is gone (as RunDir.live_pid)
 
 
 class StopAtOnce(BaseException):
@@ -455,17 +457,25 @@ def _prepare_folder(cfg: Config, run: RunDir, resume: bool, log: Callable[[str],
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"--run-dir {run.path} is a file, not a folder; give a folder for the run.")
     if (pid := run.live_pid()) is not None:
-        raise UserError(f"{run.path} is still being trained by process {pid}; stop it (kill {pid}) or watch it "
-                        f"with `mdlm-tui watch {run.path}`.")
+        raise UserError(f"{run.path} is still being trained by process {pid}; stop it (kill {pid}), watch it "
+                        f"with `mdlm-tui watch {run.path}` or choose another --run-dir.")
+    status = run.read_status() if run.is_run() else {}
+    # A trainer on another host sharing this disk: its pid cannot be checked here, its heartbeat can.
+    host = status.get("host", socket.gethostname())
+    if (status.get("state") in ACTIVE_STATES and host != socket.gethostname()
+            and time.time() - status.get("heartbeat", 0) <= LIVE_HEARTBEAT_S):
+        raise UserError(f"{run.path} is still being trained on {host} (its heartbeat is fresh); watch it with "
+                        f"`mdlm-tui watch {run.path}` or choose another --run-dir.")
     if resume and (run.path / IMPORTED_MARKER).is_file():
         raise UserError(f"{run.path} holds imported weights without optimizer state or data position: "
                         "evaluate and sample it, or start a new run to train.")
     has_checkpoint = bool(ckpt.step_dirs(run.checkpoints_dir)) if run.is_run() else False
-    state = run.read_status().get("state") if run.is_run() else None
+    state = status.get("state")
     # Only a folder a trainer wrote (its status says how it ended) is cleared; a config.yaml alone
     # may be someone's own file.
     if state is not None and not has_checkpoint:
-        log(f"{run.path} holds a run that ended before its first checkpoint ({state}); starting it afresh in place")
+        how = {"failed": "failed", "stopped": "was stopped"}.get(state, "ended")
+        log(f"{run.path}: its earlier attempt {how} before any checkpoint; starting it afresh in place")
         run.clear()
         resume = False
     elif not resume and run.is_run():
@@ -473,6 +483,15 @@ def _prepare_folder(cfg: Config, run: RunDir, resume: bool, log: Callable[[str],
     if not resume:
         run.create(to_yaml(cfg))
     return resume
+
+
+def config_summary(cfg: Config, config_path) -> str:
+    """One line for the console; the full config is config.yaml (and `mdlm-tui inspect`)."""
+    m, s = cfg.model, cfg.schedule
+    masking = (f"frequency masking (p_freq {cfg.masking.p_freq:g}{', curriculum' if cfg.masking.curriculum else ''})"
+               if cfg.masking.kind == "frequency" else f"{cfg.masking.kind} masking")
+    return (f"config: {cfg.name} preset, {s.name} schedule (p={s.power:g}), {masking}, {m.num_layers} layers x "
+            f"{m.hidden_size} ({m.num_heads} heads), budget {cfg.train.budget}; in full: {config_path}")
 
 
 def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callable[[str], None] = print,
@@ -490,6 +509,7 @@ def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callabl
     except OSError as e:
         raise UserError(f"Cannot write the run folder {run.path} ({e.strerror or e}); "
                         "choose a writable --run-dir.") from None
+    log(config_summary(cfg, run.config_path))
     trainer = Trainer(cfg, run, device, resume, log, progress, overrides)
     heartbeat = run.start_heartbeat()
 

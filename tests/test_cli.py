@@ -98,3 +98,38 @@ def test_schedule_json_shows_what_p_does():
 
 def test_schedule_unknown_name():
     assert_clean_error(mdlm("schedule", "cosin"), "Did you mean 'cosine'")
+
+
+def _command_names():
+    import typer
+
+    from mdlm_tui.cli import app
+
+    return sorted(typer.main.get_command(app).commands)
+
+
+@pytest.mark.parametrize("command", [[]] + [[name] for name in _command_names()], ids=lambda c: " ".join(c) or "top")
+def test_help_shows_flags_as_plain_flags(command):
+    result = mdlm(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    for metavar in ("<bool>", "BOOLEAN"):
+        assert metavar not in result.stdout, f"`mdlm-tui {' '.join(command + ['--help'])}` shows {metavar}:\n{result.stdout}"
+    assert "--help" in result.stdout
+
+
+def test_a_run_another_host_is_training_is_never_cleared(tmp_path):
+    import time
+
+    from core.config import load_config, to_yaml
+
+    run_dir = tmp_path / "shared-disk-run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(to_yaml(load_config("smoke", [])))
+    status = {"state": "running", "pid": 4242, "host": "elsewhere", "step": 3, "heartbeat": time.time()}
+    (run_dir / "status.json").write_text(json.dumps(status))
+    (run_dir / "metrics.jsonl").write_text('{"event": "train", "step": 3}\n')
+    before = {path.name: path.read_bytes() for path in run_dir.iterdir()}
+    assert_clean_error(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, "--set", "train.budget=2 steps",
+                            "--set", "train.dev_every=0", "--set", "train.threads=1"),
+                       "still being trained on elsewhere", "another --run-dir")
+    assert {path.name: path.read_bytes() for path in run_dir.iterdir()} == before

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.runs import read_jsonl
-from tests.helpers import mdlm, start
+from tests.helpers import error_line, mdlm, start
 
 pytestmark = pytest.mark.slow
 
@@ -187,3 +187,43 @@ def test_first_update_takes_lr_zero_and_records_log_both_mask_rates(tmp_path):
     assert again[0]["lr"] == pytest.approx(first[1]["lr"])
     for record in first:
         assert 0 < record["schedule_rate"] < 1 and 0 < record["mask_rate"] < 1
+
+
+FAST = ["--set", "train.budget=2 steps", "--set", "train.dev_every=0", "--set", "train.threads=1"]
+
+
+def test_a_start_that_failed_can_be_run_again_in_the_same_folder(tmp_path):
+    run_dir = tmp_path / "x"
+    error = error_line(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *FAST, "--set", f"data.path={tmp_path / 'nope'}"))
+    assert "nope does not exist" in error
+    empty = tmp_path / "empty.txt"  # found, but fails while the data is prepared, leaving the folder behind
+    empty.write_text("\n")
+    error_line(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *FAST, "--set", f"data.path={empty}"))
+    assert status(run_dir)["state"] == "failed"
+
+    fixed = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *FAST)
+    assert fixed.returncode == 0, fixed.stderr
+    said = [line for line in fixed.stdout.splitlines() if "afresh" in line]
+    assert len(said) == 1 and "earlier attempt failed before any checkpoint" in said[0], fixed.stdout
+    assert status(run_dir)["state"] == "finished" and status(run_dir)["step"] == 2
+    assert status(run_dir)["error"] is None
+
+
+def test_a_run_with_a_checkpoint_is_refused_saying_how_to_go_on(finished_smoke_run):
+    error = error_line(mdlm("run", "--preset", "smoke", "--run-dir", finished_smoke_run, *FAST))
+    assert "already holds a run" in error and "--resume" in error and "another --run-dir" in error
+    assert status(finished_smoke_run)["state"] == "finished"
+
+
+def test_console_shows_a_config_summary_and_config_yaml_the_whole(tmp_path):
+    run_dir = tmp_path / "run"
+    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *FAST)
+    assert result.returncode == 0, result.stderr
+    summary = [line for line in result.stdout.splitlines() if "config:" in line]
+    assert len(summary) == 1, result.stdout
+    for part in ("smoke preset", "cosine schedule (p=1)", "frequency masking (p_freq 0.02, curriculum)",
+                 "2 layers x 128 (4 heads)", "budget 2 steps", f"in full: {run_dir / 'config.yaml'}"):
+        assert part in summary[0], summary[0]
+    assert "layer_norm_eps" not in result.stdout, "the full config stays out of the console"
+    assert "layer_norm_eps" in (run_dir / "config.yaml").read_text()
+    assert "layer_norm_eps" in mdlm("inspect", "--preset", "smoke").stdout
