@@ -17,6 +17,7 @@ app = typer.Typer(
     add_completion=False,
     invoke_without_command=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: the rich one labels every flag, --help included, with a <bool> type
     help="A terminal workbench for masked diffusion language models with frequency-informed masking.",
 )
 
@@ -53,7 +54,7 @@ def run(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: the config's train.device)."),
 ):
     """Train headless, writing a run folder that `mdlm-tui watch` and the TUI can follow."""
-    from core.config import apply_overrides, check_resume_changes, load_config, load_saved_config, to_yaml
+    from core.config import apply_overrides, check_resume_changes, load_config, load_saved_config
     from core.runs import RunDir
 
     if resume:
@@ -78,7 +79,6 @@ def run(
 
     log, progress, done = _reporter()
     log(f"run folder: {run.path}")
-    log("config:\n" + to_yaml(cfg).rstrip())
     from core.trainer import start
 
     try:
@@ -119,6 +119,29 @@ def control(
         raise UserError(f"No trainer is working on {run_dir} now (state: {run.read_status().get('state', 'unknown')}).")
     send(run.path, command)
     print(f"sent '{command}' to the trainer of {run_dir} (process {pid}); it acts after the current step")
+
+
+@app.command()
+def restore(
+    name: Optional[str] = typer.Argument(None, help="A deleted run's name, or its folder name in the trash (default: list the trash)."),
+    runs: Path = typer.Option(Path("runs"), "--runs", help="The folder holding your runs."),
+):
+    """Bring back a run deleted in the TUI (kept in RUNS/.trash); without NAME, list what is there."""
+    from core.runs import TRASH_FOLDER, original_name, restore_run, trashed_runs
+
+    trashed = trashed_runs(runs)
+    if name is None:
+        if not trashed:
+            print(f"{runs / TRASH_FOLDER} holds no deleted run.")
+        for path in trashed:  # most recently deleted first
+            print(f"{path.name}  (restores to {runs / original_name(path)})")
+        return
+    # a folder name in the trash picks that one; a run's own name, its most recently deleted copy
+    chosen = next((p for p in trashed if p.name == name), None) or next(
+        (p for p in trashed if original_name(p) == name), None)
+    if chosen is None:
+        raise UserError(f"No deleted run named {name} in {runs / TRASH_FOLDER}; `mdlm-tui restore --runs {runs}` lists them.")
+    print(f"restored {chosen} to {restore_run(chosen)}")
 
 
 @app.command("import")
@@ -247,7 +270,9 @@ def eval_command(
             raise UserError(f"{option} {path} is a folder; give a file to write, such as {path / 'out.json'}.")
     warn = lambda m: print(m if m.startswith("warning") else f"warning: {m}", file=sys.stderr)
     model, tokenizer, cfg, ckpt = load_for_eval(target, weights=weights, device=device, warn=warn)
-    keys = [f"eval.{k}={v}" for k, v in (("backend", backend), ("rate_value", rate_value), ("draws", draws)) if v is not None]
+    # eval.weights: the weights loaded, which the saved reports record
+    keys = [f"eval.{k}={v}" for k, v in (("backend", backend), ("rate_value", rate_value), ("draws", draws),
+                                         ("weights", weights)) if v is not None]
     cfg = apply_overrides(cfg, keys)  # the same validation and messages as --set
     specs = [part.strip() for part in (suite or cfg.eval.suites).split(",") if part.strip()]
     run_dir, step = ckpt.parent.parent, checkpoint_step(ckpt)
@@ -344,7 +369,8 @@ def _print_report(report) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{report.suite} ({report.backend}, {report.n:,} items, {report.seconds:.0f} s)")
+    limit = f", at most {report.limit} items a UID" if report.limit else ""
+    table = Table(title=f"{report.suite} ({report.backend}, {report.n:,} items{limit}, {report.seconds:.0f} s)")
     for name, justify in (("UID", "left"), ("field", "left"), ("n", "right"), ("accuracy", "right")):
         table.add_column(name, justify=justify)
     for uid, row in sorted(report.per_uid.items()):
@@ -409,6 +435,21 @@ def sample(
         except OSError as e:
             raise UserError(f"The sample above could not be traced to {trace} ({e.strerror or e}).") from None
     print(f"({ckpt}, {result.forward_passes} forward passes, {result.seconds:.2f} s)", file=sys.stderr)
+
+
+@app.command("export")
+def export_command(
+    target: str = typer.Argument(..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."),
+    out: Path = typer.Argument(..., help="The folder to write; it must not exist yet, or be empty."),
+    weights: str = typer.Option("ema", "--weights", help="ema | raw"),
+    milestones: bool = typer.Option(False, "--milestones", help="Write OUT/main (the latest checkpoint) and one folder per milestone checkpoint (checkpoints/chck_*), each a hub revision."),
+):
+    """Write a Hugging Face model folder (config.json, modeling file, safetensors, tokenizer) for the BabyLM pipeline."""
+    from core.export import export
+
+    written = export(target, out, weights=weights, milestones=milestones, log=lambda m: print(m, file=sys.stderr))
+    for folder in written:
+        print(folder)
 
 
 def main() -> None:
