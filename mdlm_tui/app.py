@@ -28,6 +28,7 @@ from core.runs import RunDir
 from mdlm_tui.screens.help import HelpScreen
 from mdlm_tui.screens.runs import RunsScreen, find_runs
 from mdlm_tui.screens.train import TrainScreen
+from mdlm_tui.type_ahead import TypeAhead
 from mdlm_tui.watcher import run_health
 from mdlm_tui.widgets.guard import Guarded, culprit
 from mdlm_tui.widgets.key_bar import KeyBar
@@ -96,7 +97,7 @@ class MdlmCommands(Provider):
                 yield Hit(score, matcher.highlight(text), callback, text=text, help=help_text)
 
 
-class MdlmApp(Guarded, App):
+class MdlmApp(TypeAhead, Guarded, App):
     CSS_PATH = "app.tcss"
     TITLE = "mdlm-tui"
     COMMANDS = App.COMMANDS | {MdlmCommands}
@@ -262,7 +263,10 @@ def run_app(runs_root: Path, watch: Path | None = None) -> None:
     app.run()
     if app.return_code:
         error = app._exception  # the first error; Textual keeps it for test frameworks
-        cause = f" ({type(error).__name__}: {error})" if error is not None else ""
+        text = str(error) if error is not None else ""
+        # an error whose text is only an object's repr (a stylesheet's errors) is named by its type alone
+        detail = f": {text}" if text and not text.startswith("<") else ""
+        cause = f" ({type(error).__name__}{detail})" if error is not None else ""
         print(f"error: mdlm-tui stopped on an unexpected error{cause}; the details are above.",
               file=sys.stderr)
         raise SystemExit(1)

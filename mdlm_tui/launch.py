@@ -49,10 +49,33 @@ def validate_overrides(preset: str, overrides: list[str]) -> str | None:
     return None
 
 
-def new_run_dir(runs_root: Path, preset: str) -> Path:
-    """runs_root/<preset>-<YYYYmmdd-HHMMSS>, with -2, -3 ... when two runs start in the same second."""
-    stem = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
-    base = Path(runs_root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+# A run's folder name as a person types it: no path separators, no hidden or relative names.
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def preset_stem(preset: str) -> str:
+    return Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+
+
+def run_name_error(runs_root: Path, name: str) -> str | None:
+    """Why `name` cannot be a new run's folder under runs_root, or None (an empty name picks the default)."""
+    name = name.strip()
+    if not name:
+        return None
+    if not _RUN_NAME.fullmatch(name):
+        return (f"Run name '{name}' is not a simple folder name: use up to 100 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit.")
+    if (Path(runs_root) / name).exists():
+        return f"A run named '{name}' already exists in {runs_root}; choose another name."
+    return None
+
+
+def new_run_dir(runs_root: Path, preset: str, name: str = "") -> Path:
+    """runs_root/name when named, else runs_root/<preset>-<YYYYmmdd-HHMMSS>, with -2, -3 ... when two
+    runs start in the same second."""
+    if name.strip():
+        return Path(runs_root) / name.strip()
+    base = Path(runs_root) / f"{preset_stem(preset)}-{time.strftime('%Y%m%d-%H%M%S')}"
     candidate, n = base, 2
     while candidate.exists():
         candidate, n = base.with_name(f"{base.name}-{n}"), n + 1

@@ -1,5 +1,6 @@
 """Configure screen, driven with Pilot at 80x24: inline validation with the CLI's sentences, the
-schedule and frequency previews, and Start spawning a real `mdlm-tui run` that finishes."""
+schedule and frequency previews, Start spawning a real `mdlm-tui run` that finishes, keys typed
+ahead of the screen, the run name, and the warning about a run too long for this CPU."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from textual import events
 from textual.app import App
-from textual.widgets import Input, Static
+from textual.keys import _character_to_key
+from textual.widgets import Input, Select, Static
 
+from core.config import load_config
+from mdlm_tui.app import MdlmApp
 from mdlm_tui.launch import parse_extra_overrides, run_command, validate_overrides
 from mdlm_tui.screens.configure import ConfigureScreen
+from mdlm_tui.widgets.configure_form import EXTRA_ID, field_id
 from mdlm_tui.widgets.configure_plots import FrequencyRankPlot, MaskRateHistogram, WeightVsRate
 from tests.helpers import wait_for
 
@@ -152,3 +158,200 @@ def test_the_screens_load_without_torch():
             "mdlm_tui.launch; print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+# ------------------------------------------------------------ the Weight tab, keys typed ahead, run name, long runs
+
+
+def test_resizing_by_one_column_on_the_weight_tab_keeps_the_app(tmp_path, monkeypatch):
+    """80x24, the Weight tab, one column wider: plotext's log axis once took the log of a log there.
+    And should drawing a plot still fail, the app says so and goes on."""
+    from textual.geometry import Region
+
+    def drawn(plot) -> str:  # draws the plot at its size now
+        return " ".join(" ".join(strip.text for strip in plot.render_lines(Region(0, 0, *plot.size))).split())
+
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("c")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfigureScreen) and app.screen.query(WeightVsRate), 30,
+                           "the Configure screen")
+            plot = app.screen.query_one(WeightVsRate)
+            await wait_for(pilot, lambda: plot.shown is not None, 120, "the schedule preview")
+            for _ in range(40):  # Tab to the plots' tabs, as a person does
+                if type(app.focused).__name__ == "ContentTabs":
+                    break
+                await pilot.press("tab")
+            await pilot.press("right")
+            await wait_for(pilot, lambda: app.screen.query_one("#configure-plots").active == "tab-weight", 10,
+                           "the Weight tab")
+            for width, height in ((81, 24), (80, 24), (41, 12), (20, 6), (80, 24)):
+                await pilot.resize_terminal(width, height)
+                await wait_for(pilot, lambda: app.size == (width, height), 10, f"the app at {width}x{height}")
+                text = drawn(plot)
+                assert app.is_running and app.return_code is None, f"the app ended at {width}x{height}"
+                assert app.failures == [] and "failed" not in text, (width, height, app.failures)
+            assert "weight, p = 1" in drawn(plot)
+
+            def broken(self):
+                raise ValueError("math domain error")
+
+            monkeypatch.setattr(WeightVsRate, "render", broken)
+            await pilot.resize_terminal(81, 24)
+            await wait_for(pilot, lambda: any("math domain error" in failure for failure in app.failures), 10,
+                           "the failure shown")
+            assert "WeightVsRate #configure-weight-plot failed: ValueError: math domain error" in drawn(plot)
+            assert app.is_running and app.return_code is None
+
+    asyncio.run(body())
+
+
+TYPED = "train.budget=30 steps; train.log_every=1; train.dev_every=0"
+TABS_TO_EXTRA = 11  # from the preset picker: the ten form fields, then the extra --set line
+
+
+def type_at_once(app, *keys: str) -> None:
+    """Queue keys the way a terminal hands over a burst (a paste, tmux send-keys, typing on a busy
+    machine): all of them before the app has handled the first. pilot.press cannot show what happens
+    then: it waits for the app to be idle after every key."""
+    for key in keys:
+        character = key if len(key) == 1 else None
+        app.post_message(events.Key(_character_to_key(key) if character and not key.isalnum() else key, character))
+
+
+def field_value(app, selector: str) -> str | None:
+    screen = app.screen
+    if not isinstance(screen, ConfigureScreen) or not screen.query(selector):
+        return None
+    return screen.query_one(selector).value
+
+
+async def wait_for_field(pilot, app, selector: str, text: str, timeout: float = 60) -> None:
+    """Wait until the field holds `text`; on a timeout, say what it holds and where the focus is."""
+    try:
+        await wait_for(pilot, lambda: field_value(app, selector) == text, timeout, f"{selector} to hold {text!r}")
+    except AssertionError:
+        raise AssertionError(f"{selector} holds {field_value(app, selector)!r}, not {text!r} "
+                             f"(screen {type(app.screen).__name__}, focus {app.focused!r})") from None
+
+
+def test_keys_typed_at_once_after_c_land_in_the_extra_field(tmp_path):
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=SIZE) as pilot:
+            type_at_once(app, "c", *["tab"] * TABS_TO_EXTRA, *TYPED)
+            await wait_for_field(pilot, app, f"#{EXTRA_ID}", TYPED)
+            screen = app.screen
+            assert screen.overrides() == parse_extra_overrides(TYPED)
+            await wait_for(pilot, lambda: "30 steps" in verdict_text(screen) and "M parameters" in verdict_text(screen),
+                           60, "the verdict for the typed budget")
+            assert screen.error is None and app.failures == []
+
+    asyncio.run(body())
+
+
+def test_a_typo_typed_at_once_after_c_is_named_in_the_verdict(tmp_path):
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=SIZE) as pilot:
+            type_at_once(app, "c", *["tab"] * TABS_TO_EXTRA, *"train.bugdet=3 steps")
+            await wait_for_field(pilot, app, f"#{EXTRA_ID}", "train.bugdet=3 steps")
+            screen = app.screen
+            await wait_for(pilot, lambda: screen.error is not None, 30, "the verdict")
+            assert "Unknown config key 'train.bugdet'" in verdict_text(screen), verdict_text(screen)
+
+    asyncio.run(body())
+
+
+def test_a_field_typed_in_keeps_its_text_through_late_fills_and_a_preset_change(tmp_path):
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("c")
+            await wait_for(pilot, lambda: field_value(app, f"#{EXTRA_ID}") is not None, 30, "the Configure form")
+            screen = app.screen
+            layers = f"#{field_id('model.num_layers')}"
+            type_at_once(app, *["tab"] * 7, "3")  # preset, schedule, power, masking, p_freq, curriculum, hidden, layers
+            await wait_for_field(pilot, app, layers, "3")
+            await wait_for(pilot, lambda: "2x128" not in verdict_text(screen) and "3x128" in verdict_text(screen)
+                           and "M parameters" in verdict_text(screen), 60, "the verdict for 3 layers")
+            # a preset chosen after the edit fills the other fields and keeps the edited one
+            screen.query_one("#configure-preset", Select).value = "cpu-small"
+            await wait_for(pilot, lambda: screen.preset == "cpu-small", 10, "the cpu-small preset")
+            await wait_for_field(pilot, app, f"#{field_id('model.hidden_size')}", "256")
+            assert field_value(app, layers) == "3" and "model.num_layers=3" in screen.overrides()
+
+    asyncio.run(body())
+
+
+def test_a_late_schedule_preview_never_overwrites_the_verdict_of_a_newer_config(tmp_path):
+    async def body():
+        app = ConfigureHost(tmp_path / "runs")
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            screen.query_one(f"#{EXTRA_ID}", Input).value = "train.budget=30 steps"
+            await wait_for(pilot, lambda: "30 steps" in verdict_text(screen) and "M parameters" in verdict_text(screen)
+                           and screen._revalidate_timer is None, 60, "the verdict for 30 steps, nothing left to check")
+            # the preview of the preset as it was (500 steps) arrives late, after the edit was shown
+            worker = screen.compute_schedule_preview(load_config("smoke"))
+            await wait_for(pilot, lambda: worker.is_finished, 60, "the late preview computed")
+            handled = []
+            screen.call_later(handled.append, True)  # queued behind the late preview's message
+            await wait_for(pilot, lambda: handled, 10, "the late preview handled")
+            assert "30 steps" in verdict_text(screen) and "500 steps" not in verdict_text(screen), verdict_text(screen)
+
+    asyncio.run(body())
+
+
+def test_the_run_name_names_the_folder_and_a_bad_or_taken_name_is_a_sentence(tmp_path, monkeypatch):
+    runs_root = tmp_path / "runs"
+    (runs_root / "taken").mkdir(parents=True)
+    started = []
+    monkeypatch.setattr("mdlm_tui.screens.configure.spawn_run",
+                        lambda preset, overrides, run_dir: started.append(run_dir) or subprocess.Popen(["true"]))
+
+    async def body():
+        app = ConfigureHost(runs_root)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            name = screen.query_one("#configure-run-name", Input)
+            assert name.placeholder.startswith("smoke-")  # the default folder name
+            await wait_for(pilot, lambda: "M parameters" in verdict_text(screen), 60, "the first verdict")
+            for typed, sentence in (("a/b", "not a simple folder name"), ("..", "not a simple folder name"),
+                                    ("taken", "already exists")):
+                name.value = typed
+                await wait_for(pilot, lambda: screen.error is not None and sentence in screen.error, 10, sentence)
+                assert sentence in verdict_text(screen)
+                await pilot.press("ctrl+s")
+                assert started == [] and app.opened == []
+            name.value = "my-run"
+            await wait_for(pilot, lambda: screen.error is None, 10, "a valid name")
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: app.opened, 10, "open_run")
+            assert started == [runs_root / "my-run"] == app.opened
+
+    asyncio.run(body())
+
+
+def test_a_run_that_would_take_long_on_this_cpu_is_warned_about_not_refused(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the estimate is for a CPU
+
+    async def body():
+        app = ConfigureHost(tmp_path / "runs")
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            await wait_for(pilot, lambda: "M parameters" in verdict_text(screen), 60, "the smoke verdict")
+            assert "⚠" not in verdict_text(screen)  # a minute or two: nothing to say
+            # a paper-size preset on the embedded corpus
+            screen.query_one(f"#{EXTRA_ID}", Input).value = "data.source=auto"
+            screen.query_one("#configure-preset", Select).value = "bimodal-p0"
+            await wait_for(pilot, lambda: screen.preset == "bimodal-p0" and "⚠" in verdict_text(screen), 120,
+                           "the long-run warning")
+            text = verdict_text(screen)
+            assert screen.error is None and "✓ bimodal-p0" in text
+            assert ("hours" in text or "days" in text) and "cpu-small" in text and "smoke" in text, text
+
+    asyncio.run(body())

@@ -1,8 +1,12 @@
-"""The key bar every screen ends with, and the thinning that keeps long curves cheap to draw."""
+"""The key bar every screen ends with, the thinning that keeps long curves cheap to draw, and how
+`mdlm-tui` ends when the app ends on an error."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
+
+import pytest
 
 from mdlm_tui.app import MdlmApp
 from mdlm_tui.screens.help import HelpScreen
@@ -77,3 +81,20 @@ def test_thinning_keeps_spikes_ends_and_order():
     assert tx == sorted(tx) and len(set(tx)) == len(tx)
     short = list(range(50))
     assert thin(short, short, buckets=80) == (short, short)  # nothing to thin
+
+
+def test_the_workbench_ending_on_an_error_exits_1_with_one_readable_sentence(tmp_path, monkeypatch, capsys):
+    """`mdlm-tui` as typed: a stylesheet that does not parse ends the app before any screen is up."""
+    from mdlm_tui import cli
+
+    monkeypatch.setattr(MdlmApp, "CSS", "Screen { colour-of-nothing: red; }")
+    run = MdlmApp.run
+    monkeypatch.setattr(MdlmApp, "run", lambda self, **kwargs: run(self, headless=True, **kwargs))
+    monkeypatch.setattr(sys, "argv", ["mdlm-tui", "--runs", str(tmp_path / "runs")])
+    with pytest.raises(SystemExit) as ended:
+        cli.main()
+    assert ended.value.code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: mdlm-tui stopped on an unexpected error (StylesheetParseError")
+    assert " object at 0x" not in lines[0], lines[0]  # a sentence, not an object's repr

@@ -2,8 +2,9 @@
 masking will do, and start the run as its own `mdlm-tui run` process.
 
 Validation is the engine's own (`mdlm_tui.launch.validate_overrides`), so the sentence shown under
-the form is the one the CLI would print. The plots are computed in worker threads (they import
-torch); the screen itself stays light.
+the form is the one the CLI would print. The plots, the parameter count and the warning about a run
+that would take long on this CPU are computed in worker threads (they import torch); the screen
+itself stays light.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from textual.widgets import Button, Label, Select, Static, TabbedContent, TabPan
 from textual.worker import get_current_worker
 
 from core.config import load_config, preset_names
-from mdlm_tui.launch import new_run_dir, spawn_run, validate_overrides
+from mdlm_tui.launch import new_run_dir, preset_stem, run_name_error, spawn_run, validate_overrides
 from mdlm_tui.widgets.configure_form import ConfigureForm
 from mdlm_tui.widgets.configure_plots import FrequencyRankPlot, MaskRateHistogram, WeightVsRate
 from mdlm_tui.widgets.guard import Guarded
@@ -34,6 +35,9 @@ REVALIDATE_AFTER_S = 0.15  # typing "0.25" should validate once, not four times
 class ConfigureScreen(Guarded, Screen):
     """Preset picker, form, inline validation, schedule and masking previews, Start."""
 
+    # focused as soon as the screen is composed, before any key typed after the one that showed it;
+    # a focus() in on_mount acted later and took the focus back from a person already tabbing
+    AUTO_FOCUS = "#configure-preset"
     BINDINGS = [
         Binding("ctrl+s", "start", "Start run", priority=True),
         Binding("ctrl+f", "frequency_preview", "Freq. preview", priority=True),
@@ -43,7 +47,7 @@ class ConfigureScreen(Guarded, Screen):
     ConfigureScreen #configure-body { height: 1fr; }
     ConfigureScreen #configure-form-column { width: 40; padding: 0 1; }
     ConfigureScreen #configure-right { width: 1fr; }
-    ConfigureScreen #configure-verdict { height: auto; max-height: 4; padding: 0 1; }
+    ConfigureScreen #configure-verdict { height: auto; max-height: 5; padding: 0 1; }  /* 5: room for a warning line */
     ConfigureScreen #configure-verdict.-invalid { text-style: bold; color: $error; }
     ConfigureScreen #configure-buttons { height: auto; margin-top: 1; }
     ConfigureScreen #configure-buttons Button { min-width: 10; margin-right: 1; }
@@ -54,9 +58,10 @@ class ConfigureScreen(Guarded, Screen):
     """
 
     class SchedulePreviewReady(Message):
-        def __init__(self, preview, parameters: int, summary: str) -> None:
+        def __init__(self, cfg, preview, parameters: int, summary: str, warning: str | None) -> None:
             super().__init__()
-            self.preview, self.parameters, self.summary = preview, parameters, summary
+            self.cfg, self.preview, self.parameters = cfg, preview, parameters
+            self.summary, self.warning = summary, warning
 
     class FrequencyPreviewReady(Message):
         def __init__(self, preview=None, error: str | None = None) -> None:
@@ -73,7 +78,8 @@ class ConfigureScreen(Guarded, Screen):
         self.runs_root = Path(runs_root)
         names = preset_names()
         self.preset = preset if preset in names else names[0]
-        self.error: str | None = None  # the CLI's sentence for the current form, None when valid
+        self.error: str | None = None  # why Start would refuse the form (the CLI's sentence), None when it would start
+        self._shown_cfg = None  # the valid config the verdict describes; a preview of another is stale
         self.last_process: subprocess.Popen | None = None  # the most recent run started from here
         self.last_run_dir: Path | None = None
         self._revalidate_timer = None
@@ -102,14 +108,13 @@ class ConfigureScreen(Guarded, Screen):
 
     def on_mount(self) -> None:
         self.load_preset(self.preset)
-        self.query_one("#configure-preset", Select).focus()
 
     # ------------------------------------------------------------ preset and validation
 
     def load_preset(self, name: str) -> None:
         self.preset = name
         form = self.query_one(ConfigureForm)
-        form.show_config(load_config(name))
+        form.show_config(load_config(name), default_run_name=f"{preset_stem(name)}-YYYYmmdd-HHMMSS")
         self.revalidate()
 
     def overrides(self) -> list[str]:
@@ -125,18 +130,19 @@ class ConfigureScreen(Guarded, Screen):
         self._revalidate_timer = self.set_timer(REVALIDATE_AFTER_S, self.revalidate)
 
     def revalidate(self) -> str | None:
-        """Check preset + overrides as the CLI would; show the sentence or, when valid, redraw the plots."""
+        """Check preset + overrides as the CLI would, and the run name; show the sentence or, when
+        valid, the summary. A valid config redraws the plots, even while the run name is wrong."""
         self._revalidate_timer = None
+        self._shown_cfg = None
         self.error = validate_overrides(self.preset, self.overrides())
+        if self.error is None:
+            self._shown_cfg = cfg = load_config(self.preset, self.overrides())
+            self.compute_schedule_preview(cfg)
+            self.error = run_name_error(self.runs_root, self.query_one(ConfigureForm).run_name())
         verdict = self.query_one("#configure-verdict", Static)
         verdict.set_class(self.error is not None, "-invalid")
-        if self.error is not None:
-            verdict.update(f"✗ {self.error}")
-            return self.error
-        cfg = load_config(self.preset, self.overrides())
-        verdict.update(f"✓ {self.preset}: {self._summary(cfg)}")
-        self.compute_schedule_preview(cfg)
-        return None
+        verdict.update(f"✗ {self.error}" if self.error is not None else f"✓ {self.preset}: {self._summary(cfg)}")
+        return self.error
 
     @staticmethod
     def _summary(cfg) -> str:
@@ -149,26 +155,31 @@ class ConfigureScreen(Guarded, Screen):
 
     @work(thread=True, exclusive=True, group="schedule-preview", exit_on_error=False)
     def compute_schedule_preview(self, cfg) -> None:
-        from mdlm_tui.widgets.configure_previews import parameter_count, schedule_preview
+        from mdlm_tui.widgets.configure_previews import parameter_count, run_time_warning, schedule_preview
 
-        ready = self.SchedulePreviewReady(schedule_preview(cfg.schedule), parameter_count(cfg), self._summary(cfg))
+        preview = schedule_preview(cfg.schedule)
+        ready = self.SchedulePreviewReady(cfg, preview, parameter_count(cfg), self._summary(cfg),
+                                          run_time_warning(cfg, preview.mean_rate))
         if not get_current_worker().is_cancelled:  # a newer edit started another preview: that one is shown
             self.post_message(ready)
 
     def on_configure_screen_schedule_preview_ready(self, message: SchedulePreviewReady) -> None:
+        if message.cfg != self._shown_cfg:  # computed for a config edited since: a newer preview follows
+            return
         self.query_one(MaskRateHistogram).show_preview(message.preview)
         self.query_one(WeightVsRate).show_preview(message.preview)
-        if self.error is None:  # still the config this preview was computed for, or a later valid one
+        if self.error is None:  # a wrong run name keeps its sentence
+            warning = f"\n{message.warning}" if message.warning else ""  # a warning, not an error: Start still works
             self.query_one("#configure-verdict", Static).update(
-                f"✓ {self.preset}: {message.summary}, {message.parameters / 1e6:.1f}M parameters")
+                f"✓ {self.preset}: {message.summary}, {message.parameters / 1e6:.1f}M parameters{warning}")
 
     def action_frequency_preview(self) -> None:
-        if self.error is not None:
+        if self._shown_cfg is None:
             self.notify(self.error, title="Config is not valid", severity="error", markup=False)
             return
         self.query_one(TabbedContent).active = "tab-frequency"
         self.query_one(FrequencyRankPlot).show_message("preparing the data (cached corpora are quick) ...")
-        self.compute_frequency_preview(load_config(self.preset, self.overrides()))
+        self.compute_frequency_preview(self._shown_cfg)
 
     @work(thread=True, exclusive=True, group="frequency-preview", exit_on_error=False)
     def compute_frequency_preview(self, cfg) -> None:
@@ -204,14 +215,14 @@ class ConfigureScreen(Guarded, Screen):
             self.action_frequency_preview()
 
     def action_start(self) -> None:
-        """Spawn `mdlm-tui run` into runs_root/<preset>-<time> and hand over to the Train screen."""
+        """Spawn `mdlm-tui run` into runs_root/<run name or preset-time> and hand over to the Train screen."""
         if self._revalidate_timer is not None:  # a change still waiting to be checked
             self._revalidate_timer.stop()
         if self.revalidate() is not None:
             self.notify(self.error, title="Not started", severity="error", markup=False)
             return
         overrides = self.overrides()
-        run_dir = new_run_dir(self.runs_root, self.preset)
+        run_dir = new_run_dir(self.runs_root, self.preset, self.query_one(ConfigureForm).run_name())
         try:
             self.last_process = spawn_run(self.preset, overrides, run_dir)
         except OSError as e:

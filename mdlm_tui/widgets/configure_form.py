@@ -1,4 +1,5 @@
-"""The Configure screen's form: the keys a person most often changes, plus a free `--set` line.
+"""The Configure screen's form: the keys a person most often changes, a free `--set` line and the
+run's folder name.
 
 The form shows a preset's values; every field whose text differs from the preset becomes a
 `key=value` override, exactly what would follow `--set` on the command line. So the form never
@@ -41,6 +42,7 @@ FIELDS = (
     FormField("train.budget", "budget", placeholder="e.g. 500 steps, 50M tokens, 10 epochs"),
 )
 EXTRA_ID = "extra-overrides"
+RUN_NAME_ID = "configure-run-name"
 
 
 def field_id(key: str) -> str:
@@ -64,6 +66,7 @@ class ConfigureForm(Guarded, Widget):
     ConfigureForm Grid { grid-size: 2; grid-columns: 12 1fr; grid-rows: 1; grid-gutter: 0 1; height: auto; }
     ConfigureForm Grid Label { width: 12; }
     ConfigureForm .configure-extra-label { margin-top: 1; width: 1fr; }
+    ConfigureForm #configure-run-name-row { margin-top: 1; }
     """
 
     class Edited(Message):
@@ -83,11 +86,22 @@ class ConfigureForm(Guarded, Widget):
                     yield Input(placeholder=spec.placeholder, compact=True, id=field_id(spec.key))
         yield Label("extra --set  (k=v; k=v ...)", classes="configure-extra-label")
         yield Input(placeholder="e.g. train.budget=20 steps; train.lr=1e-3", compact=True, id=EXTRA_ID)
+        # after the --set line, so the Tabs that reach it from the preset picker stay the same
+        with Grid(id="configure-run-name-row"):
+            yield Label("run name")
+            yield Input(compact=True, id=RUN_NAME_ID)
 
-    def show_config(self, cfg: Config) -> None:
-        """Fill the fields with a freshly loaded preset; that preset becomes the baseline."""
+    def show_config(self, cfg: Config, default_run_name: str = "") -> None:
+        """Fill the fields with a freshly loaded preset; that preset becomes the baseline. A field
+        already changed from the previous preset keeps its text: a person's edit is never overwritten,
+        it stays an override on the new preset."""
+        edited = {spec.key for spec in FIELDS
+                  if spec.key in self._baseline and self.field_text(spec.key) != self._baseline[spec.key]}
         self._baseline = {spec.key: config_text(cfg, spec.key) for spec in FIELDS}
+        self.query_one(f"#{RUN_NAME_ID}", Input).placeholder = default_run_name
         for spec in FIELDS:
+            if spec.key in edited:
+                continue
             widget = self.query_one(f"#{field_id(spec.key)}")
             text = self._baseline[spec.key]
             if isinstance(widget, Select):
@@ -101,6 +115,9 @@ class ConfigureForm(Guarded, Widget):
         widget = self.query_one(f"#{field_id(key)}")
         value = widget.value
         return "" if value is Select.NULL or value is None else str(value).strip()
+
+    def run_name(self) -> str:
+        return self.query_one(f"#{RUN_NAME_ID}", Input).value.strip()
 
     def set_field(self, key: str, text: str) -> None:
         self.query_one(f"#{field_id(key)}").value = text

@@ -1,6 +1,6 @@
-"""The numbers behind the Configure screen's plots, computed with the engine itself.
+"""The numbers behind the Configure screen's plots and its run-time warning, computed with the engine itself.
 
-Both functions import torch, so they run in worker threads, never while the app starts.
+They import torch, so they run in worker threads, never while the app starts.
 """
 
 from __future__ import annotations
@@ -54,6 +54,93 @@ def parameter_count(cfg) -> int:
     from core.model import count_parameters
 
     return count_parameters(cfg.model, cfg.data.vocab_size)
+
+
+LONG_RUN_S = 3 * 3600  # past a few hours, a first run on a CPU is better made with a smaller preset
+TRAINING_SHARE_OF_PEAK = 0.65  # training runs at about 65 % of the fp32 matmul peak (BENCHMARKS.md)
+TOKENS_PER_WORD = 1.3  # the embedded corpus: 986k tokens for 751k words at a 4,096 vocabulary
+_peak_flops: float | None = None
+_counted_tokens: dict[str, int] = {}
+
+
+def cpu_peak_flops() -> float:
+    """This CPU's fp32 matmul FLOP/s, measured once (a fifth of a second): best of a few 1024^3 products."""
+    global _peak_flops
+    if _peak_flops is None:
+        import time
+
+        import torch
+
+        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        _peak_flops = 2 * 1024**3 / best
+    return _peak_flops
+
+
+def epoch_tokens(data_cfg) -> int | None:
+    """Train tokens in one epoch: from the data cache when this corpus was prepared before (at any
+    vocabulary: close enough here), else counted for the embedded corpus; None when only reading
+    the whole corpus could tell."""
+    import json
+
+    from core.corpus import count_words, find_corpus
+    from core.dataset import cache_root
+    from core.errors import UserError
+
+    try:
+        source = find_corpus(data_cfg)
+    except UserError:
+        return None
+    for meta_path in sorted(cache_root(data_cfg).glob("*/meta.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("identity") == source.identity:
+            if isinstance(meta.get("train_tokens"), int):
+                return meta["train_tokens"]
+    if source.identity.startswith("embedded:"):  # small: read in a fifth of a second, once
+        if source.identity not in _counted_tokens:
+            _counted_tokens[source.identity] = round(TOKENS_PER_WORD * count_words(source.read().train))
+        return _counted_tokens[source.identity]
+    return None
+
+
+def run_time_warning(cfg, mean_rate: float) -> str | None:
+    """A sentence when training `cfg` would take long on this machine's CPU, else None (also with a
+    GPU, or when the length of an epoch cannot be told yet).
+
+    Training FLOPs are 3x the forward pass `forward_flops_per_sequence` counts (the head at the
+    schedule's mean masked share), over every sequence the budget plans for."""
+    import torch
+
+    from core.config import parse_budget
+    from core.model import forward_flops_per_sequence
+    from core.trainer import plan_steps
+
+    if cfg.train.device != "cpu" and torch.cuda.is_available():
+        return None
+    batches_per_epoch = 1  # steps and tokens budgets do not depend on it
+    if parse_budget(cfg.train.budget)[1] == "epochs":
+        tokens = epoch_tokens(cfg.data)
+        if tokens is None:
+            return None
+        batches_per_epoch = max(1, round(tokens / cfg.data.seq_len / cfg.train.batch_size))
+    steps = plan_steps(cfg, batches_per_epoch).total_steps
+    length, batch = cfg.data.seq_len, cfg.train.batch_size
+    masked = round(mean_rate * length)
+    per_sequence = 3 * forward_flops_per_sequence(cfg.model, cfg.data.vocab_size, length, masked, batch)
+    speed = TRAINING_SHARE_OF_PEAK * cpu_peak_flops()
+    seconds = steps * batch * cfg.train.grad_accum * per_sequence / speed
+    if seconds < LONG_RUN_S:
+        return None
+    hours = seconds / 3600
+    took = f"{hours:.0f} hours" if hours < 48 else f"{hours / 24:.0f} days"
+    return f"⚠ ~{took} on this CPU ({speed / 1e9:.0f} GFLOP/s): try the cpu-small or smoke preset."
 
 
 @dataclass
