@@ -105,8 +105,8 @@ def test_runs_screen_lists_every_run_past_bad_status_files(tmp_path):
     async def body():
         app = MdlmApp(runs_root=root)
         async with app.run_test(size=(120, 40)) as pilot:
-            await wait_for(pilot, showing(app, "RunsScreen"), 10, "the Runs screen")
-            await wait_for(pilot, lambda: len(app.screen.rows) == 5, 10, "every run listed")
+            await wait_for(pilot, showing(app, "RunsScreen"), 60, "the Runs screen")
+            await wait_for(pilot, lambda: len(app.screen.rows) == 5, 60, "every run listed")
             assert "finished" in state_cell(app, good)
             for name in ("as-list", "as-text", "binary"):
                 assert "unreadable" in state_cell(app, bad[name])
@@ -131,12 +131,12 @@ def test_train_screen_draws_the_good_records_past_bad_metrics_lines(tmp_path):
     async def body():
         app = MdlmApp(runs_root=run.parent, watch=run)
         async with app.run_test(size=(120, 40)) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), 10, "the Train screen")
+            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), 60, "the Train screen")
             plot = app.screen.query_one("#plot-loss", CurvePlot)
-            await wait_for(pilot, lambda: plot.points == 2 * 21, 10, "loss and masked CE of 21 good records")
+            await wait_for(pilot, lambda: plot.points == 2 * 21, 60, "loss and masked CE of 21 good records")
             detail = app.screen.query_one("#train-detail")
             skipped = "3 unreadable lines skipped in metrics.jsonl"
-            await wait_for(pilot, lambda: skipped in str(detail.render()), 5, "the skipped lines named")
+            await wait_for(pilot, lambda: skipped in str(detail.render()), 60, "the skipped lines named")
             assert alive(app)
 
     asyncio.run(body())
@@ -152,9 +152,9 @@ def test_eval_screen_opens_on_the_good_report_past_a_binary_one(tmp_path):
     async def body():
         app = MdlmApp(runs_root=run.parent, watch=run)
         async with app.run_test(size=(120, 40)) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), 10, "the Train screen")
+            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), 60, "the Train screen")
             await pilot.press("e")
-            await wait_for(pilot, showing(app, "EvalScreen"), 10, "the Eval screen")
+            await wait_for(pilot, showing(app, "EvalScreen"), 60, "the Eval screen")
             status = app.screen.query_one("#eval-status")
             await wait_for(pilot, lambda: "saved report builtin-step-20-pll.json" in str(status.render()), 10,
                            "the good report shown")
@@ -177,11 +177,11 @@ def test_samples_screen_replays_traces_past_a_step_whose_t_is_text(tmp_path):
     async def body():
         app = MdlmApp(runs_root=run.parent, watch=run)
         async with app.run_test(size=(120, 40)) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), 10, "the Train screen")
+            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), 60, "the Train screen")
             await pilot.press("s")
-            await wait_for(pilot, showing(app, "SamplesScreen"), 10, "the Samples screen")
+            await wait_for(pilot, showing(app, "SamplesScreen"), 60, "the Samples screen")
             screen = app.screen
-            await wait_for(pilot, lambda: len(screen.entries) == 2, 10, "both traces listed")
+            await wait_for(pilot, lambda: len(screen.entries) == 2, 60, "both traces listed")
             # the newest trace, drawn from its good step
             assert "the end" in str(screen.query_one("#samples-replay").render())
             status = str(screen.query_one("#samples-status").render())
@@ -207,11 +207,11 @@ def test_a_failing_handler_is_shown_and_the_screen_keeps_updating(tmp_path, monk
         app = MdlmApp(runs_root=run.parent, watch=run)
         async with app.run_test(size=(120, 40), notifications=True) as pilot:
             failure = "SystemPane #train-system failed: RuntimeError: system stats exploded"
-            await wait_for(pilot, notified(app, failure), 10, "the failure shown")
+            await wait_for(pilot, notified(app, failure), 60, "the failure shown")
             status = json.loads((run / "status.json").read_text())
             (run / "status.json").write_text(json.dumps({**status, "step": 21, "total_steps": 30}))
             numbers = app.screen.query_one("#train-numbers")
-            await wait_for(pilot, lambda: "step 21/30" in str(numbers.render()), 10, "the next update shown")
+            await wait_for(pilot, lambda: "step 21/30" in str(numbers.render()), 60, "the next update shown")
             assert alive(app)
 
     asyncio.run(body())
@@ -227,12 +227,12 @@ def test_a_failing_key_action_is_shown_and_keys_still_work(tmp_path, monkeypatch
     async def body():
         app = MdlmApp(runs_root=run.parent, watch=run)
         async with app.run_test(size=(120, 40), notifications=True) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), 10, "the Train screen")
+            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), 60, "the Train screen")
             await pilot.press("k")
             failure = "TrainScreen failed: RuntimeError: checkpoint exploded"
-            await wait_for(pilot, notified(app, failure), 5, "the failure shown")
+            await wait_for(pilot, notified(app, failure), 60, "the failure shown")
             await pilot.press("r")
-            await wait_for(pilot, showing(app, "RunsScreen"), 5, "the Runs screen after the failure")
+            await wait_for(pilot, showing(app, "RunsScreen"), 60, "the Runs screen after the failure")
             assert alive(app)
 
     asyncio.run(body())
@@ -249,9 +249,9 @@ def test_a_failing_timer_is_shown_and_the_app_goes_on(tmp_path, monkeypatch):
         app = MdlmApp(runs_root=tmp_path / "runs")
         async with app.run_test(size=(120, 40), notifications=True) as pilot:
             failure = "RunsScreen failed: RuntimeError: refresh exploded"
-            await wait_for(pilot, notified(app, failure), 10, "the timer's failure shown")
+            await wait_for(pilot, notified(app, failure), 60, "the timer's failure shown")
             await pilot.press("question_mark")
-            await wait_for(pilot, showing(app, "HelpScreen"), 5, "Help after the failure")
+            await wait_for(pilot, showing(app, "HelpScreen"), 60, "Help after the failure")
             assert alive(app)
 
     asyncio.run(body())
@@ -268,7 +268,7 @@ def test_a_failing_render_is_drawn_in_place_of_that_widget_only(tmp_path, monkey
         app = MdlmApp(runs_root=run.parent, watch=run)
         async with app.run_test(size=(120, 40), notifications=True) as pilot:
             # three plots fail alike: one notification, and each plot says so in its place
-            await wait_for(pilot, notified(app, "failed: ValueError: cannot draw this"), 10, "the failure")
+            await wait_for(pilot, notified(app, "failed: ValueError: cannot draw this"), 60, "the failure")
             assert "CurvePlot #plot-" in toasts(app)
             for plot in app.screen.query(CurvePlot):
                 assert f"CurvePlot #{plot.id} failed: ValueError: cannot draw this" in drawn(plot)
@@ -303,7 +303,7 @@ def test_resizing_on_the_weight_tab_keeps_the_plot_and_the_app(tmp_path):
         app = MdlmApp(runs_root=tmp_path / "runs")
         async with app.run_test(size=(120, 40), notifications=True) as pilot:
             await pilot.press("c")
-            await wait_for(pilot, showing(app, "ConfigureScreen"), 10, "the Configure screen")
+            await wait_for(pilot, showing(app, "ConfigureScreen"), 60, "the Configure screen")
             plot = app.screen.query_one("#configure-weight-plot")
             await wait_for(pilot, lambda: plot.shown is not None, 120, "the schedule preview")
             for _ in range(40):  # Tab to the plots' tabs, as a person does
@@ -317,7 +317,7 @@ def test_resizing_on_the_weight_tab_keeps_the_plot_and_the_app(tmp_path):
             for width in (121, 120):
                 before = plot.size
                 await pilot.resize_terminal(width, 40)
-                await wait_for(pilot, lambda: plot.size != before, 5, "the plot resized")
+                await wait_for(pilot, lambda: plot.size != before, 60, "the plot resized")
                 assert "weight, p = " in drawn(plot) and "failed" not in drawn(plot)
                 # weights of zero have no place on a log axis: left out, the rest still drawn
                 plot.show_preview(replace(plot.shown, weights=[0.0, *plot.shown.weights[1:]]))

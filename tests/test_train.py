@@ -31,13 +31,15 @@ def test_smoke_preset_learns_from_any_folder(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     started = time.time()
-    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, cwd=elsewhere)
+    # the whole preset (500 steps) is the README's first command, which .ci/run runs; a third of it
+    # shows the same here: learning, dev evaluation and checkpoints, from any folder
+    result = mdlm("run", "--preset", "smoke", "--set", "train.budget=150 steps", "--run-dir", run_dir, cwd=elsewhere)
     assert result.returncode == 0, result.stderr
     records = train_records(run_dir)
-    assert records[-1]["loss"] < records[0]["loss"]
-    assert records[-1]["step"] == 500
-    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-500"
-    assert (run_dir / "checkpoints" / "step-500" / "model.safetensors").is_file()
+    assert records[-1]["loss"] < records[0]["loss"] - 1.0
+    assert records[-1]["step"] == 150
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-150"
+    assert (run_dir / "checkpoints" / "step-150" / "model.safetensors").is_file()
     assert status(run_dir)["state"] == "finished"
     assert any(r["event"] == "dev" for r in read_jsonl(run_dir / "metrics.jsonl"))
     assert "cpu_percent" in records[-1]["sys"] and records[-1]["sys"]["rss_mb"] > 0

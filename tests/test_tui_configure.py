@@ -82,17 +82,17 @@ def test_invalid_values_show_the_cli_sentence_and_valid_ones_draw_the_plots(tmp_
             power.value = ""
             await pilot.press("minus", "1")  # typed, as a person would
             assert power_error == "schedule.power must be non-negative, got -1.0."
-            await wait_for(pilot, lambda: screen.error == power_error, 10, "the power error")
+            await wait_for(pilot, lambda: screen.error == power_error, 60, "the power error")
             assert power_error in verdict_text(screen)
 
             power.value = "0.5"
             extra = screen.query_one("#extra-overrides", Input)
             extra.value = "train.bugdet=3 steps"
-            await wait_for(pilot, lambda: screen.error == key_error, 10, "the unknown-key error")
+            await wait_for(pilot, lambda: screen.error == key_error, 60, "the unknown-key error")
             assert "Did you mean 'train.budget'?" in verdict_text(screen)
 
             extra.value = "schedule.name=gaussian"
-            await wait_for(pilot, lambda: screen.error is None, 10, "a valid config")
+            await wait_for(pilot, lambda: screen.error is None, 60, "a valid config")
             assert "✓" in verdict_text(screen)
             rates, weights = screen.query_one(MaskRateHistogram), screen.query_one(WeightVsRate)
             await wait_for(pilot, lambda: rates.shown is not None and rates.shown.name == "gaussian"
@@ -101,7 +101,7 @@ def test_invalid_values_show_the_cli_sentence_and_valid_ones_draw_the_plots(tmp_
             assert len(shown.rates) == len(shown.weights) >= 1000
             assert abs(shown.mean_rate - 0.3) < 0.02  # gaussian mu = 0.3 (SPEC 2)
             assert 0 < min(shown.rates) and max(shown.rates) <= 1
-            await wait_for(pilot, lambda: "M parameters" in verdict_text(screen), 10, "the parameter count")
+            await wait_for(pilot, lambda: "M parameters" in verdict_text(screen), 60, "the parameter count")
 
             # bimodal: the histogram shows the right mode at the start and at the end of training
             extra.value = "schedule.name=bimodal"
@@ -133,7 +133,7 @@ def test_frequency_preview_and_start_spawn_a_real_run(tmp_path):
             assert preview.relative[-1] > 1.1 and preview.relative[0] < 1.0
 
             await pilot.press("ctrl+s")
-            await wait_for(pilot, lambda: app.opened, 10, "open_run")
+            await wait_for(pilot, lambda: app.opened, 60, "open_run")
             return app.opened[0], screen.last_process
 
     run_dir, process = asyncio.run(drive())
@@ -188,7 +188,7 @@ def test_resizing_by_one_column_on_the_weight_tab_keeps_the_app(tmp_path, monkey
                            "the Weight tab")
             for width, height in ((81, 24), (80, 24), (41, 12), (20, 6), (80, 24)):
                 await pilot.resize_terminal(width, height)
-                await wait_for(pilot, lambda: app.size == (width, height), 10, f"the app at {width}x{height}")
+                await wait_for(pilot, lambda: app.size == (width, height), 60, f"the app at {width}x{height}")
                 text = drawn(plot)
                 assert app.is_running and app.return_code is None, f"the app ended at {width}x{height}"
                 assert app.failures == [] and "failed" not in text, (width, height, app.failures)
@@ -278,7 +278,7 @@ def test_a_field_typed_in_keeps_its_text_through_late_fills_and_a_preset_change(
                            and "M parameters" in verdict_text(screen), 60, "the verdict for 3 layers")
             # a preset chosen after the edit fills the other fields and keeps the edited one
             screen.query_one("#configure-preset", Select).value = "cpu-small"
-            await wait_for(pilot, lambda: screen.preset == "cpu-small", 10, "the cpu-small preset")
+            await wait_for(pilot, lambda: screen.preset == "cpu-small", 60, "the cpu-small preset")
             await wait_for_field(pilot, app, f"#{field_id('model.hidden_size')}", "256")
             assert field_value(app, layers) == "3" and "model.num_layers=3" in screen.overrides()
 
@@ -298,7 +298,7 @@ def test_a_late_schedule_preview_never_overwrites_the_verdict_of_a_newer_config(
             await wait_for(pilot, lambda: worker.is_finished, 60, "the late preview computed")
             handled = []
             screen.call_later(handled.append, True)  # queued behind the late preview's message
-            await wait_for(pilot, lambda: handled, 10, "the late preview handled")
+            await wait_for(pilot, lambda: handled, 60, "the late preview handled")
             assert "30 steps" in verdict_text(screen) and "500 steps" not in verdict_text(screen), verdict_text(screen)
 
     asyncio.run(body())
@@ -326,9 +326,9 @@ def test_the_run_name_names_the_folder_and_a_bad_or_taken_name_is_a_sentence(tmp
                 await pilot.press("ctrl+s")
                 assert started == [] and app.opened == []
             name.value = "my-run"
-            await wait_for(pilot, lambda: screen.error is None, 10, "a valid name")
+            await wait_for(pilot, lambda: screen.error is None, 60, "a valid name")
             await pilot.press("ctrl+s")
-            await wait_for(pilot, lambda: app.opened, 10, "open_run")
+            await wait_for(pilot, lambda: app.opened, 60, "open_run")
             assert started == [runs_root / "my-run"] == app.opened
 
     asyncio.run(body())

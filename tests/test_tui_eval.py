@@ -225,12 +225,12 @@ def test_checkpoint_picker_follows_the_run(finished_smoke_run, tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             screen = app.screen
             picker, status = screen.query_one("#eval-checkpoint", Select), screen.query_one("#eval-status", Static)
-            await wait_for(pilot, lambda: "has no checkpoint yet" in str(status.render()), 10, "no checkpoint said")
+            await wait_for(pilot, lambda: "has no checkpoint yet" in str(status.render()), 60, "no checkpoint said")
             assert picker.value == Select.NULL and picker.prompt == "no checkpoints"
 
             written_later.rename(run / "checkpoints")  # the trainer writes its first checkpoints
             newest = str(run / "checkpoints" / "step-8")
-            await wait_for(pilot, lambda: picker.value == newest, 10, "the new checkpoints in the picker")
+            await wait_for(pilot, lambda: picker.value == newest, 60, "the new checkpoints in the picker")
             assert "no checkpoint" not in picker.prompt, "the blank row still says there are none"
             assert "no checkpoint" not in str(status.render())
 
@@ -255,7 +255,7 @@ def test_messages_show_whole_at_80_columns(finished_smoke_run, tmp_path):
             await run_builtin(pilot, screen)
             remedy = "pass --data pointing at the BabyLM evaluation_data folder."
             shown = lambda: "".join(shown_lines(status)).replace(" ", "")
-            await wait_for(pilot, lambda: remedy.replace(" ", "") in shown(), 10, "the remedy shown, not cut off")
+            await wait_for(pilot, lambda: remedy.replace(" ", "") in shown(), 60, "the remedy shown, not cut off")
             lines = shown_lines(status)
             for name in nowhere.parts[1:]:  # a path wider than the screen breaks between its folders
                 assert any(name in line for line in lines), f"{name} cut in two: {lines}"

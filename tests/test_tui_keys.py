@@ -29,7 +29,7 @@ def test_escape_leaves_a_text_field_so_app_keys_work(tmp_path):
                                "the Configure form")
                 entry = app.screen.query_one(field, Input)
                 entry.focus()
-                await wait_for(pilot, lambda: app.focused is entry, 10, f"{field} focused")
+                await wait_for(pilot, lambda: app.focused is entry, 60, f"{field} focused")
                 before = entry.value
                 await pilot.press("escape")
                 await pilot.press("r")  # an app key: the Runs screen
@@ -46,7 +46,7 @@ def test_help_lists_every_key_of_every_screen(tmp_path):
         app = MdlmApp(runs_root=tmp_path / "runs")
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("question_mark")
-            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), 10, "the Help screen")
+            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), 60, "the Help screen")
             lines = str(app.screen.query_one("#help-text").render()).splitlines()
             screens = (MdlmApp, RunsScreen, ConfigureScreen, TrainScreen, EvalScreen, SamplesScreen, HelpScreen)
             for owner in screens:

@@ -93,7 +93,7 @@ def test_step_through_a_trace_with_the_keys(run_with_samples, monkeypatch):
             assert replay.speed == 16
             await pilot.press("space")
             assert replay.playing
-            await wait_for(pilot, lambda: not replay.playing, 10, "the replay to play to the end")
+            await wait_for(pilot, lambda: not replay.playing, 60, "the replay to play to the end")
             assert replay.index == TRACE_STEPS
             await pilot.press("minus")
             assert replay.speed == 8
@@ -104,7 +104,7 @@ def test_step_through_a_trace_with_the_keys(run_with_samples, monkeypatch):
             record = json.loads(samples.read_text().splitlines()[0])
             with open(samples, "a") as f:
                 f.write(json.dumps({**record, "step": 2 * TINY_STEPS}) + "\n")
-            await wait_for(pilot, lambda: len(screen.entries) == 2, 10, "the new sample to be listed")
+            await wait_for(pilot, lambda: len(screen.entries) == 2, 60, "the new sample to be listed")
             assert [entry.label for entry in screen.entries] == [f"step {TINY_STEPS}", f"step {2 * TINY_STEPS}"]
             await pilot.pause(0.2)
             assert replay.label == f"step {TINY_STEPS}" and replay.index == TRACE_STEPS - 1
@@ -156,7 +156,7 @@ def test_home_and_end_move_the_replay_whatever_has_focus(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             screen = app.screen
             replay = screen.query_one(ReplayView)
-            await wait_for(pilot, lambda: replay.label == "step 20", 10, "the newest trace on show")
+            await wait_for(pilot, lambda: replay.label == "step 20", 60, "the newest trace on show")
             for focus in (screen.query_one(OptionList), replay):
                 focus.focus()
                 await pilot.pause()

@@ -49,7 +49,7 @@ def test_training_evaluates_and_samples_on_schedule(trained_run):
     evals = [r for r in read_jsonl(trained_run / "metrics.jsonl") if r["event"] == "eval"]
     assert [(r["step"], r["suite"]) for r in evals] == [(10, "builtin"), (20, "builtin")]
     assert 0 <= evals[-1]["macro"] <= 1 and len(evals[-1]["per_uid"]) == 7 and evals[-1]["n"] == 35
-    assert (trained_run / "eval" / "builtin-step-20-pll.json").is_file()
+    assert (trained_run / "eval" / "builtin-step-20-pll-limit5.json").is_file()  # eval.limit=5 left items out
     samples = read_jsonl(trained_run / "samples.jsonl")
     assert [s["step"] for s in samples] == [10, 20]
     trace = samples[-1]["trace"]
