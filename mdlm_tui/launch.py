@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from core.errors import UserError
+from core.runs import RunDir
 
 # A new override starts where whitespace is followed by `key=` or `section.key=`, so a value with
 # spaces ("train.budget=20 steps") stays whole while "a.b=1 c.d=2" splits in two.
@@ -65,9 +66,18 @@ def run_name_error(runs_root: Path, name: str) -> str | None:
     if not _RUN_NAME.fullmatch(name):
         return (f"Run name '{name}' is not a simple folder name: use up to 100 letters, digits, '.', '_' "
                 "or '-', starting with a letter or digit.")
-    if (Path(runs_root) / name).exists():
+    folder = Path(runs_root) / name
+    if folder.exists() and not ended_before_a_checkpoint(folder):
         return f"A run named '{name}' already exists in {runs_root}; choose another name."
     return None
+
+
+def ended_before_a_checkpoint(folder: Path) -> bool:
+    """A run whose trainer ended before its first checkpoint (a bad path, a kill in the first steps):
+    `mdlm-tui run` starts it afresh in place, so its name may be given again."""
+    run = RunDir(folder)
+    return (run.is_run() and run.read_status().get("state") is not None and run.live_pid() is None
+            and not any(run.checkpoints_dir.glob("step-*")))
 
 
 def new_run_dir(runs_root: Path, preset: str, name: str = "") -> Path:

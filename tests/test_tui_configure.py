@@ -16,6 +16,7 @@ from textual.keys import _character_to_key
 from textual.widgets import Input, Select, Static
 
 from core.config import load_config
+from core.runs import RunDir
 from mdlm_tui.app import MdlmApp
 from mdlm_tui.launch import parse_extra_overrides, run_command, validate_overrides
 from mdlm_tui.screens.configure import ConfigureScreen
@@ -307,6 +308,10 @@ def test_a_late_schedule_preview_never_overwrites_the_verdict_of_a_newer_config(
 def test_the_run_name_names_the_folder_and_a_bad_or_taken_name_is_a_sentence(tmp_path, monkeypatch):
     runs_root = tmp_path / "runs"
     (runs_root / "taken").mkdir(parents=True)
+    # a start that failed before any checkpoint: `mdlm-tui run` starts it afresh in place, so its name is free
+    failed = RunDir(runs_root / "failed-start")
+    failed.create("seed: 0\n")
+    failed.update_status(state="failed", pid=999_999_999, step=0, error="no corpus at /nope")
     started = []
     monkeypatch.setattr("mdlm_tui.screens.configure.spawn_run",
                         lambda preset, overrides, run_dir: started.append(run_dir) or subprocess.Popen(["true"]))
@@ -325,6 +330,8 @@ def test_the_run_name_names_the_folder_and_a_bad_or_taken_name_is_a_sentence(tmp
                 assert sentence in verdict_text(screen)
                 await pilot.press("ctrl+s")
                 assert started == [] and app.opened == []
+            name.value = "failed-start"
+            await wait_for(pilot, lambda: screen.error is None, 60, "the failed start's name accepted")
             name.value = "my-run"
             await wait_for(pilot, lambda: screen.error is None, 60, "a valid name")
             await pilot.press("ctrl+s")
