@@ -1,5 +1,8 @@
 """Checkpoints: checkpoints/step-N/ folders and a `latest` pointer written last.
 
+Milestone checkpoints (checkpoints/chck_<words>, train.save_at_words) have the same format; `latest`
+never names them and rotation never deletes them, so resuming always starts from a step-N folder.
+
 A checkpoint is built in a temporary folder, fsynced and renamed into place; only then is
 `latest` replaced. A crash at any moment leaves `latest` naming a complete checkpoint; a save that
 fails (a full disk) removes its temporary folder and leaves the previous checkpoint as `latest`.
@@ -22,6 +25,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from core.config import MILESTONE_PREFIX
 from core.errors import TrainingFailed, UserError
 from core.runs import atomic_write_json, sha256_file
 
@@ -56,17 +60,20 @@ def step_dirs(root: Path) -> list[Path]:
 
 def save_checkpoint(root: Path, step: int, model: torch.nn.Module, ema_state: dict | None,
                     optimizer: torch.optim.Optimizer, state: dict, keep: int, *,
-                    tokenizer: Path | None = None, protect: Path | None = None) -> Path:
-    """Write step-N, point `latest` at it, then prune to `keep` folders (never `protect`).
-    `tokenizer`: the tokenizer.json trained with, whose sha256 loaders compare with theirs."""
+                    tokenizer: Path | None = None, protect: Path | None = None, milestone: str | None = None,
+                    info: dict | None = None) -> Path:
+    """Write step-N, point `latest` at it, then prune to `keep` folders (never `protect`); or, given
+    `milestone`, write that folder alone. `tokenizer`: the tokenizer.json trained with, whose sha256
+    loaders compare with theirs. `info`: plain values added to meta.json (the words seen)."""
     root = Path(root)
-    tmp = root / f".step-{step}.tmp"
+    name = milestone or f"step-{step}"
+    tmp = root / f".{name}.tmp"
     try:
         root.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(root)
         tmp.mkdir()
-        _write_folder(tmp, step, model, ema_state, optimizer, state, tokenizer)
-        final = _publish(root, tmp, step)
+        _write_folder(tmp, step, model, ema_state, optimizer, state, tokenizer, info)
+        final = _publish(root, tmp, name, point_latest=milestone is None)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)  # frees the space a full disk needs for status.json
         reason = _write_failure(e) if isinstance(e, Exception) else None
@@ -74,15 +81,17 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, ema_state: di
             raise
         previous = _pointed(root)
         kept = f"{previous.name} is still the latest checkpoint" if previous else "no checkpoint was saved before"
-        raise TrainingFailed(f"Saving checkpoint step-{step} in {root} failed ({reason}); {kept}: "
+        raise TrainingFailed(f"Saving checkpoint {name} in {root} failed ({reason}); {kept}: "
                              "free some space, then continue the run with --resume.") from None
-    _rotate(root, keep, final, protect)
+    if milestone is None:
+        _rotate(root, keep, final, protect)
     return final
 
 
 def _remove_leftovers(root: Path) -> None:
     """Temporary folders and pointers of a save that was killed or failed before it could clean up."""
-    for leftover in [*root.glob(".step-*.tmp"), *root.glob(".latest*.tmp")]:
+    patterns = (".step-*.tmp", f".{MILESTONE_PREFIX}*.tmp", ".latest*.tmp")
+    for leftover in [path for pattern in patterns for path in root.glob(pattern)]:
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
@@ -96,7 +105,7 @@ def _torch_save(obj, path: Path) -> None:
 
 
 def _write_folder(tmp: Path, step: int, model, ema_state: dict | None, optimizer, state: dict,
-                  tokenizer: Path | None) -> None:
+                  tokenizer: Path | None, info: dict | None = None) -> None:
     save_model(model, str(tmp / "model.safetensors"))
     if ema_state is not None:
         save_file({k: v.contiguous() for k, v in ema_state["shadow"].items()}, str(tmp / "ema.safetensors"))
@@ -104,7 +113,7 @@ def _write_folder(tmp: Path, step: int, model, ema_state: dict | None, optimizer
     _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
     _torch_save(state, tmp / "state.pt")
     files = sorted(tmp.iterdir())
-    meta = {"format": FORMAT, "step": step, "sizes": {p.name: p.stat().st_size for p in files},
+    meta = {"format": FORMAT, "step": step, **(info or {}), "sizes": {p.name: p.stat().st_size for p in files},
             "sha256": {p.name: sha256_file(p) for p in files}}
     if tokenizer is not None:
         meta["tokenizer_sha256"] = sha256_file(tokenizer)
@@ -114,13 +123,14 @@ def _write_folder(tmp: Path, step: int, model, ema_state: dict | None, optimizer
             os.fsync(f.fileno())
 
 
-def _publish(root: Path, tmp: Path, step: int) -> Path:
-    final = root / f"step-{step}"
+def _publish(root: Path, tmp: Path, name: str, point_latest: bool = True) -> Path:
+    final = root / name
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    _write_latest(root, final.name)
+    if point_latest:
+        _write_latest(root, final.name)
     return final
 
 

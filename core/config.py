@@ -93,7 +93,7 @@ class ObjectiveConfig:
 
 @dataclass
 class TrainConfig:
-    budget: str = "1000 steps"  # "N steps", "N tokens" (K/M/B suffixes allowed) or "N epochs"
+    budget: str = "1000 steps"  # "N steps", "N tokens", "N words" (K/M/B suffixes allowed) or "N epochs"
     batch_size: int = 32  # micro-batch, sequences
     grad_accum: int = 1
     optimizer: str = "lamb"  # lamb | adamw
@@ -112,12 +112,15 @@ class TrainConfig:
     ema: float = 0.999  # 0 disables
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
-    threads: int = 0  # CPU threads; 0 = all cores
+    threads: int = 0  # CPU threads; 0 = OMP_NUM_THREADS where set, else all cores
     log_every: int = 10
     dev_every: int = 500  # steps between dev-split losses; 0 disables
     dev_batches: int = 10
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    # words seen at which to keep a checkpoint (checkpoints/chck_<N>): babylm (1M..10M, 20M..100M,
+    # 200M..1000M, the BabyLM pipeline's revisions) or a list such as 1M,2M,5M; none for none
+    save_at_words: str | None = None
 
 
 @dataclass
@@ -378,7 +381,7 @@ LEGACY_VALUES = {
     "masking.statistics": "maskable", "model.time_scale": 1000.0, "model.position_terms": "mirrored",
     "model.layer_norm_eps": 1e-5, "model.init": "plain", "model.ffn_gelu": "exact",
     "model.position_dropout": "shared", "model.head_dropout": False, "train.lamb_trust": "per-tensor",
-    "train.first_lr_zero": False,
+    "train.first_lr_zero": False, "train.save_at_words": None,
 }
 
 # What the checkpoints of a run depend on: a resume cannot change these.
@@ -422,20 +425,50 @@ def _get(cfg: Config, key: str) -> Any:
 
 # ---------------------------------------------------------------- validation and budget
 
-_BUDGET = re.compile(r"^\s*([\d.]+(?:e\d+)?)\s*([kmbg]?)\s*(steps?|tokens?|epochs?)\s*$", re.I)
+_BUDGET = re.compile(r"^\s*([\d.]+(?:e\d+)?)\s*([kmbg]?)\s*(steps?|tokens?|words?|epochs?)\s*$", re.I)
 _SCALE = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
 
 
 def parse_budget(text: str) -> tuple[float, str]:
-    """'2000 steps' -> (2000, 'steps'); '50M tokens' -> (5e7, 'tokens'); '10 epochs' -> (10, 'epochs')."""
+    """'2000 steps' -> (2000, 'steps'); '50M tokens' -> (5e7, 'tokens'); '10M words' -> (1e7, 'words');
+    '10 epochs' -> (10, 'epochs')."""
     m = _BUDGET.match(str(text))
     if not m:
-        raise UserError(f"train.budget '{text}' must look like '2000 steps', '50M tokens' or '10 epochs'.")
+        raise UserError(f"train.budget '{text}' must look like '2000 steps', '50M tokens', '10M words' or '10 epochs'.")
     amount = float(m.group(1)) * _SCALE[m.group(2).lower()]
     unit = m.group(3).lower().rstrip("s") + "s"
     if amount <= 0:
         raise UserError(f"train.budget must be positive, got '{text}'.")
     return amount, unit
+
+
+BABYLM_MILESTONES = [*range(1, 10), *range(10, 100, 10), *range(100, 1001, 100)]  # millions of words
+_WORDS = re.compile(r"([\d.]+(?:e\d+)?)\s*([kmbg]?)", re.I)
+MILESTONE_PREFIX = "chck_"
+
+
+def parse_milestones(text: str) -> list[int]:
+    """train.save_at_words as word counts, ascending: 'babylm', '20K,50K' -> [20000, 50000], None -> []."""
+    text = str(text or "").strip()
+    if text.lower() == "babylm":
+        return [m * 1_000_000 for m in BABYLM_MILESTONES]
+    counts = set()
+    for part in filter(None, (p.strip() for p in text.strip("[]").split(","))):
+        m = _WORDS.fullmatch(part.strip("'\""))
+        value = float(m.group(1)) * _SCALE[m.group(2).lower()] if m else 0.0
+        if not (value >= 1 and value.is_integer()):
+            raise UserError(f"train.save_at_words must be babylm or whole word counts separated by commas, "
+                            f"such as 1M,2M,5M; got '{text}'.")
+        counts.add(int(value))
+    return sorted(counts)
+
+
+def milestone_name(words: int) -> str:
+    """A milestone's checkpoint folder, named as the BabyLM pipeline names revisions: chck_1M, chck_20K."""
+    for scale, suffix in ((1_000_000, "M"), (1_000, "K")):
+        if words % scale == 0:
+            return f"{MILESTONE_PREFIX}{words // scale}{suffix}"
+    return f"{MILESTONE_PREFIX}{words}"
 
 
 # Allowed values of numeric keys, as intervals; relations between keys are checked in `validate`.
@@ -488,6 +521,7 @@ def validate(cfg: Config) -> None:
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}; got '{value}'.{_did_you_mean(str(value), list(allowed))}")
     parse_budget(cfg.train.budget)
+    parse_milestones(cfg.train.save_at_words)
     for key, interval in RANGES.items():
         _check_range(key, _get(cfg, key), interval)
     m, d = cfg.model, cfg.data

@@ -6,13 +6,16 @@ concurrent runs never leave a half-written one):
     <cache root>/<hash of corpus identity, vocab_size, dev_fraction, format>/
         tokenizer.json  train_ids.npy  train_lengths.npy  dev_ids.npy  dev_lengths.npy
         token_counts.npy  meta.json
-        seq<seq_len>/   tokenizer.json  train.npy  dev.npy  token_counts.npy  meta.json
+        seq<seq_len>/   tokenizer.json  train.npy  train_words.npy  dev.npy  token_counts.npy  meta.json
 
 Tokenising a 100M-word corpus takes minutes and does not depend on seq_len, so changing only the
 sequence length re-chunks the cached ids instead of retraining and re-encoding. Each meta.json holds
 the sha256 of its folder's files, checked before they are read: a damaged cache is rebuilt, never
 trained on. Temporary folders name their creator (host and pid), so a build killed midway is
-cleaned up by the next one.
+cleaned up by the next one. A chunk folder of an older CHUNK_FORMAT is cut again from the cached ids.
+
+train_words.npy holds each training chunk's share of the corpus's whitespace-separated words (a word
+counts in the chunk holding its first byte), so the words a run has seen are exact at every step.
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ from core.config import DataConfig
 from core.corpus import find_corpus, human_count
 from core.errors import UserError
 from core.runs import sha256_file
-from core.specials import BOS_ID, PAD_ID
+from core.specials import BOS_ID, NUM_SPECIAL, PAD_ID
 from core.tokenizer import encode_documents, load_tokenizer, train_tokenizer
 
 FORMAT_VERSION = 1
+CHUNK_FORMAT = 2  # 2: train_words.npy
 
 
 @dataclass
@@ -49,6 +53,7 @@ class PreparedData:
     tokenizer: Tokenizer
     tokenizer_path: Path
     train: np.ndarray  # [N, seq_len] int32: <s> + up to seq_len-1 tokens of one document, right-padded with PAD_ID
+    train_words: np.ndarray  # [N] int32: the words that start in each training chunk
     dev: np.ndarray
     token_counts: np.ndarray  # [vocab_size] int64 over the training token stream, without <s> and pads
     description: str
@@ -114,6 +119,9 @@ def _prepare_cached(source, cfg: DataConfig, key: dict, tokens_dir: Path, log: C
     else:
         _build_atomically(tokens_dir, lambda tmp: _tokenise(source, cfg, key, tmp, log))
     chunks_dir = tokens_dir / f"seq{cfg.seq_len}"
+    if _complete(chunks_dir) and _chunk_format(chunks_dir) != CHUNK_FORMAT:
+        log(f"data: the cached chunks in {chunks_dir} have no word counts; cutting them again")
+        shutil.rmtree(chunks_dir, ignore_errors=True)
     if _complete(chunks_dir):
         log(f"data: using cached {cfg.seq_len}-token chunks from {chunks_dir}")
     else:
@@ -126,6 +134,13 @@ def _prepare_cached(source, cfg: DataConfig, key: dict, tokens_dir: Path, log: C
 
 def _complete(folder: Path) -> bool:
     return (folder / "meta.json").is_file()
+
+
+def _chunk_format(folder: Path) -> int | None:
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("chunk_format")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _reason(e: OSError) -> str:
@@ -244,27 +259,74 @@ def _tokenise(source, cfg: DataConfig, key: dict, folder: Path, log: Callable[[s
                          "train_documents": len(corpus.train), "dev_documents": len(corpus.dev)})
 
 
-def chunk_documents(ids: np.ndarray, lengths: np.ndarray, seq_len: int, block_tokens: int = 1 << 23) -> np.ndarray:
-    """Cut each document into pieces of seq_len-1 ids, prepend <s>, right-pad with <pad> (SPEC 5).
-
-    Vectorised over blocks of whole documents, so millions of short documents are fast and the
-    index arrays of a 100M-token corpus never exist all at once."""
+def _token_blocks(lengths: np.ndarray, seq_len: int, block_tokens: int):
+    """Blocks of whole documents of about block_tokens ids: (stream slice, each id's chunk, its column).
+    Vectorised per block, so millions of short documents are fast and the index arrays of a
+    100M-token corpus never exist all at once."""
     body = seq_len - 1
     per_doc = -(-lengths // body)  # ceil; an empty document gives no chunk
-    out = np.full((int(per_doc.sum()), seq_len), PAD_ID, dtype=np.int32)
-    out[:, 0] = BOS_ID
     doc_ends = np.cumsum(lengths)
     doc_starts = doc_ends - lengths
     first_chunk = np.cumsum(per_doc) - per_doc
     first = 0
     while first < len(lengths):
         last = max(first + 1, int(np.searchsorted(doc_ends, doc_starts[first] + block_tokens, side="right")))
-        docs = np.arange(first, last)
-        doc_of_token = np.repeat(docs, lengths[first:last])
+        doc_of_token = np.repeat(np.arange(first, last), lengths[first:last])
         position = np.arange(doc_starts[first], doc_ends[last - 1]) - doc_starts[doc_of_token]
-        out[first_chunk[doc_of_token] + position // body, 1 + position % body] = ids[doc_starts[first] : doc_ends[last - 1]]
+        yield slice(doc_starts[first], doc_ends[last - 1]), first_chunk[doc_of_token] + position // body, position
         first = last
+
+
+def chunk_documents(ids: np.ndarray, lengths: np.ndarray, seq_len: int, block_tokens: int = 1 << 23) -> np.ndarray:
+    """Cut each document into pieces of seq_len-1 ids, prepend <s>, right-pad with <pad> (SPEC 5)."""
+    out = np.full((int((-(-lengths // (seq_len - 1))).sum()), seq_len), PAD_ID, dtype=np.int32)
+    out[:, 0] = BOS_ID
+    for where, chunk, position in _token_blocks(lengths, seq_len, block_tokens):
+        out[chunk, 1 + position % (seq_len - 1)] = ids[where]
     return out
+
+
+_SPACE_BYTES = b"\t\n\x0b\x0c\r "  # the whitespace of corpus.count_words
+
+
+def _byte_level_decoder() -> dict[str, int]:
+    """The ByteLevel pre-tokenizer's alphabet back to bytes (GPT-2's bytes_to_unicode, inverted)."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    extra = iter(range(256, 512))
+    return {chr(b if b in printable else next(extra)): b for b in range(256)}
+
+
+def word_table(tok: Tokenizer) -> np.ndarray:
+    """[vocab, 3] int32 per id: words starting after its first byte, whether its first byte is a
+    non-space, whether its last byte is a space. Special ids never occur in documents: zeros."""
+    decode = _byte_level_decoder()
+    table = np.zeros((tok.get_vocab_size(), 3), dtype=np.int32)
+    for token, index in tok.get_vocab().items():
+        if index < NUM_SPECIAL:
+            continue
+        data = bytes(decode[c] for c in token)
+        space = [b in _SPACE_BYTES for b in data]
+        inner = sum(before and not here for before, here in zip(space, space[1:]))
+        table[index] = inner, not space[0], space[-1]
+    return table
+
+
+def chunk_word_counts(ids: np.ndarray, lengths: np.ndarray, seq_len: int, table: np.ndarray,
+                      block_tokens: int = 1 << 23) -> np.ndarray:
+    """[chunks] int32: the words starting in each chunk chunk_documents cuts. A word starts at a non-space
+    byte after a space or the document's start; the ids' bytes concatenate to the document's, so a
+    document's chunks sum to its whitespace-separated words (corpus.count_words)."""
+    words = np.zeros(int((-(-lengths // (seq_len - 1))).sum()), dtype=np.int64)
+    for where, chunk, position in _token_blocks(lengths, seq_len, block_tokens):
+        rows = table[ids[where]]
+        after_space = np.ones(len(rows), dtype=bool)  # a document starts after a space
+        after_space[1:] = rows[:-1, 2].astype(bool)
+        after_space[position == 0] = True
+        starts = rows[:, 0] + (rows[:, 1].astype(bool) & after_space)
+        if len(chunk):  # a block's chunks are consecutive
+            counts = np.bincount(chunk - chunk[0], weights=starts).astype(np.int64)
+            words[chunk[0] : chunk[0] + len(counts)] += counts
+    return words.astype(np.int32)
 
 
 def _chunk(tokens_dir: Path, seq_len: int, folder: Path, log: Callable[[str], None]) -> None:
@@ -276,9 +338,15 @@ def _chunk(tokens_dir: Path, seq_len: int, folder: Path, log: Callable[[str], No
         chunks = chunk_documents(ids, lengths, seq_len)
         _save(folder, f"{split}.npy", chunks)
         meta[f"{split}_chunks"] = int(len(chunks))
+        if split == "train":
+            table = word_table(load_tokenizer(tokens_dir / "tokenizer.json"))
+            words = chunk_word_counts(ids, lengths, seq_len, table)
+            _save(folder, "train_words.npy", words)
+            meta["train_words"] = int(words.sum(dtype=np.int64))
     for name in ("tokenizer.json", "token_counts.npy"):
         shutil.copyfile(tokens_dir / name, folder / name)
     meta["seq_len"] = seq_len
+    meta["chunk_format"] = CHUNK_FORMAT
     log(f"data: cut {meta['train_chunks']:,} train and {meta['dev_chunks']:,} dev chunks of {seq_len} tokens "
         f"in {time.perf_counter() - started:.1f}s")
     _write_meta(folder, meta)
@@ -292,7 +360,8 @@ def _load(folder: Path) -> PreparedData:
     dev = np.load(folder / "dev.npy", mmap_mode="r")
     description = (f"{meta['description']} -> vocab {meta['tokenizer_vocab']:,}, {human_count(meta['train_tokens'])} train tokens "
                    f"in {len(train):,} x {meta['seq_len']} chunks, {len(dev):,} dev chunks")
-    return PreparedData(tokenizer=load_tokenizer(tokenizer_path), tokenizer_path=tokenizer_path, train=train, dev=dev,
+    return PreparedData(tokenizer=load_tokenizer(tokenizer_path), tokenizer_path=tokenizer_path, train=train,
+                        train_words=np.load(folder / "train_words.npy"), dev=dev,
                         token_counts=np.load(folder / "token_counts.npy"), description=description, cache_path=folder)
 
 
@@ -303,11 +372,13 @@ class BatchStream:
     """Deterministic, resumable stream of micro-batches: each epoch a permutation of the chunks seeded
     by (seed, epoch); the last partial batch of an epoch is dropped."""
 
-    def __init__(self, chunks: np.ndarray, batch_size: int, seed: int):
+    def __init__(self, chunks: np.ndarray, batch_size: int, seed: int, words: np.ndarray | None = None):
         if len(chunks) < batch_size:
             raise UserError(f"The training data has {len(chunks):,} sequences, fewer than one batch of {batch_size}: "
                             "lower train.batch_size or use a larger corpus.")
         self.chunks = chunks
+        self.words = words  # [N] words of each chunk (PreparedData.train_words), if known
+        self.last_words = 0  # words of the batch `next` served last
         self.batch_size = batch_size
         self.seed = seed
         self.batches_per_epoch = len(chunks) // batch_size
@@ -325,10 +396,32 @@ class BatchStream:
         start = self.index * self.batch_size
         rows = self._order_for(self.epoch)[start : start + self.batch_size]
         batch = torch.from_numpy(np.asarray(self.chunks[rows], dtype=np.int64))
+        if self.words is not None:
+            self.last_words = int(self.words[rows].sum(dtype=np.int64))
         self.index += 1
         if self.index == self.batches_per_epoch:  # roll over now, so epoch always names the next batch's epoch
             self.epoch, self.index = self.epoch + 1, 0
         return batch
+
+    def epoch_words(self, epoch: int) -> np.ndarray:
+        """[batches_per_epoch] int64: the words of each batch of `epoch`, in the order they are served."""
+        rows = self._order_for(epoch)[: self.batches_per_epoch * self.batch_size]
+        return self.words[rows].astype(np.int64).reshape(self.batches_per_epoch, self.batch_size).sum(1)
+
+    def words_before(self, epoch: int, index: int) -> int:
+        """The words of every batch served before (epoch, index): the count of a run at that position."""
+        return int(sum(self.epoch_words(e).sum() for e in range(epoch)) + self.epoch_words(epoch)[:index].sum())
+
+    def batches_for_words(self, amount: float) -> int:
+        """How many batches from the start it takes to reach `amount` words."""
+        served, epoch = 0, 0
+        while True:
+            cumulative = served + np.cumsum(self.epoch_words(epoch))
+            if cumulative[-1] >= amount:
+                return epoch * self.batches_per_epoch + int(np.searchsorted(cumulative, amount)) + 1
+            if cumulative[-1] == served:
+                raise UserError("The training sequences hold no words, so a budget in words is never reached.")
+            served, epoch = int(cumulative[-1]), epoch + 1
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "batch_size": self.batch_size,

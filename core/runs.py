@@ -109,13 +109,14 @@ def _text(value) -> bool:
 STATUS_CHECKS = {
     "state": _text, "host": _text, "error": _text, "message": _text, "checkpoint": _text,
     "pid": lambda v: _count(v) and 0 < v < 2**31, "step": _count, "total_steps": _count, "tokens": _count,
+    "words": _count,
     "heartbeat": _finite, **{key: is_number for key in ("loss", "dev_loss", "eta_s", "elapsed_s")},
 }
 
 # The same for a metrics record, except that a record failing any check is skipped whole: its step
 # would otherwise be plotted against text, or its time formatted as a date that does not exist.
 METRICS_CHECKS = {
-    "step": _count, "event": _text, "suite": _text, "time": _finite,
+    "step": _count, "event": _text, "suite": _text, "time": _finite, "words": _count,
     **{key: is_number for key in ("tokens", "epoch", "loss", "masked_ce", "lr", "grad_norm", "tokens_per_s",
                                 "mask_rate", "dev_loss", "dev_masked_ce", "macro")},
     "sys": lambda v: isinstance(v, dict), "per_uid": lambda v: isinstance(v, dict),

@@ -4,6 +4,10 @@ Everything a watcher needs goes to the run directory: status.json (with a heartb
 metrics.jsonl (a line per logging interval, dev losses, system stats) and checkpoints/.
 A seed fixes data order, masks and init; resume restores optimizer, EMA, RNG and data position,
 so a resumed run continues bit-for-bit on CPU.
+
+Words seen: each step adds the words of the chunks it consumed (PreparedData.train_words), so the
+count is exact and follows the data order through a resume; train.save_at_words keeps a checkpoint
+the first step at or past each milestone.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 
 from core import checkpoint as ckpt
-from core.config import Config, parse_budget, to_yaml
+from core.config import Config, milestone_name, parse_budget, parse_milestones, to_yaml
 from core.control import ControlReader
 from core.corpus import find_corpus
 from core.dataset import BatchStream, PreparedData, masking_counts, prepare_data
@@ -62,14 +66,18 @@ class Plan:
     steps_per_epoch: float
 
 
-def plan_steps(cfg: Config, batches_per_epoch: int) -> Plan:
-    """Turn the budget ('N steps', 'N tokens', 'N epochs') into optimizer steps."""
+def plan_steps(cfg: Config, batches_per_epoch: int, batches_for_words: Callable[[float], int] | None = None) -> Plan:
+    """Turn the budget ('N steps', 'N tokens', 'N words', 'N epochs') into optimizer steps.
+    batches_for_words (BatchStream.batches_for_words) makes a words budget exact: the first step at or
+    past N words; without it the words are estimated as nominal tokens."""
     amount, unit = parse_budget(cfg.train.budget)
     accum = cfg.train.grad_accum
     steps_per_epoch = batches_per_epoch / accum
     if unit == "steps":
         total = int(amount)
-    elif unit == "tokens":  # nominal tokens: sequences x seq_len per optimizer step
+    elif unit == "words" and batches_for_words is not None:
+        total = math.ceil(batches_for_words(amount) / accum)
+    elif unit in ("tokens", "words"):  # nominal tokens: sequences x seq_len per optimizer step
         total = math.ceil(amount / (cfg.train.batch_size * accum * cfg.data.seq_len))
     else:
         total = math.ceil(amount * steps_per_epoch)
@@ -102,6 +110,7 @@ class _Interval:
         self.tokens += tokens
 
 
+BABYLM_EPOCHS = 10  # the most passes over its 10M or 100M words the BabyLM challenge allows
 RELEASE_EVERY = 50  # steps between returning freed heap pages to the OS on CPU
 LIVE_HEARTBEAT_S = 30.0  # a heartbeat older than this means its trainer is gone (as RunDir.live_pid)
 
@@ -112,6 +121,15 @@ class StopAtOnce(BaseException):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+
+
+def default_threads() -> int:
+    """CPU threads for train.threads=0: OMP_NUM_THREADS where it is set (a machine shared with other
+    jobs), else every core."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return os.cpu_count() or 1
 
 
 class Trainer:
@@ -128,6 +146,8 @@ class Trainer:
         self.stop_signum: int | None = None
         self.step = 0
         self.tokens = 0
+        self.words = 0  # words of the training text consumed so far
+        self.milestones = parse_milestones(cfg.train.save_at_words)  # still to reach, ascending
         self.skipped = 0
         self.elapsed_before = 0.0
         self._t0 = time.perf_counter()
@@ -138,7 +158,7 @@ class Trainer:
     def _setup(self) -> None:
         cfg, device = self.cfg, self.device
         if device.type == "cpu":
-            torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+            torch.set_num_threads(cfg.train.threads or default_threads())
         tune_allocator()
         self.data: PreparedData = prepare_data(cfg.data, log=self.log)
         produced = self.data.tokenizer.get_vocab_size()
@@ -146,10 +166,14 @@ class Trainer:
             self.log(f"warning: data.vocab_size is {cfg.data.vocab_size:,} but this corpus gives a tokenizer of "
                      f"{produced:,} ids; set data.vocab_size={produced} to drop the unused embedding rows")
         self._copy_data_files()
-        self.stream = BatchStream(self.data.train, cfg.train.batch_size, cfg.seed)
+        self.stream = BatchStream(self.data.train, cfg.train.batch_size, cfg.seed, words=self.data.train_words)
         if self.stream.batches_per_epoch < cfg.train.grad_accum:
             raise UserError(f"The corpus gives {self.stream.batches_per_epoch} batches per epoch, fewer than train.grad_accum ({cfg.train.grad_accum}); lower the batch size or accumulation.")
-        self.plan = plan_steps(cfg, self.stream.batches_per_epoch)
+        self.plan = plan_steps(cfg, self.stream.batches_per_epoch, self.stream.batches_for_words)
+        epochs = self.plan.total_steps / self.plan.steps_per_epoch
+        if epochs > BABYLM_EPOCHS:
+            self.log(f"warning: this run reads {epochs:.3f} epochs of its corpus, more than the {BABYLM_EPOCHS} "
+                     "the BabyLM rules allow")
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg).to(device)
@@ -218,6 +242,17 @@ class Trainer:
         self.step, self.tokens, self.skipped = state["step"], state["tokens"], state["skipped"]
         self.elapsed_before = state["elapsed"]
         self.stream.load_state_dict(state["stream"])
+        self.words = state.get("words")
+        if self.words is None:  # saved before words were counted: the data position gives them exactly
+            self.words = self.stream.words_before(self.stream.epoch, self.stream.index)
+            self.log(f"{where.name} predates counting words: {self.words:,} words seen, counted from its "
+                     "data position")
+        passed = [m for m in self.milestones if m <= self.words]
+        missing = [milestone_name(m) for m in passed if not (self.run.checkpoints_dir / milestone_name(m)).is_dir()]
+        if missing:
+            self.log(f"warning: {', '.join(missing)} passed before this resume without a checkpoint; "
+                     "they are not written")
+        self.milestones = [m for m in self.milestones if m > self.words]
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -229,9 +264,10 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
 
-    def save(self) -> None:
+    def save(self, milestone: str | None = None) -> None:
         state = {
-            "step": self.step, "tokens": self.tokens, "skipped": self.skipped, "elapsed": self._elapsed(),
+            "step": self.step, "tokens": self.tokens, "words": self.words, "skipped": self.skipped,
+            "elapsed": self._elapsed(),
             "stream": self.stream.state_dict(), "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "rng_noise": self.noise.get_state(), "total_steps": self.plan.total_steps,
@@ -240,9 +276,17 @@ class Trainer:
         path = ckpt.save_checkpoint(self.run.checkpoints_dir, self.step, self.model, ema_state,
                                     self.optimizer, state, self.cfg.train.keep_checkpoints,
                                     tokenizer=self.data.tokenizer_path,
-                                    protect=self.resumed_from)
-        self.last_saved = self.step
-        self.run.update_status(checkpoint=path.name)
+                                    protect=self.resumed_from, milestone=milestone, info={"words": self.words})
+        if milestone is None:
+            self.last_saved = self.step
+            self.run.update_status(checkpoint=path.name)
+
+    def _save_milestones(self) -> None:
+        """A checkpoint for each milestone this step reached (several when one step passes several)."""
+        while self.milestones and self.milestones[0] <= self.words:
+            name = milestone_name(self.milestones.pop(0))
+            self.save(milestone=name)
+            self.log(f"step {self.step} | {self.words:,} words | milestone checkpoint {name}")
 
     # ------------------------------------------------------------ one step
 
@@ -253,9 +297,11 @@ class Trainer:
         progress = self.step / self.plan.total_steps
         loss_sum = torch.zeros((), device=self.device)
         ce_sum, masked, maskable_rate, schedule_rate, tokens = torch.zeros((), device=self.device), 0, 0.0, 0.0, 0
+        words = 0
         for _ in range(accum):
             epoch = self.stream.epoch
             ids = self.stream.next().to(self.device, non_blocking=True)
+            words += self.stream.last_words
             with self.autocast():
                 out = diffusion_loss(self.model, ids, schedule=self.schedule, masker=self.masker,
                                      power=cfg.schedule.power, progress=progress, epoch=epoch,
@@ -289,6 +335,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens += tokens
+        self.words += words
         return loss, ce, maskable_rate, schedule_rate, gnorm, tokens
 
     def _nonfinite(self, loss: float, gnorm: float) -> None:
@@ -356,7 +403,7 @@ class Trainer:
         n = max(iv.steps, 1)
         record = {
             "event": "train", "step": self.step, "epoch": round(self.step / plan.steps_per_epoch, 4),
-            "tokens": self.tokens, "loss": iv.loss / n, "masked_ce": iv.ce / n,
+            "tokens": self.tokens, "words": self.words, "loss": iv.loss / n, "masked_ce": iv.ce / n,
             "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": iv.grad_norm / n,
             "tokens_per_s": iv.tokens / max(seconds, 1e-9), "mask_rate": iv.mask_rate / n,
             "schedule_rate": iv.schedule_rate / n,
@@ -365,7 +412,7 @@ class Trainer:
         }
         self.run.append_metrics(record)
         eta = (plan.total_steps - self.step) * seconds / n
-        self.run.update_status(step=self.step, tokens=self.tokens, loss=record["loss"], eta_s=eta)
+        self.run.update_status(step=self.step, tokens=self.tokens, words=self.words, loss=record["loss"], eta_s=eta)
         self.log(f"step {self.step}/{plan.total_steps} | epoch {record['epoch']:.2f} | loss {record['loss']:.4f} | "
                  f"masked CE {record['masked_ce']:.4f} | lr {record['lr']:.2e} | {record['tokens_per_s']:,.0f} tok/s | "
                  f"mask {record['mask_rate']:.3f} (schedule {record['schedule_rate']:.3f}) | eta {_fmt_duration(eta)}")
@@ -435,6 +482,7 @@ class Trainer:
             if cfg.samples.every and self.step % cfg.samples.every == 0:
                 with self.inference("ema"):
                     self.probes.sample(self.model, self.step)
+            self._save_milestones()
             if self.step % cfg.train.checkpoint_every == 0:
                 self.save()
             if self.device.type == "cpu" and self.step % RELEASE_EVERY == 0:
@@ -445,7 +493,8 @@ class Trainer:
         if self.last_saved != self.step:
             self.save()
         state = "stopped" if self.stop_reason else "finished"
-        self.run.update_status(state=state, step=self.step, tokens=self.tokens, elapsed_s=self._elapsed(),
+        self.run.update_status(state=state, step=self.step, tokens=self.tokens, words=self.words,
+                               elapsed_s=self._elapsed(),
                                message=f"stopped by {self.stop_reason}" if self.stop_reason else "")
         self.log(f"{state} at step {self.step} after {_fmt_duration(self._elapsed())}; checkpoint {self.run.checkpoints_dir / ('step-%d' % self.step)}")
         return state
