@@ -2,7 +2,9 @@
 
 A pair counts 1 when the good side scores higher, 0 when lower and 0.5 on a tie (equal to float
 precision, see TIE_TOLERANCE): the official pipeline takes the first option on a tie, which flatters
-a model that cannot tell the two apart.
+a model that cannot tell the two apart. Items with more options (entity tracking) share the credit
+among the options tied for the top in the same way. Wug suites report Spearman's rho instead of an
+accuracy, and the reading suite the gain in R^2 (core.reading); per_uid keeps its shape for all of them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class EvalReport:
     weights: str | None = None  # ema | raw
     rate_value: float | str | None = None  # pll only
     draws: int | None = None  # nelbo only
+    metric: str = "accuracy"  # what per_uid "accuracy" and macro hold: accuracy | spearman | delta_r2
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -72,51 +75,83 @@ def pair_credit(good: float, bad: float) -> float:
     return 1.0 if good > bad else 0.0
 
 
+def option_credit(scores: list[float]) -> float:
+    """1 when the first (right) option scores highest, 0 when another does; k options tied for the
+    top share it, 1/k each (so a tied pair counts 0.5, as pair_credit)."""
+    best = max(scores)
+    top = [i for i, score in enumerate(scores) if abs(best - score) <= TIE_TOLERANCE * max(1.0, abs(best), abs(score))]
+    return 1.0 / len(top) if 0 in top else 0.0
+
+
 def item_record(suite: str, uid: str, index: int, scores: list[float], credit: float) -> dict:
-    """One scored item: its options' scores in order ([good, bad]), the chosen option (the first
-    on a tie, as the official pipeline chooses) and its credit."""
-    return {"suite": suite, "uid": uid, "index": index, "scores": scores, "chosen": 0 if credit >= 0.5 else 1,
-            "credit": credit}
+    """One scored item: its options' scores in order ([good, bad], or every option), the chosen
+    option (the first on a tie, as the official pipeline chooses) and its credit."""
+    chosen = 0 if credit > 0 else max(range(len(scores)), key=scores.__getitem__)
+    return {"suite": suite, "uid": uid, "index": index, "scores": scores, "chosen": chosen, "credit": credit}
 
 
 def evaluate(scorer, suite: Suite, progress: Callable[[int, int], None] | None = None, checkpoint: str = "",
              predictions: list[dict] | None = None) -> EvalReport:
     """Score every item; with a `predictions` list, also append one record per item to it (see item_record)."""
+    metric = getattr(suite, "metric", "accuracy")
+    if metric == "delta_r2":
+        from core.reading import evaluate_reading
+
+        return evaluate_reading(scorer, suite, progress, checkpoint, predictions)
+    from core.zero_shot import first_option_probability, spearman
+
     started = time.perf_counter()
     credit: dict[str, list[float]] = {}
+    preference: dict[str, list[tuple[float, float]]] = {}  # wug: (model's preference for the first, human ratio)
     meta: dict[str, tuple[str | None, str | None]] = {}
     total = len(suite.items)
     for first in range(0, total, ITEMS_PER_CALL):
         chunk = suite.items[first:first + ITEMS_PER_CALL]
-        # good and bad of every item side by side, so one call batches all of them together
-        texts = [text for item in chunk for text in (item.good, item.bad)]
-        contexts = [item.context for item in chunk for _ in range(2)]
-        scores = scorer.score_texts(texts, contexts)
-        for index, item in enumerate(chunk):
-            good, bad = scores[2 * index], scores[2 * index + 1]
-            earlier, value = credit.setdefault(item.uid, []), pair_credit(good, bad)
-            if predictions is not None:  # index: the item's place within its UID
-                predictions.append(item_record(suite.name, item.uid, len(earlier), [good, bad], value))
+        # every option of every item side by side, so one call batches all of them together
+        texts = [text for item in chunk for text in item.texts()]
+        contexts = [item.context for item in chunk for _ in item.texts()]
+        scores, at = scorer.score_texts(texts, contexts), 0
+        for item in chunk:
+            mine = scores[at:at + len(item.texts())]
+            at += len(mine)
+            earlier, value = credit.setdefault(item.uid, []), option_credit(mine)
+            record = item_record(suite.name, item.uid, len(earlier), mine, value)  # index: its place in its UID
+            if item.ratio is not None:
+                record.update(prob=first_option_probability(mine), ratio=item.ratio)
+                preference.setdefault(item.uid, []).append((record["prob"], item.ratio))
+            if predictions is not None:
+                predictions.append(record)
             earlier.append(value)
             meta.setdefault(item.uid, (item.field, item.term))
         if progress is not None:
             progress(first + len(chunk), total)
 
-    per_uid = {uid: {"accuracy": sum(values) / len(values), "n": len(values), "field": meta[uid][0], "term": meta[uid][1]}
-               for uid, values in credit.items()}
+    if metric == "spearman":
+        per_uid = {uid: {"accuracy": spearman(*zip(*pairs)), "n": len(pairs), "field": None, "term": None,
+                         "metric": metric} for uid, pairs in preference.items()}
+        pooled = [pair for pairs in preference.values() for pair in pairs]
+        macro = spearman(*zip(*pooled)) if pooled else float("nan")
+    else:
+        per_uid = {uid: {"accuracy": sum(values) / len(values), "n": len(values), "field": meta[uid][0],
+                         "term": meta[uid][1]} for uid, values in credit.items()}
     by_field: dict[str, list[float]] = {}
     for result in per_uid.values():
         if result["field"] is not None:
             by_field.setdefault(result["field"], []).append(result["accuracy"])
+    per_field = {field: sum(values) / len(values) for field, values in sorted(by_field.items())}
+    if metric != "spearman":
+        means = list(per_field.values()) if getattr(suite, "macro_by_field", False) else [r["accuracy"] for r in per_uid.values()]
+        macro = sum(means) / len(means) if means else float("nan")
     return EvalReport(
         suite=suite.name,
         per_uid=per_uid,
-        per_field={field: sum(values) / len(values) for field, values in sorted(by_field.items())},
-        macro=sum(r["accuracy"] for r in per_uid.values()) / len(per_uid) if per_uid else float("nan"),
+        per_field=per_field,
+        macro=macro,
         n=total,
         seconds=time.perf_counter() - started,
         checkpoint=checkpoint,
         skipped=getattr(suite, "skipped", 0),
+        metric=metric,
         **report_settings(scorer, suite),
     )
 

@@ -18,7 +18,6 @@ the lowest finite value, so a log-softmax over the logits equals the run's own s
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -67,10 +67,12 @@ def drop_long_items(suite, tokenizer: Tokenizer, max_tokens: int) -> int:
     encoded; return how many, also kept in suite.skipped. Offsets past max_position all share the
     last relative-position bucket, so the model never saw such text, and PLL costs grow with the
     square of the length (a 700-token pair takes minutes)."""
-    texts = [text for item in suite.items for text in (item.good, item.bad)]
-    contexts = [item.context for item in suite.items for _ in range(2)]
-    lengths = [len(sequence.ids) for sequence in encode_for_scoring(tokenizer, texts, contexts)]
-    kept = [item for i, item in enumerate(suite.items) if max(lengths[2 * i], lengths[2 * i + 1]) <= max_tokens]
+    texts = [text for item in suite.items for text in item.texts()]
+    contexts = [item.context for item in suite.items for _ in item.texts()]
+    lengths = iter([len(sequence.ids) for sequence in encode_for_scoring(tokenizer, texts, contexts)])
+    # extra_tokens: what a scorer appends (the reading suite's masks)
+    kept = [item for item in suite.items
+            if max(next(lengths) for _ in item.texts()) + getattr(item, "extra_tokens", 0) <= max_tokens]
     dropped = len(suite.items) - len(kept)
     suite.items, suite.skipped = kept, suite.skipped + dropped
     return dropped

@@ -1,8 +1,11 @@
-"""Zero-shot evaluation suites (SPEC section 6): minimal pairs and EWoK items as one kind of Item.
+"""Zero-shot evaluation suites (SPEC section 6): minimal pairs, EWoK items, entity-tracking options and
+wug pairs as one kind of Item; the reading suite's sentences are core.reading's.
 
 Where a suite comes from:
     "blimp" | "supplement" | "ewok"   found under the BabyLM evaluation_data layout (full_eval/ or fast_eval/)
-    "all"                             every one of those three that is present
+    "entity_tracking" | "wug_adj" | "wug_past" | "reading"   the BabyLM 2025 pipeline's other zero-shot tasks, likewise
+    "all"                             every one of those that is present
+    "babylm"                          the same, saying which of the pipeline's tasks have no data
     "builtin"                         a small suite generated here from templates, so evaluation works offline
     path/to/file.jsonl, path/to/dir   any JSONL with sentence_good / sentence_bad, or EWoK rows
     "hf:<id>[:config][:split]"        a Hugging Face dataset (a hub id, or a local data file or folder)
@@ -22,11 +25,17 @@ from typing import Callable, Iterable
 
 from core.errors import UserError
 
-# The BabyLM 2025 pipeline's folder names, by the short name users type.
-LAYOUT_FOLDERS = {"blimp": "blimp_filtered", "supplement": "supplement_filtered", "ewok": "ewok_filtered"}
+# The BabyLM 2025 pipeline's folder names, by the short name users type (its task names), in the order
+# its eval_zero_shot.sh runs them.
+LAYOUT_FOLDERS = {"blimp": "blimp_filtered", "supplement": "supplement_filtered", "ewok": "ewok_filtered",
+                  "entity_tracking": "entity_tracking", "wug_adj": "wug_adj_nominalization",
+                  "wug_past": "wug_past_tense", "reading": "reading"}
+# fast_eval names this one differently (eval_zero_shot_fast.sh)
+FAST_FOLDERS = {"entity_tracking": "entity_tracking_fast"}
 # Where under --data DIR those folders may sit: DIR itself (pointing at full_eval/ or fast_eval/), the
 # two splits, or an evaluation_data/ folder one level down. full_eval comes first: it is the real score.
 LAYOUT_ROOTS = ("", "full_eval", "fast_eval", "evaluation_data/full_eval", "evaluation_data/fast_eval")
+SUITE_NAMES = ", ".join([*LAYOUT_FOLDERS, "all", "babylm", "builtin"])
 EWOK_FIELDS = ("Context1", "Target1", "Target2")
 PAIR_FIELDS = ("sentence_good", "sentence_bad")
 
@@ -42,6 +51,13 @@ class Item:
     bad: str
     # EWoK: the scored text is context + " " + target, and only the target's tokens are summed.
     context: str | None = None
+    # Entity tracking: every option after the context, the first correct (good and bad are the first two).
+    options: list[str] | None = None
+    ratio: float | None = None  # wug: the human preference for `good`, the first form
+
+    def texts(self) -> list[str]:
+        """What is scored, in order; the first is the right answer."""
+        return self.options if self.options is not None else [self.good, self.bad]
 
 
 @dataclass
@@ -51,6 +67,8 @@ class Suite:
     source: str  # the file, folder or dataset id, for the report
     skipped: int = 0  # items left out as longer than the model can score (see scoring.drop_long_items)
     limit: int | None = None  # items kept per UID, when that left some out (see load_suite)
+    metric: str = "accuracy"  # accuracy | spearman (wug) | delta_r2 (reading): what per-UID numbers mean
+    macro_by_field: bool = False  # macro = mean of the per-field means (entity tracking: of its files)
 
     def uids(self) -> list[str]:
         return list(dict.fromkeys(item.uid for item in self.items))
@@ -106,14 +124,14 @@ def record_to_item(record, default_uid: str) -> Item:
 
 
 def _collect(records: Iterable[tuple[str, object]], default_uid: str, on_bad_line: str,
-             warn: Callable[[str], None]) -> list[Item]:
+             warn: Callable[[str], None], convert: Callable[[object, str], Item] = record_to_item) -> list[Item]:
     """Items from (location, record or exception) pairs, refusing or skipping the bad ones."""
     items = []
     for where, record in records:
         try:
             if isinstance(record, Exception):
                 raise BadRecord(str(record))
-            items.append(record_to_item(record, default_uid))
+            items.append(convert(record, default_uid))
         except BadRecord as e:
             if on_bad_line == "skip":
                 warn(f"warning: {where}: {e}; line skipped")
@@ -175,10 +193,32 @@ def limit_per_uid(items: list[Item], limit: int | None) -> list[Item]:
 def find_layout_folder(name: str, data_dir: str | None) -> Path | None:
     root = Path(data_dir or ".").expanduser()
     for sub in LAYOUT_ROOTS:
-        candidate = root / sub / LAYOUT_FOLDERS[name]
-        if candidate.is_dir():
-            return candidate
+        for folder in (LAYOUT_FOLDERS[name], FAST_FOLDERS.get(name)):
+            candidate = root / sub / folder if folder else None
+            # "reading" is a common folder name: only one holding the pipeline's file counts
+            if candidate and candidate.is_dir() and (name != "reading" or (candidate / "reading_data.csv").is_file()):
+                return candidate
     return None
+
+
+def _load_layout(name: str, folder: Path, on_bad_line: str, warn: Callable[[str], None]) -> Suite:
+    """A pipeline task's suite from its folder; each format has its own reader."""
+    from core.reading import load_reading
+    from core.zero_shot import load_entity_tracking, load_wug
+
+    if name == "reading":
+        return load_reading(folder / "reading_data.csv", on_bad_line, warn)
+    if name == "entity_tracking":
+        return load_entity_tracking(folder, on_bad_line, warn)
+    if name in ("wug_adj", "wug_past"):
+        return load_wug(folder, name, on_bad_line, warn)
+    return load_folder(folder, name, on_bad_line, warn)
+
+
+def _layout_name(folder: Path) -> str | None:
+    """The task a folder given by path holds, by the pipeline's folder names."""
+    names = {**{v: k for k, v in LAYOUT_FOLDERS.items()}, **{v: k for k, v in FAST_FOLDERS.items()}}
+    return names.get(folder.name)
 
 
 def load_folder(folder: Path, name: str, on_bad_line: str, warn: Callable[[str], None]) -> Suite:
@@ -202,21 +242,29 @@ def _load_one(spec: str, data_dir: str | None, on_bad_line: str, warn: Callable[
         folder = find_layout_folder(spec, data_dir)
         if folder is None:
             where = Path(data_dir or ".").expanduser()
-            raise UserError(f"Suite '{spec}' not found: no {LAYOUT_FOLDERS[spec]}/ under {where}, its full_eval/ or "
+            wanted = "reading/reading_data.csv" if spec == "reading" else f"{LAYOUT_FOLDERS[spec]}/"
+            raise UserError(f"Suite '{spec}' not found: no {wanted} under {where}, its full_eval/ or "
                             f"fast_eval/ (or evaluation_data/); pass --data pointing at the BabyLM evaluation_data folder.")
-        return [load_folder(folder, spec, on_bad_line, warn)]
-    if spec == "all":
+        return [_load_layout(spec, folder, on_bad_line, warn)]
+    if spec in ("all", "babylm"):
         found = [name for name in LAYOUT_FOLDERS if find_layout_folder(name, data_dir) is not None]
         if not found:
-            raise UserError(f"No evaluation suites (blimp_filtered, supplement_filtered, ewok_filtered) under {Path(data_dir or '.')}: "
+            raise UserError(f"No evaluation suites ({', '.join(LAYOUT_FOLDERS.values())}) under {Path(data_dir or '.')}: "
                             "pass --data pointing at the BabyLM evaluation_data folder, or use the builtin suite.")
+        missing = [name for name in LAYOUT_FOLDERS if name not in found]
+        if spec == "babylm" and missing:  # a submission reports every task: say which are left out
+            warn(f"warning: babylm: no data for {', '.join(missing)} under {Path(data_dir or '.')}; left out")
         return [suite for name in found for suite in _load_one(name, data_dir, on_bad_line, warn)]
     path = Path(spec).expanduser()
+    if path.is_file() and path.name == "reading_data.csv":
+        return [_load_layout("reading", path.parent, on_bad_line, warn)]
     if path.is_file():
         return [Suite(name=path.stem, items=read_jsonl_items(path, on_bad_line, warn), source=str(path))]
+    if path.is_dir() and _layout_name(path) not in (None, "blimp", "supplement", "ewok"):
+        return [_load_layout(_layout_name(path), path, on_bad_line, warn)]
     if path.is_dir():
         return [load_folder(path, _suite_name(path), on_bad_line, warn)]
-    raise UserError(f"Unknown suite '{spec}': use blimp, supplement, ewok, all, builtin, a .jsonl file or folder, or hf:<dataset id>.")
+    raise UserError(f"Unknown suite '{spec}': use {SUITE_NAMES}, a .jsonl file or folder, or hf:<dataset id>.")
 
 
 def load_suite(spec: str, data_dir: str | None = None, limit: int | None = None, on_bad_line: str = "refuse",
@@ -224,7 +272,7 @@ def load_suite(spec: str, data_dir: str | None = None, limit: int | None = None,
     _check_mode(on_bad_line)
     parts = [part.strip() for part in str(spec).split(",") if part.strip()] if not str(spec).startswith("hf:") else [spec]
     if not parts:
-        raise UserError("No suite given: use blimp, supplement, ewok, all, builtin, a .jsonl file or folder, or hf:<dataset id>.")
+        raise UserError(f"No suite given: use {SUITE_NAMES}, a .jsonl file or folder, or hf:<dataset id>.")
     suites = [suite for part in parts for suite in _load_one(part, data_dir, on_bad_line, warn)]
     for suite in suites:
         kept = limit_per_uid(suite.items, limit)

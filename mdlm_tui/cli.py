@@ -249,9 +249,9 @@ def schedule(
 @app.command("eval")
 def eval_command(
     target: str = typer.Argument(..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."),
-    suite: Optional[str] = typer.Option(None, "--suite", help="blimp, supplement, ewok, all, builtin, dev (dev-set NELBO), a .jsonl file or folder, hf:<id>; comma-separated for several (default: the run's eval.suites)."),
-    data: Optional[str] = typer.Option(None, "--data", help="The BabyLM evaluation_data folder holding blimp_filtered, supplement_filtered, ewok_filtered (under full_eval/ or fast_eval/)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most N items per UID (default: all)."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="blimp, supplement, ewok, entity_tracking, wug_adj, wug_past, reading, all, babylm (every BabyLM zero-shot task, with a summary), builtin, dev (dev-set NELBO), a .jsonl file or folder, hf:<id>; comma-separated for several (default: the run's eval.suites)."),
+    data: Optional[str] = typer.Option(None, "--data", help="The BabyLM evaluation_data folder holding blimp_filtered, supplement_filtered, ewok_filtered, entity_tracking, wug_adj_nominalization, reading, ... (under full_eval/ or fast_eval/)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most N items per UID, for reading N sentences (default: all)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="pll | nelbo (default: the run's eval.backend)."),
     rate_value: Optional[str] = typer.Option(None, "--rate-value", help="Time-conditioning input while scoring: a rate or 'realised'."),
     draws: Optional[int] = typer.Option(None, "--draws", help="Monte-Carlo draws of the nelbo backend."),
@@ -261,9 +261,10 @@ def eval_command(
     predictions_out: Optional[Path] = typer.Option(None, "--predictions", help="Also write one JSON line per scored item (scores, choice, credit) to this file."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
 ):
-    """Score a checkpoint on minimal-pair suites: a table per UID, per field and the macro average."""
+    """Score a checkpoint on zero-shot suites: a table per UID, per field and the macro average."""
     from core.config import apply_overrides
     from core.evaluate import checkpoint_step, evaluate, load_for_eval, make_scorer, save_report
+    from mdlm_tui.widgets.eval_metrics import metric_of, print_report, print_summary
 
     for option, path in (("--json", json_out), ("--predictions", predictions_out)):  # before minutes of scoring
         if path is not None and path.is_dir():
@@ -277,6 +278,7 @@ def eval_command(
     specs = [part.strip() for part in (suite or cfg.eval.suites).split(",") if part.strip()]
     run_dir, step = ckpt.parent.parent, checkpoint_step(ckpt)
     reports, predictions = [], [] if predictions_out is not None else None
+    scored = []  # this command's suite reports, for the babylm summary
     unsaved = None  # why a report could not be saved: said last, once every result is on the screen
     if "dev" in specs:
         specs.remove("dev")
@@ -297,7 +299,11 @@ def eval_command(
                 continue
             with _progress_bar(f"{one.name}", len(one.items)) as progress:
                 report = evaluate(scorer, one, progress=progress, checkpoint=str(ckpt), predictions=predictions)
-            _print_report(report)
+            if metric_of(report) == "accuracy":
+                _print_report(report)
+            else:  # a correlation or an R^2 gain: its own header
+                print_report(report, None if _stdout_is_terminal() else 120)
+            scored.append(report)
             try:
                 print(f"report: {save_report(report, run_dir / 'eval', step)}", file=sys.stderr)
             except OSError as e:
@@ -306,6 +312,8 @@ def eval_command(
         if not any(one.items for one in suites):
             raise UserError(f"Every item is longer than the model's {longest} positions (model.max_position); "
                             "nothing was scored.")
+        if "babylm" in specs:
+            print_summary(scored, None if _stdout_is_terminal() else 120)
     if json_out is not None:
         _write_lines(json_out, [reports if len(reports) > 1 else reports[0]], indent=2)
     if predictions_out is not None:

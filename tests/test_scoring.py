@@ -178,7 +178,7 @@ def test_report_serialises(model, tokenizer):
     assert isinstance(report, EvalReport)
     data = json.loads(json.dumps(report.to_dict()))
     assert set(data) == {"suite", "per_uid", "per_field", "macro", "n", "seconds", "backend", "checkpoint",
-                         "skipped", "limit", "weights", "rate_value", "draws"}
+                         "skipped", "limit", "weights", "rate_value", "draws", "metric"}
     assert data["per_field"] == {"morphology": 0.5}
 
 

@@ -22,6 +22,7 @@ from textual.worker import get_current_worker
 
 from mdlm_tui.widgets.eval_reports import (current_run, earlier_report, fill_checkpoint_picker, list_checkpoints,
                                            read_reports)
+from mdlm_tui.widgets.eval_metrics import short_label
 from mdlm_tui.widgets.eval_table import EvalTable, percent, signed_points, step_name
 from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
@@ -119,6 +120,7 @@ class EvalScreen(Guarded, Screen):
         self.evaluations_finished = 0  # counts ended evaluations (done, failed or cancelled)
         self.saved_reports: list[Path] = []  # reports written by this screen, newest last
         self.macros: dict[str, float] = {}  # suite -> macro of the latest evaluation here
+        self.metrics: dict[str, str] = {}  # suite -> what its macro is (eval_metrics.METRICS)
         self.dev_line = ""  # the dev NELBO of the latest evaluation here, when "dev" was asked for
         self.report_problems: list[str] = []  # saved reports that could not be read, shown on the status line
         self.compared: dict[str, tuple[int | None, dict | None]] = {}  # suite shown -> (its step, its settings)
@@ -133,8 +135,8 @@ class EvalScreen(Guarded, Screen):
                          id="eval-backend")
         with Horizontal(classes="eval-row"):
             yield Label("suites")
-            yield Input("builtin", placeholder="builtin, blimp, supplement, ewok, all, dev, a .jsonl", compact=True,
-                        id="eval-suites")
+            yield Input("builtin", placeholder="builtin, blimp, ewok, entity_tracking, wug_adj, reading, babylm, all, dev",
+                        compact=True, id="eval-suites")
             yield Label("limit", classes="eval-short")
             yield Input("100", placeholder="all", compact=True, id="eval-limit")
         with Horizontal(classes="eval-row"):
@@ -200,6 +202,7 @@ class EvalScreen(Guarded, Screen):
         for uid, result in newest.per_uid.items():
             table.add_result(newest.suite, uid, result)
         self.macros = {newest.suite: newest.macro}
+        self.metrics = {newest.suite: newest.metric}
         self._show_macros()
         self.show_status(f"saved report {newest.path.name}; ctrl+r evaluates the chosen checkpoint")
         return True
@@ -329,6 +332,7 @@ class EvalScreen(Guarded, Screen):
     def on_eval_screen_suite_done(self, message: SuiteDone) -> None:
         self.saved_reports.append(message.path)
         self.macros[message.report.suite] = message.report.macro
+        self.metrics[message.report.suite] = message.report.metric
         self._show_macros()
 
     def on_eval_screen_dev_done(self, message: DevDone) -> None:
@@ -350,7 +354,8 @@ class EvalScreen(Guarded, Screen):
         parts = []
         for suite, macro in self.macros.items():
             earlier = table.earlier.get(suite)
-            text = f"{suite} macro {percent(macro)}"
+            metric = self.metrics.get(suite, "accuracy")
+            text = f"{suite} {'macro' if metric == 'accuracy' else short_label(metric)} {percent(macro)}"
             if earlier is not None:
                 text += f" (vs {step_name(earlier)} {percent(earlier.macro)}, Δ {signed_points(macro, earlier.macro)})"
             elif auto and self.compared.get(suite, (None, {}))[1] is None:

@@ -26,6 +26,7 @@ class SavedReport:
     macro: float
     per_uid: dict[str, dict]
     settings: dict | None = None  # None: a report from before reports recorded their settings
+    metric: str = "accuracy"  # what macro and per-UID numbers are (eval_metrics.METRICS)
 
     @property
     def label(self) -> str:
@@ -81,7 +82,8 @@ def read_reports(run: Path, problems: list[str] | None = None) -> list[SavedRepo
         step = int(match["step"]) if match and match["step"].isdigit() else None
         settings = {key: data[key] for key in SETTINGS} if all(key in data for key in SETTINGS) else None
         reports.append(SavedReport(path, str(data.get("suite", path.stem)), step, str(data.get("backend", "")),
-                                   float(data.get("macro", float("nan"))), data["per_uid"], settings))
+                                   float(data.get("macro", float("nan"))), data["per_uid"], settings,
+                                   str(data.get("metric") or "accuracy")))
     if unreadable and problems is not None:
         problems.append(f"{len(unreadable)} unreadable report{'s' if len(unreadable) > 1 else ''} skipped "
                         f"({', '.join(unreadable[:3])})")

@@ -66,6 +66,17 @@ def run_evaluation(request: EvalRequest,
         uids = suite.uids()
         settings = report_settings(scorer, suite)
         on_suite_start(suite.name, step, settings)
+        if suite.metric != "accuracy" or suite.macro_by_field:
+            # a correlation, an R^2 gain or a mean over files is a whole-suite number: scored at once
+            if cancelled():
+                return saved
+            on_status(f"{suite.name}: scoring {len(suite.items):,} items ...")
+            report = evaluate(scorer, suite, checkpoint=str(ckpt))
+            for uid, result in report.per_uid.items():
+                on_uid(suite.name, uid, result)
+            saved.append(save_report(report, run_dir / "eval", step))
+            on_suite(report, saved[-1])
+            continue
         for index, uid in enumerate(uids, 1):
             if cancelled():
                 return saved

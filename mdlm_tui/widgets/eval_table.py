@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
+from mdlm_tui.widgets.eval_metrics import short_label
 from mdlm_tui.widgets.eval_reports import SavedReport
 from mdlm_tui.widgets.guard import Guarded
 
@@ -84,7 +85,9 @@ class EvalTable(Guarded, DataTable):
             self._update(suite, uid, result)
             return
         earlier = self.earlier_accuracy(suite, uid)
-        self.add_row(uid, str(result["n"]), percent(result["accuracy"]), percent(earlier),
+        metric = result.get("metric") or "accuracy"  # a correlation or an R^2 gain says so after its UID
+        label = uid if metric == "accuracy" else f"{uid} ({short_label(metric)})"
+        self.add_row(label, str(result["n"]), percent(result["accuracy"]), percent(earlier),
                      signed_points(result["accuracy"], earlier), key=key)
         self.move_cursor(row=self.row_count - 1)  # follow the newest row
 
