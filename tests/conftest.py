@@ -8,6 +8,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MDLM_TUI_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+# The suite runs as many small processes side by side (pytest-xdist, one worker per core): one CPU
+# thread each, so they share the cores without OpenMP threads spinning against each other, also on a
+# machine busy with other work. Set before any test imports torch or starts a command.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
     """Every test session gets its own corpus cache, so tests never read a user's cache."""

@@ -260,6 +260,7 @@ async def show_train(pilot) -> None:
     await until(pilot, lambda: all(screen.query_one(f"#plot-{name}").points for name in ("loss", "dev", "lr")),
                 "the curves")
     await until(pilot, lambda: screen.query_one("#train-log").line_count > 0, "the log")
+    await pilot.pause()  # the state label and the log laid out anew before the picture is taken
 
 
 async def show_configure(pilot) -> None:

@@ -51,8 +51,9 @@ class WrappedLog(RichLog):
 
     def write_lines(self, lines: list[str]) -> None:
         self.kept.extend(lines)
-        for line in lines:
-            self.write(Text(line))  # Text: brackets in a line are not markup
+        if self._wrapped_at:  # before the first resize the width is unknown: on_resize writes them
+            for line in lines:
+                self.write(Text(line))  # Text: brackets in a line are not markup
 
     def clear(self) -> "WrappedLog":
         self.kept.clear()
