@@ -471,6 +471,15 @@ def milestone_name(words: int) -> str:
     return f"{MILESTONE_PREFIX}{words}"
 
 
+def milestone_words(name: str) -> int | None:
+    """The word count a milestone folder is named by (milestone_name's inverse): chck_2M -> 2000000; None
+    for any other name."""
+    found = re.fullmatch(re.escape(MILESTONE_PREFIX) + r"(\d+(?:\.\d+)?)([KMB]?)", name)
+    if not found:
+        return None
+    return round(float(found.group(1)) * {"": 1, "K": 10**3, "M": 10**6, "B": 10**9}[found.group(2)])
+
+
 # Allowed values of numeric keys, as intervals; relations between keys are checked in `validate`.
 _SIZE = f"(0, {2**24}]"  # tensor dimensions: larger ones overflow PyTorch's size arithmetic
 RANGES = {

@@ -10,6 +10,7 @@ accuracy, and the reading suite the gain in R^2 (core.reading); per_uid keeps it
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -345,4 +346,11 @@ def save_report(report: EvalReport, eval_dir: Path, step: int | None) -> Path:
 
 
 def checkpoint_step(ckpt: Path) -> int | None:
-    return int(ckpt.name[5:]) if ckpt.name.startswith("step-") and ckpt.name[5:].isdigit() else None
+    """The step a checkpoint holds: from a step-N name, else (a chck_* milestone) from its meta.json."""
+    if ckpt.name.startswith("step-") and ckpt.name[5:].isdigit():
+        return int(ckpt.name[5:])
+    try:
+        step = json.loads((ckpt / "meta.json").read_bytes()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None

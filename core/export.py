@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -29,7 +28,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, processors
 
 from core.checkpoint import read_meta
-from core.config import Config, ModelConfig, load_saved_config
+from core.config import MILESTONE_PREFIX, Config, ModelConfig, load_saved_config, milestone_words
 from core.errors import UserError
 from core.specials import BOS_ID, EOS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SPECIAL_TOKENS, UNK_ID
 
@@ -41,7 +40,6 @@ AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_mdlm.MDLMForSequenceClassification",
 }
 HEAD_TENSORS = ("head_proj.weight", "head_proj.bias", "output_bias")  # the rest sit under the encoder, "mdlm."
-MILESTONE_PREFIX = "chck_"  # the pipeline's revision names for intermediate checkpoints: chck_1M, chck_10M, ...
 
 # What modeling_mdlm.py implements of model.*: any value of these keys ...
 _ANY_VALUE = {"hidden_size", "num_layers", "num_heads", "ffn_size", "cond_dim", "time_conditioning",
@@ -142,15 +140,10 @@ def write_folder(folder: Path, model: torch.nn.Module, tokenizer: Tokenizer, cfg
 
 
 def milestone_folders(run: Path) -> list[Path]:
-    """checkpoints/chck_* folders, fewest words first (chck_2M before chck_10M)."""
-    scale = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}
-
-    def words(folder: Path) -> tuple:
-        found = re.fullmatch(r"chck_(\d+(?:\.\d+)?)([KMB]?)", folder.name)
-        return (0, float(found.group(1)) * scale[found.group(2)], "") if found else (1, 0.0, folder.name)
-
+    """checkpoints/chck_* folders, fewest words first (chck_2M before chck_10M); odd names last."""
     found = [d for d in (run / "checkpoints").glob(f"{MILESTONE_PREFIX}*") if d.is_dir()]
-    return sorted(found, key=words)
+    return sorted(found, key=lambda d: (0, words, "") if (words := milestone_words(d.name)) is not None
+                  else (1, 0, d.name))
 
 
 def _plan(target: str, milestones: bool) -> list[tuple[str | None, Path]]:

@@ -279,6 +279,19 @@ def headless_line(record: dict, total_steps: int | None) -> str | None:
 # ---------------------------------------------------------------- the watcher
 
 
+def run_milestones(run_dir: Path) -> list[int]:
+    """The word counts a run saves milestone checkpoints at (train.save_at_words); [] when it has none
+    or its config.yaml cannot be read: only a readout depends on it."""
+    from core.config import parse_milestones, read_yaml
+    from core.errors import UserError
+
+    try:
+        train = read_yaml(run_dir / "config.yaml").get("train")
+        return parse_milestones(train.get("save_at_words") if isinstance(train, dict) else None)
+    except (UserError, OSError, AttributeError):
+        return []
+
+
 class RunUpdated(Message):
     """Everything new about a run since the last message (coalesced)."""
 
@@ -286,7 +299,8 @@ class RunUpdated(Message):
                  latest_eval: dict, new_records: list[dict], new_samples: list[dict], log_lines: list[str],
                  log_reset: bool, from_log_file: bool, metrics_changed: bool = True,
                  problems: list[str] | None = None, latest_report: dict | None = None,
-                 tokens_per_s: float | None = None, eta_s: float | None = None):
+                 tokens_per_s: float | None = None, eta_s: float | None = None,
+                 milestones: list[int] | None = None):
         super().__init__()
         self.run_dir = run_dir
         self.status = status
@@ -304,6 +318,7 @@ class RunUpdated(Message):
         self.latest_report = latest_report or {}  # the newest saved suite report (latest_eval_report)
         self.tokens_per_s = tokens_per_s  # smoothed (Pace)
         self.eta_s = eta_s  # from the smoothed pace
+        self.milestones = milestones or []  # train.save_at_words as word counts, ascending
 
 
 class RunWatcher:
@@ -331,6 +346,8 @@ class RunWatcher:
         self._status_problems: list[str] = []
         self._eval_mtime: int | None = None  # eval/ changes its mtime when a report lands (written by rename)
         self._report: dict = {}
+        self._config_mtime: int | None = None
+        self._milestones: list[int] = []
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"watch {self.run.path.name}", daemon=True)
@@ -369,6 +386,14 @@ class RunWatcher:
             self._eval_mtime, changed = eval_mtime, True
             self._report = latest_eval_report(self.run.eval_dir)
 
+        try:
+            config_mtime = os.stat(self.run.path / "config.yaml").st_mtime_ns
+        except OSError:
+            config_mtime = None
+        if config_mtime != self._config_mtime:  # a resume may rewrite it with other milestones
+            self._config_mtime, changed = config_mtime, True
+            self._milestones = run_milestones(self.run.path)
+
         samples = self._samples.read_records()
         log_lines = self._log.read_lines()
         from_log_file = self._log.identity is not None
@@ -392,7 +417,7 @@ class RunWatcher:
         pace, status = self.history.pace, self._status
         step = status.get("step", self.history.latest_train.get("step"))
         return {"latest_report": self._report, "tokens_per_s": pace.tokens_per_s,
-                "eta_s": pace.eta_s(step, status.get("total_steps"))}
+                "eta_s": pace.eta_s(step, status.get("total_steps")), "milestones": self._milestones}
 
     def problems(self) -> list[str]:
         """What this watcher could not read so far, one sentence each."""

@@ -80,3 +80,25 @@ def test_cli_evals_with_two_limits_keep_both_reports(finished_smoke_run, tmp_pat
         "builtin-step-8-pll-limit3.json": 3, "builtin-step-8-pll-limit2.json": 2}
     assert all(data["weights"] == "ema" for data in reports.values())
     assert "at most 2 items a UID" in result.stdout
+
+
+def test_a_milestone_report_is_named_by_the_step_in_its_meta(tmp_path):
+    from core.evaluate import checkpoint_step
+
+    milestone = tmp_path / "checkpoints" / "chck_2M"
+    milestone.mkdir(parents=True)
+    (milestone / "meta.json").write_text(json.dumps({"step": 37, "words": 2_000_000, "sizes": {}}))
+    assert checkpoint_step(tmp_path / "checkpoints" / "step-8") == 8  # the name wins; no meta.json read
+    assert checkpoint_step(milestone) == 37
+    assert checkpoint_step(tmp_path / "checkpoints" / "chck_5M") is None  # no meta.json
+    [suite] = load_suite("builtin", limit=2)
+    assert save_report(evaluate(LengthScorer(), suite), tmp_path / "eval", checkpoint_step(milestone)).name \
+        == "builtin-step-37-pll-limit2.json"
+
+
+def test_checkpoints_list_steps_newest_first_then_milestones(tmp_path):
+    from mdlm_tui.widgets.eval_reports import list_checkpoints
+
+    for name in ("step-4", "step-8", "chck_20K", "chck_2M", "chck_1M", "chck_notes", "step-x"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-8", "step-4", "chck_2M", "chck_1M", "chck_20K"]

@@ -374,3 +374,27 @@ def test_tokens_per_s_and_eta_change_gradually_over_one_slow_step(tmp_path, monk
                 assert 0.8 <= next_rate / rate <= 1.25, f"tok/s jumped from {rate:.0f} to {next_rate:.0f} after step {step}"
 
     asyncio.run(body())
+
+
+def test_train_screen_shows_words_seen_and_the_next_milestone(tmp_path):
+    """Words of training text seen, and the milestone checkpoint (train.save_at_words) due next;
+    a run without milestones shows the words alone."""
+    with_milestones = write_run(tmp_path / "runs" / "milestones", "finished")
+    (with_milestones / "config.yaml").write_text("train:\n  save_at_words: 20K,50K\n")
+    plain = write_run(tmp_path / "runs" / "plain", "finished")
+    for run in (with_milestones, plain):
+        status = json.loads((run / "status.json").read_text())
+        (run / "status.json").write_text(json.dumps({**status, "words": 31_000}))
+
+    async def detail_of(run: Path) -> str:
+        app = MdlmApp(runs_root=run.parent, watch=run)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), 60, "the Train screen")
+            detail = app.screen.query_one("#train-detail")
+            await wait_for(pilot, lambda: "words" in str(detail.render()), 10, "the words line")
+            await pilot.pause(0.3)
+            return str(detail.render())
+
+    assert "words 31.00K  next chck_50K" in asyncio.run(detail_of(with_milestones))
+    shown = asyncio.run(detail_of(plain))
+    assert "words 31.00K" in shown and "next" not in shown, shown

@@ -1,7 +1,8 @@
 """The Runs screen: every run folder under the runs root, with its state (stale heartbeats
 included), step, latest loss and eval, refreshed every couple of seconds. Enter opens a run on
 the Train screen; d moves one to the trash (<runs root>/.trash, `mdlm-tui restore` brings it back)
-once its name is typed, never one a trainer is working on. Rows are ordered by the age shown, newest first."""
+once its name is typed, never one a trainer is working on; E exports one as a Hugging Face model
+folder. Rows are ordered by the age shown, newest first."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from core.runs import TRASH_FOLDER, RunDir, trash_run, valid_metrics_record
 from mdlm_tui.watcher import FileTail, is_live, latest_eval_report, run_health
 from mdlm_tui.widgets import formatting as fmt
 from mdlm_tui.widgets.confirm import ConfirmScreen
+from mdlm_tui.widgets.export_dialog import ExportScreen, default_out
 from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
 from mdlm_tui.widgets.readout import Readout
@@ -114,6 +116,7 @@ class RunsScreen(Guarded, Screen):
         Binding("enter", "open_run", "Open", show=False),
         Binding("o", "open_run", "Open/attach"),
         Binding("d", "delete_run", "Delete"),
+        Binding("E", "export_run", "Export"),  # e is the Eval screen, everywhere
         Binding("f5", "refresh_runs", "Refresh", show=False),
     ]
     DEFAULT_CSS = "RunsScreen #runs-problems { max-height: 6; padding: 0 1; color: $error; display: none; }"
@@ -200,6 +203,11 @@ class RunsScreen(Guarded, Screen):
         row = self.selected()
         if row is not None:
             self.app.open_run(row.path)
+
+    def action_export_run(self) -> None:
+        row = self.selected()
+        if row is not None:
+            self.app.push_screen(ExportScreen(row.path, default_out(self.runs_root, row.path)))
 
     def action_delete_run(self) -> None:
         row = self.selected()

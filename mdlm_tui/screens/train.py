@@ -19,6 +19,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import ProgressBar, RichLog, Static
 
+from core.config import milestone_name
 from mdlm_tui.watcher import RunUpdated, RunWatcher, is_live, run_health
 from mdlm_tui.widgets import formatting as fmt
 from mdlm_tui.widgets.curves import CurvePlot
@@ -167,6 +168,10 @@ class TrainScreen(Guarded, Screen):
             f"eval {fmt.eval_label(message.latest_report or message.latest_eval)}",
             f"ckpt {status.get('checkpoint') or '--'}  beat {fmt.age(time.time() - status['heartbeat']) if status.get('heartbeat') else '--'}",
         ]
+        words = status.get("words", train.get("words"))
+        upcoming = [m for m in message.milestones if m > (words or 0)]  # the trainer saves on reaching one
+        if words is not None or upcoming:  # runs from before words were counted show neither
+            lines.insert(1, f"words {fmt.count(words)}" + (f"  next {milestone_name(upcoming[0])}" if upcoming else ""))
         if status.get("error"):
             lines.append(f"error: {status['error']}")
         lines += [f"! {problem}" for problem in message.problems]  # skipped, so the rest still shows

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import MILESTONE_PREFIX, milestone_words
 from core.runs import is_number
 
 _REPORT_NAME = re.compile(r"^(?P<suite>.+)-step-(?P<step>\d+|x)-(?P<backend>[a-z]+)(-[^-]+)*$")
@@ -35,10 +36,13 @@ class SavedReport:
 
 
 def list_checkpoints(run: Path) -> list[Path]:
-    """checkpoints/step-N folders, newest first."""
+    """checkpoints/step-N folders, newest first, then the chck_* milestones (train.save_at_words), most words
+    first: the latest step is the usual choice, a milestone one asked for by name."""
     folder = Path(run) / "checkpoints"
-    found = [p for p in folder.glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
+    steps = [p for p in folder.glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
+    milestones = [p for p in folder.glob(f"{MILESTONE_PREFIX}*") if p.is_dir() and milestone_words(p.name) is not None]
+    return (sorted(steps, key=lambda p: int(p.name[5:]), reverse=True)
+            + sorted(milestones, key=lambda p: milestone_words(p.name), reverse=True))
 
 
 def fill_checkpoint_picker(picker, run: Path) -> list[Path]:
