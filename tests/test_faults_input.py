@@ -5,6 +5,7 @@ in one sentence and exit 2, with nothing already written lost."""
 
 import json
 import math
+import shutil
 import subprocess
 from dataclasses import fields
 
@@ -161,7 +162,8 @@ def test_eval_skips_and_counts_items_longer_than_the_model(finished_smoke_run, t
     pairs = [("The king is here.", "The king are here."), (long_text, long_text + " king")]
     suite.write_text("".join(json.dumps({"sentence_good": g, "sentence_bad": b}) + "\n" for g, b in pairs))
     out = tmp_path / "report.json"
-    result = mdlm("eval", finished_smoke_run, "--suite", suite, "--json", out, timeout=120)
+    run = shutil.copytree(finished_smoke_run, tmp_path / "run")  # the report goes into the run: not the shared one
+    result = mdlm("eval", run, "--suite", suite, "--json", out, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "mixed: 1 of 2 items skipped, longer than the model's 512 positions" in result.stdout
     report = json.loads(out.read_text())
@@ -173,7 +175,8 @@ def test_eval_reads_jsonl_with_a_byte_order_mark(finished_smoke_run, tmp_path):
     suite = tmp_path / "bom.jsonl"
     line = json.dumps({"sentence_good": "The king is here.", "sentence_bad": "The king are here."})
     suite.write_bytes(b"\xef\xbb\xbf" + (line + "\n").encode())
-    result = mdlm("eval", finished_smoke_run, "--suite", suite)
+    run = shutil.copytree(finished_smoke_run, tmp_path / "run")  # the report goes into the run: not the shared one
+    result = mdlm("eval", run, "--suite", suite)
     assert result.returncode == 0, result.stderr
     assert "macro average" in result.stdout
 

@@ -170,8 +170,9 @@ def test_a_run_without_checkpoints_says_so(tmp_path):
 
 
 def smoke_copy(finished_smoke_run: Path, tmp_path: Path) -> Path:
+    """A copy of the shared run, without the reports other tests' evaluations may have left in it."""
     run = tmp_path / "run"
-    shutil.copytree(finished_smoke_run, run)
+    shutil.copytree(finished_smoke_run, run, ignore=shutil.ignore_patterns("eval"))
     return run
 
 
