@@ -4,63 +4,72 @@ Textual hands a key to the focused widget as soon as it is read, but a key bound
 or c for the Configure screen) acts only once it has come back up to the app. Keys read meanwhile
 (a paste, tmux send-keys, typing while the machine is busy) went to the widget focused before: text
 typed right after c landed on the Runs table and was lost, and its letters switched screens. So
-while a bound key is on its way, the keys after it wait; they follow once it has acted and the
-screen it may have switched to has composed and taken its focus.
+while a bound key is on its way, the keys after it wait in a backlog, in the order they came; they
+are sent on, one by one, once it has acted and the screen it may have switched to has composed and
+taken its focus. A key read while the backlog is not empty joins its end, never overtakes it.
 """
 
 from __future__ import annotations
 
+from collections import deque
+
 from textual import events
 
 RELEASE_ANYWAY_S = 1.0  # a widget that eats a bound key silently must not hold the keys after it for ever
+SCREEN_SWITCH = object()  # in flight: a key that switched screens, until the new one is up
 
 
 class TypeAhead:
     """Mixed into the App, before `App` in its bases."""
 
-    _held: list | None = None  # keys waiting for the key in flight; None: keys go straight on
-    _in_flight: events.Key | None = None
+    _in_flight: object | None = None  # the bound key on its way (or SCREEN_SWITCH); None: nothing waits
+    _generation = 0  # which wait a timer or a returning key belongs to
+    _backlog: deque | None = None
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
-            if self._held is not None:
-                self._held.append(event)
-                return
-            screen = self.screen
-            bound = isinstance(event, events.Key) and any(
-                event.key in bindings.key_to_bindings for _node, bindings in screen._modal_binding_chain)
-            await super().on_event(event)
-            if bound and event.is_forwarded:  # handed to a widget: its binding acts when it comes back
-                self._hold(event)
-            elif self.screen is not screen:  # a priority key switched screens: wait until it is up
-                self._hold(None)
-                self._release_when_ready()
+            if self._backlog is None:
+                self._backlog = deque()
+            if self._in_flight is not None or self._backlog:
+                self._backlog.append(event)
+            else:
+                await self._send(event)
             return
         try:
             await super().on_event(event)
         finally:
             if event is self._in_flight:  # back at the app: its binding has acted
-                self._release_when_ready()
+                self._acted(self._generation)
 
-    def _hold(self, key: events.Key | None) -> None:
-        self._in_flight, self._held = key, []
-        held = self._held
-        self.set_timer(RELEASE_ANYWAY_S, lambda: self._release(held))
+    async def _send(self, event: events.Event) -> None:
+        screen = self.screen
+        bound = isinstance(event, events.Key) and any(
+            event.key in bindings.key_to_bindings for _node, bindings in screen._modal_binding_chain)
+        await super().on_event(event)
+        if bound and event.is_forwarded:  # handed to a widget: its binding acts when it comes back
+            self._wait_for(event)
+        elif self.screen is not screen:  # a priority key switched screens: wait until it is up
+            self._wait_for(SCREEN_SWITCH)
+            self._acted(self._generation)
 
-    def _release_when_ready(self) -> None:
+    def _wait_for(self, key: object) -> None:
+        self._in_flight = key
+        self._generation += 1
+        generation = self._generation
+        self.set_timer(RELEASE_ANYWAY_S, lambda: self._acted(generation))
+
+    def _acted(self, generation: int) -> None:
+        """The key in flight has acted (or the wait ran out): send the backlog on, queued behind
+        whatever the screen has to do first (a new screen composes, mounts and takes its focus)."""
+        if generation != self._generation:
+            return  # a wait already over
+        self._generation += 1
+        if not self.screen.call_later(self.call_later, self._drain, self._generation):
+            self.call_later(self._drain, self._generation)
+
+    async def _drain(self, generation: int) -> None:
+        if generation != self._generation:
+            return
         self._in_flight = None
-        held = self._held
-        # queued behind whatever the screen has to do first: a new screen composes, mounts and
-        # takes its focus before the keys typed after the one that showed it
-        if not self.screen.call_later(self._release, held):
-            self._release(held)
-
-    def _release(self, held: list | None) -> None:
-        if held is None or held is not self._held:
-            return  # released already
-        self._held = self._in_flight = None
-        for event in held:  # as new, in order: a bound one among them holds the rest again
-            key = isinstance(event, events.Key)
-            again = events.Key(event.key, event.character) if key else events.Paste(event.text)
-            again.set_sender(self)  # as the driver does: a key sent by a screen would stop bubbling there
-            self.post_message(again)
+        while self._backlog and self._in_flight is None:  # a bound key among them waits again
+            await self._send(self._backlog.popleft())

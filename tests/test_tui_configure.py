@@ -252,6 +252,32 @@ def test_keys_typed_at_once_after_c_land_in_the_extra_field(tmp_path):
     asyncio.run(body())
 
 
+def test_keys_read_in_bursts_with_pauses_between_keep_their_order(tmp_path):
+    """Tabs then text, read in bursts with short pauses, as a busy terminal delivers them: keys read
+    while held ones are being sent on must queue behind them, never overtake them (or be lost)."""
+    import random
+
+    typed = "train.budget=1000 steps; train.log_every=1; train.dev_every=0"
+
+    async def burst(seed: int) -> str:
+        rng = random.Random(seed)
+        app = MdlmApp(runs_root=tmp_path / f"runs-{seed}")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("c")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfigureScreen)
+                           and "parameters" in verdict_text(app.screen), 60, "the Configure screen")
+            type_at_once(app, *["tab"] * TABS_TO_EXTRA)
+            for character in typed:
+                type_at_once(app, character)
+                if rng.random() < 0.3:
+                    await asyncio.sleep(rng.random() * 0.02)
+            await wait_for_field(pilot, app, f"#{EXTRA_ID}", typed)
+            return app.screen.query_one(f"#{EXTRA_ID}", Input).value
+
+    for seed in range(6):
+        assert asyncio.run(burst(seed)) == typed
+
+
 def test_a_typo_typed_at_once_after_c_is_named_in_the_verdict(tmp_path):
     async def body():
         app = MdlmApp(runs_root=tmp_path / "runs")
