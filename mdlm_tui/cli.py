@@ -45,7 +45,7 @@ def open_workbench(
         run_app(runs_root=runs)
 
 
-@app.command()
+@app.command(short_help="Train headless, writing a run folder.")
 def run(
     preset: Optional[str] = PresetOpt,
     overrides: List[str] = SetOpt,
@@ -90,7 +90,7 @@ def run(
         raise typer.Exit(128 + trainer.stop_signum)
 
 
-@app.command()
+@app.command(short_help="Attach the workbench to a run.")
 def watch(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/bimodal-p0; also one trained headless on this server.")):
     """Attach the workbench to a run: live curves, system stats, log; stop, pause and checkpoint keys."""
     from core.runs import RunDir
@@ -102,7 +102,7 @@ def watch(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/bimo
     run_app(runs_root=run_dir.resolve().parent, watch=run_dir.resolve())
 
 
-@app.command()
+@app.command(short_help="Stop, pause, resume or checkpoint a running trainer.")
 def control(
     run_dir: Path = typer.Argument(..., help="The run folder of a running trainer."),
     command: str = typer.Argument(..., help="stop | pause | resume | checkpoint"),
@@ -121,7 +121,7 @@ def control(
     print(f"sent '{command}' to the trainer of {run_dir} (process {pid}); it acts after the current step")
 
 
-@app.command()
+@app.command(short_help="Bring back a run deleted in the TUI.")
 def restore(
     name: Optional[str] = typer.Argument(None, help="A deleted run's name, or its folder name in the trash (default: list the trash)."),
     runs: Path = typer.Option(Path("runs"), "--runs", help="The folder holding your runs."),
@@ -144,7 +144,7 @@ def restore(
     print(f"restored {chosen} to {restore_run(chosen)}")
 
 
-@app.command("import")
+@app.command("import", short_help="Import the paper's released weights as a run folder.")
 def import_command(
     source: str = typer.Argument(..., help="A released checkpoint folder (step_N/), a Hugging Face style model folder, or a hub id owner/name."),
     run_dir: Path = typer.Option(..., "--run-dir", "-o", help="The run folder to write; it must not hold a run."),
@@ -184,7 +184,7 @@ def _reporter():
     return lambda line: console.print(stamped(line), markup=False, highlight=False), progress, bar.stop
 
 
-@app.command()
+@app.command(short_help="List the presets.")
 def presets():
     """List the presets, one line each."""
     from core.config import load_config, preset_names
@@ -195,7 +195,7 @@ def presets():
         print(f"{name:<{width}}  {load_config(name).description}")
 
 
-@app.command()
+@app.command(short_help="The resolved config and the parameter count.")
 def inspect(
     preset: str = typer.Option(..., "--preset", "-p", help="Preset name or YAML file."),
     overrides: List[str] = SetOpt,
@@ -214,7 +214,7 @@ def inspect(
         print(f"# parameters: {params:,}")
 
 
-@app.command()
+@app.command(short_help="A schedule's mean mask rate and NELBO weights.")
 def schedule(
     name: str = typer.Argument(..., help="linear | cosine | cosine-squared | log-linear | gaussian | bimodal"),
     overrides: List[str] = typer.Option([], "--set", "-s", help="Schedule keys, e.g. --set power=0.1 (the schedule. prefix is optional)."),
@@ -246,7 +246,7 @@ def schedule(
     Console().print(table)
 
 
-@app.command("eval")
+@app.command("eval", short_help="Score a checkpoint on zero-shot suites.")
 def eval_command(
     target: str = typer.Argument(..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."),
     suite: Optional[str] = typer.Option(None, "--suite", help="blimp, supplement, ewok, entity_tracking, wug_adj, wug_past, reading, all, babylm (every BabyLM zero-shot task, with a summary), builtin, dev (dev-set NELBO), a .jsonl file or folder, hf:<id>; comma-separated for several (default: the run's eval.suites)."),
@@ -390,7 +390,7 @@ def _print_report(report) -> None:
     Console(width=None if _stdout_is_terminal() else 120).print(table)
 
 
-@app.command()
+@app.command(short_help="Generate text by iterative unmasking.")
 def sample(
     target: str = typer.Argument(..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."),
     length: int = typer.Option(64, "--length", help="Tokens in the sample, <s> included."),
@@ -445,7 +445,7 @@ def sample(
     print(f"({ckpt}, {result.forward_passes} forward passes, {result.seconds:.2f} s)", file=sys.stderr)
 
 
-@app.command("export")
+@app.command("export", short_help="Write a Hugging Face model folder for the BabyLM pipeline.")
 def export_command(
     target: str = typer.Argument(..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."),
     out: Path = typer.Argument(..., help="The folder to write; it must not exist yet, or be empty."),

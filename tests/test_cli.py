@@ -108,6 +108,13 @@ def _command_names():
     return sorted(typer.main.get_command(app).commands)
 
 
+def test_the_command_list_reads_whole_at_80_columns(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = mdlm("--help")
+    listed = result.stdout.split("Commands:")[1].strip().splitlines()
+    assert len(listed) == len(_command_names()) and not [line for line in listed if line.endswith("...")], listed
+
+
 @pytest.mark.parametrize("command", [[]] + [[name] for name in _command_names()], ids=lambda c: " ".join(c) or "top")
 def test_help_shows_flags_as_plain_flags(command):
     result = mdlm(*command, "--help")
