@@ -76,7 +76,7 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, ema_state: di
         final = _publish(root, tmp, name, point_latest=milestone is None)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)  # frees the space a full disk needs for status.json
-        reason = _write_failure(e) if isinstance(e, Exception) else None
+        reason = write_failure(e) if isinstance(e, Exception) else None
         if reason is None:
             raise
         previous = _pointed(root)
@@ -149,7 +149,7 @@ def _write_latest(root: Path, name: str) -> None:
     _fsync_dir(root)
 
 
-def _write_failure(error: BaseException) -> str | None:
+def write_failure(error: BaseException) -> str | None:
     """Why a save failed when the file system refused a write (a full disk, permissions); None for
     anything else, which is a bug and keeps its traceback."""
     while error is not None:

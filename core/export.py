@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, processors
 
-from core.checkpoint import read_meta
+from core.checkpoint import read_meta, write_failure
 from core.config import MILESTONE_PREFIX, Config, ModelConfig, load_saved_config, milestone_words
 from core.errors import UserError
 from core.specials import BOS_ID, EOS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SPECIAL_TOKENS, UNK_ID
@@ -217,10 +217,11 @@ def export(target: str, out: Path, weights: str = "ema", milestones: bool = Fals
         _check_out(out)  # nothing appeared there meanwhile
         _fsync_tree(tmp)
         os.replace(tmp, out)  # onto an empty folder too
-    except OSError as e:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"Exporting to {out} failed ({e.strerror or e}); nothing was written there.") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        # a refused write (full disk, read-only folder), also as safetensors reports it, is one sentence
+        reason = write_failure(e) if isinstance(e, Exception) else None
+        if reason is None:
+            raise
+        raise UserError(f"Exporting to {out} failed ({reason}); nothing was written there.") from None
     return [out / sub if sub else out for sub, _ in plan]

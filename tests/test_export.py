@@ -348,3 +348,10 @@ def test_a_non_empty_out_is_left_alone(finished_smoke_run, tmp_path):
     assert "not empty" in error_line(mdlm("export", finished_smoke_run, out))
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_full_disk_is_one_sentence_and_leaves_nothing(finished_smoke_run, tmpfs):
+    full = tmpfs("200k")  # room for the small files, not for the weights
+    line = error_line(mdlm("export", finished_smoke_run, full / "out"))
+    assert "No space left on device" in line and "nothing was written there" in line
+    assert list(full.iterdir()) == []
