@@ -232,7 +232,7 @@ def latest_eval_report(eval_dir: Path) -> dict:
     that is no report are passed over."""
     def newest(path: Path) -> tuple[float, int]:
         step = re.search(r"-step-(\d+)", path.name)
-        return _mtime(path), int(step[1]) if step else -1
+        return mtime_or_zero(path), int(step[1]) if step else -1
 
     try:
         paths = sorted(Path(eval_dir).glob("*.json"), key=newest, reverse=True)
@@ -248,7 +248,7 @@ def latest_eval_report(eval_dir: Path) -> dict:
     return {}
 
 
-def _mtime(path: Path) -> float:
+def mtime_or_zero(path: Path) -> float:
     try:
         return path.stat().st_mtime
     except OSError:  # deleted since it was listed

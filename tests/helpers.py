@@ -98,6 +98,16 @@ async def wait_for(pilot, condition, timeout: float, what: str) -> None:
         await pilot.pause(0.1)
 
 
+async def show_weight_tab(pilot, app) -> None:
+    """On Configure, Tab to the plots' tabs as a person does, then Right to the Weight tab."""
+    for _ in range(40):
+        if type(app.focused).__name__ == "ContentTabs":
+            break
+        await pilot.press("tab")
+    await pilot.press("right")
+    await wait_for(pilot, lambda: app.screen.query_one("#configure-plots").active == "tab-weight", 60, "the Weight tab")
+
+
 def error_line(result: subprocess.CompletedProcess, code: int = 2, alone: bool = False) -> str:
     """The one `error:` line of a command that failed cleanly with `code` (alone: nothing else on stderr)."""
     assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])

@@ -20,7 +20,7 @@ from mdlm_tui.app import MdlmApp, run_app
 from mdlm_tui.screens.runs import RunsScreen
 from mdlm_tui.screens.train import TrainScreen
 from mdlm_tui.widgets.curves import CurvePlot
-from tests.helpers import wait_for
+from tests.helpers import show_weight_tab, wait_for
 from tests.test_tui_runs import make_run, state_cell
 
 BAD_STATUS = {
@@ -306,13 +306,7 @@ def test_resizing_on_the_weight_tab_keeps_the_plot_and_the_app(tmp_path):
             await wait_for(pilot, showing(app, "ConfigureScreen"), 60, "the Configure screen")
             plot = app.screen.query_one("#configure-weight-plot")
             await wait_for(pilot, lambda: plot.shown is not None, 120, "the schedule preview")
-            for _ in range(40):  # Tab to the plots' tabs, as a person does
-                if type(app.focused).__name__ == "ContentTabs":
-                    break
-                await pilot.press("tab")
-            await pilot.press("right")
-            await wait_for(pilot, lambda: app.screen.query_one("#configure-plots").active == "tab-weight", 5,
-                           "the Weight tab")
+            await show_weight_tab(pilot, app)
             assert "weight, p = " in drawn(plot)
             for width in (121, 120):
                 before = plot.size

@@ -22,7 +22,7 @@ from mdlm_tui.launch import parse_extra_overrides, run_command, validate_overrid
 from mdlm_tui.screens.configure import ConfigureScreen
 from mdlm_tui.widgets.configure_form import EXTRA_ID, field_id
 from mdlm_tui.widgets.configure_plots import FrequencyRankPlot, MaskRateHistogram, WeightVsRate
-from tests.helpers import wait_for
+from tests.helpers import show_weight_tab, wait_for
 
 SIZE = (80, 24)
 
@@ -180,13 +180,7 @@ def test_resizing_by_one_column_on_the_weight_tab_keeps_the_app(tmp_path, monkey
                            "the Configure screen")
             plot = app.screen.query_one(WeightVsRate)
             await wait_for(pilot, lambda: plot.shown is not None, 120, "the schedule preview")
-            for _ in range(40):  # Tab to the plots' tabs, as a person does
-                if type(app.focused).__name__ == "ContentTabs":
-                    break
-                await pilot.press("tab")
-            await pilot.press("right")
-            await wait_for(pilot, lambda: app.screen.query_one("#configure-plots").active == "tab-weight", 10,
-                           "the Weight tab")
+            await show_weight_tab(pilot, app)
             for width, height in ((81, 24), (80, 24), (41, 12), (20, 6), (80, 24)):
                 await pilot.resize_terminal(width, height)
                 await wait_for(pilot, lambda: app.size == (width, height), 60, f"the app at {width}x{height}")

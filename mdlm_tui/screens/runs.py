@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from core.runs import TRASH_FOLDER, RunDir, trash_run, valid_metrics_record
-from mdlm_tui.watcher import FileTail, is_live, latest_eval_report, run_health
+from mdlm_tui.watcher import FileTail, is_live, latest_eval_report, mtime_or_zero, run_health
 from mdlm_tui.widgets import formatting as fmt
 from mdlm_tui.widgets.confirm import ConfirmScreen
 from mdlm_tui.widgets.export_dialog import ExportScreen, default_out
@@ -74,7 +74,7 @@ class RunSummaries:
 
     def _latest_report(self, run: RunDir) -> dict:
         """The newest saved eval report, re-read only when the eval/ folder changes."""
-        mtime = _mtime(run.eval_dir)
+        mtime = mtime_or_zero(run.eval_dir)
         cached = self._eval_reports.get(run.path)
         if cached is None or cached[0] != mtime:
             cached = self._eval_reports[run.path] = (mtime, latest_eval_report(run.eval_dir))
@@ -95,20 +95,13 @@ def _json(source: str | Path) -> dict:
     return found if isinstance(found, dict) else {}
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:  # deleted since it was listed
-        return 0.0
-
-
 def find_runs(root: Path) -> list[Path]:
     """Run folders directly under root (a config.yaml or status.json marks one), newest first."""
     if not root.is_dir():
         return []
     runs = [p for p in root.iterdir() if p.is_dir() and p.name != TRASH_FOLDER
             and ((p / "config.yaml").is_file() or (p / "status.json").is_file())]
-    return sorted(runs, key=_mtime, reverse=True)
+    return sorted(runs, key=mtime_or_zero, reverse=True)
 
 
 class RunsScreen(Guarded, Screen):
