@@ -131,7 +131,7 @@ def summarise(name, step_times, sequences, flops_per_step, peak, seq_len):
 
 def ours_flops_per_step(cfg, batches) -> float:
     """3 x forward matmul FLOPs, each sequence with its own number of masked positions."""
-    B, L, V = cfg.train.batch_size, cfg.data.seq_len, cfg.data.vocab_size
+    B, L, V = cfg.train.micro_batch, cfg.data.seq_len, cfg.data.vocab_size
     per_batch = [
         sum(forward_flops_per_sequence(cfg.model, V, L, int(n), batch_size=B) for n in mask.sum(dim=1))
         for _, _, mask, _ in batches
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads or all_cores())
     torch.manual_seed(0)
     cfg = load_config(args.preset, args.overrides)
-    B, L, V = cfg.train.batch_size, cfg.data.seq_len, cfg.data.vocab_size
+    B, L, V = cfg.train.micro_batch, cfg.data.seq_len, cfg.data.vocab_size
     batches = make_batches(8, B, L, V)
     masked = statistics.mean(float(b[2].float().mean()) for b in batches)
 

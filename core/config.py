@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import math
 import re
+import warnings
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -94,8 +95,10 @@ class ObjectiveConfig:
 @dataclass
 class TrainConfig:
     budget: str = "1000 steps"  # "N steps", "N tokens", "N words" (K/M/B suffixes allowed) or "N epochs"
-    batch_size: int = 32  # micro-batch, sequences
-    grad_accum: int = 1
+    # The recipe states sequences per optimizer step over all workers; each device runs micro_batch
+    # of them at a time and accumulates global_batch / (workers x micro_batch) micro-batches.
+    global_batch: int = 32
+    micro_batch: int = 32
     optimizer: str = "lamb"  # lamb | adamw
     lr: float = 7e-3
     beta1: float = 0.9
@@ -112,6 +115,8 @@ class TrainConfig:
     ema: float = 0.999  # 0 disables
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    tf32: bool = True  # CUDA: fp32 matmuls (those outside bf16 autocast) on TF32 tensor cores
+    compile: bool = False  # torch.compile the model; a compilation that fails falls back to eager
     threads: int = 0  # CPU threads; 0 = OMP_NUM_THREADS where set, else all cores
     log_every: int = 10
     dev_every: int = 500  # steps between dev-split losses; 0 disables
@@ -338,9 +343,40 @@ def _flatten(data: dict, where: str) -> list[tuple[str, Any]]:
     return items
 
 
+# Keys that were renamed, read still: the micro-batch and accumulation became the global batch
+# (sequences per optimizer step) and the per-device micro-batch.
+RENAMED = {"train.batch_size": "train.micro_batch", "train.grad_accum": "train.global_batch"}
+
+
+class RenamedKey(UserWarning):
+    """A config used a renamed key; the message says what it became."""
+
+
+def _renamed(cfg: Config, items: list[tuple[str, Any]], where: str) -> list[tuple[str, Any]]:
+    """Rewrite train.batch_size / train.grad_accum into train.micro_batch / train.global_batch, keeping
+    the sequences per optimizer step they meant (batch_size x grad_accum), and say so once."""
+    old = {key: value for key, value in items if key in RENAMED}
+    if not old:
+        return items
+    rest = [(key, value) for key, value in items if key not in RENAMED]
+    given = dict(rest)
+    micro = _coerce("train.batch_size", old.get("train.batch_size", given.get("train.micro_batch", cfg.train.micro_batch)),
+                    int)
+    accum = _coerce("train.grad_accum", old["train.grad_accum"], int) if "train.grad_accum" in old else \
+        max(1, cfg.train.global_batch // max(cfg.train.micro_batch, 1))
+    new = [("train.micro_batch", micro)]
+    if "train.global_batch" not in given:
+        new.append(("train.global_batch", micro * accum))
+    said = " and ".join(f"{key}={value}" for key, value in old.items())
+    became = " and ".join(f"{key}={value}" for key, value in new)
+    warnings.warn(f"{where}: {said} {'are' if len(old) > 1 else 'is'} now {became} (sequences per optimizer "
+                  "step over all workers, and per device).", RenamedKey, stacklevel=3)
+    return rest + [item for item in new if item[0] not in given]
+
+
 def from_dict(data: dict, where: str = "config", base: Config | None = None) -> Config:
     cfg = base or Config()
-    for key, value in _flatten(data, where):
+    for key, value in _renamed(cfg, _flatten(data, where), where):
         try:
             _apply(cfg, key, value)
         except UserError as e:
@@ -359,8 +395,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    for text in overrides or []:
-        key, value = parse_override(text)
+    for key, value in _renamed(cfg, [parse_override(text) for text in overrides or []], "--set"):
         _apply(cfg, key, value)
     validate(cfg)
     return cfg
@@ -381,7 +416,7 @@ LEGACY_VALUES = {
     "masking.statistics": "maskable", "model.time_scale": 1000.0, "model.position_terms": "mirrored",
     "model.layer_norm_eps": 1e-5, "model.init": "plain", "model.ffn_gelu": "exact",
     "model.position_dropout": "shared", "model.head_dropout": False, "train.lamb_trust": "per-tensor",
-    "train.first_lr_zero": False, "train.save_at_words": None,
+    "train.first_lr_zero": False, "train.save_at_words": None, "train.tf32": True, "train.compile": False,
 }
 
 # What the checkpoints of a run depend on: a resume cannot change these.
@@ -389,7 +424,7 @@ FIXED_ON_RESUME = (
     "seed", "model.hidden_size", "model.num_layers", "model.num_heads", "model.ffn_size", "model.cond_dim",
     "model.time_conditioning", "model.position_buckets", "data.source", "data.path", "data.dev_path",
     "data.dev_fraction", "data.hf_config", "data.hf_split", "data.hf_text_field", "data.vocab_size",
-    "data.seq_len", "train.batch_size", "train.optimizer",
+    "data.seq_len", "train.global_batch", "train.optimizer",
 )
 
 
@@ -398,6 +433,8 @@ def load_saved_config(path: Path, overrides: list[str] | None = None) -> Config:
     means a cut-short or hand-edited file, and defaults would silently train another recipe."""
     data = read_yaml(path)
     present = {key for key, _ in _flatten(data, str(path))}
+    if present & RENAMED.keys():  # written before the global batch: its old pair stands for both
+        present |= set(RENAMED.values())
     missing = [key for key in all_keys() if key not in present and key not in LEGACY_VALUES]
     if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
@@ -494,7 +531,7 @@ RANGES = {
     "schedule.sigma_left": "(0, inf)", "schedule.mu_right_start": "(0, 1)", "schedule.mu_right_end": "(0, 1)",
     "schedule.sigma_right": "(0, inf)", "schedule.k": "[0, inf)",
     "masking.p_freq": "[0, inf)", "objective.max_skipped": "[0, inf)",
-    "train.batch_size": _SIZE, "train.grad_accum": "(0, inf)", "train.lr": "(0, inf)",
+    "train.global_batch": _SIZE, "train.micro_batch": _SIZE, "train.lr": "(0, inf)",
     "train.beta1": "[0, 1)", "train.beta2": "[0, 1)", "train.adam_eps": "(0, inf)",
     "train.weight_decay": "[0, inf)", "train.warmup": "[0, 1]", "train.cooldown": "[0, 1]",
     "train.min_lr_ratio": "[0, 1]", "train.clip": "[0, inf)", "train.ema": "[0, 1)",
@@ -545,6 +582,10 @@ def validate(cfg: Config) -> None:
         raise UserError(f"data.vocab_size must exceed 272 (16 specials + 256 bytes), got {d.vocab_size}.")
     if d.source == "embedded" and d.path:
         raise UserError(f"data.path is set ({d.path}) but data.source is 'embedded'; set data.source=auto to train on the path.")
+    t = cfg.train
+    if t.global_batch % t.micro_batch:
+        raise UserError(f"train.global_batch ({t.global_batch}) must be a multiple of train.micro_batch "
+                        f"({t.micro_batch}): each optimizer step accumulates whole micro-batches.")
     if cfg.train.warmup + cfg.train.cooldown > 1:
         raise UserError("train.warmup and train.cooldown are fractions of the run and must add up to at most 1.")
     if cfg.eval.rate_value != "realised":

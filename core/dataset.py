@@ -375,7 +375,7 @@ class BatchStream:
     def __init__(self, chunks: np.ndarray, batch_size: int, seed: int, words: np.ndarray | None = None):
         if len(chunks) < batch_size:
             raise UserError(f"The training data has {len(chunks):,} sequences, fewer than one batch of {batch_size}: "
-                            "lower train.batch_size or use a larger corpus.")
+                            "lower train.global_batch or use a larger corpus.")
         self.chunks = chunks
         self.words = words  # [N] words of each chunk (PreparedData.train_words), if known
         self.last_words = 0  # words of the batch `next` served last
@@ -423,11 +423,21 @@ class BatchStream:
                 raise UserError("The training sequences hold no words, so a budget in words is never reached.")
             served, epoch = int(cumulative[-1]), epoch + 1
 
+    def _in_my_batches(self, d: dict) -> dict:
+        """A position saved in micro-batches (before the stream served whole global batches), in mine,
+        when it falls on one of my batch boundaries."""
+        old = d.get("batch_size", self.batch_size)
+        if ("serves" in d or old == self.batch_size or d.get("num_chunks") != len(self.chunks)
+                or (d["index"] * old) % self.batch_size):
+            return d
+        return {**d, "batch_size": self.batch_size, "index": d["index"] * old // self.batch_size}
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "batch_size": self.batch_size,
-                "num_chunks": len(self.chunks)}
+                "num_chunks": len(self.chunks), "serves": "global batches"}
 
     def load_state_dict(self, d: dict) -> None:
+        d = self._in_my_batches(d)
         for name, mine in [("num_chunks", len(self.chunks)), ("batch_size", self.batch_size), ("seed", self.seed)]:
             if d.get(name, mine) != mine:
                 raise UserError(f"The checkpoint's data position was saved with {name} {d[name]}, but this run has {mine}: "

@@ -262,7 +262,7 @@ def dev_nelbo(model, data, cfg: Config, device, batches: int = 10, seed: int = 0
     (0, 1), only its variance differs, hence log-linear by default. Fixed seed: same t and masks
     every call."""
     device = torch.device(device)
-    batch_size = cfg.train.batch_size
+    batch_size = cfg.train.micro_batch
     n = min(len(data.dev), batches * batch_size)
     if n == 0:
         raise UserError("The dev split is empty, so there is no dev NELBO to compute.")

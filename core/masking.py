@@ -101,9 +101,15 @@ def curriculum_power(p_freq: float, epoch: int, total_epochs: int, enabled: bool
     return p_freq * epoch / (total_epochs - 1)
 
 
-def sample_mask(ids: Tensor, probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Mask position l iff U_l < q_l; specials never, whatever probs says."""
-    u = draw_uniform(probs.shape, generator, probs.device)
+def sample_mask(ids: Tensor, probs: Tensor, generator: torch.Generator | None = None,
+                rows: tuple[int, int] | None = None) -> Tensor:
+    """Mask position l iff U_l < q_l; specials never, whatever probs says.
+
+    rows=(first, total): these sequences are rows first.. of a batch of `total` shared by several
+    workers; every worker draws the whole batch's U and keeps its own rows, so the masks do not
+    depend on how the batch is split."""
+    first, total = rows or (0, probs.shape[0])
+    u = draw_uniform((total, *probs.shape[1:]), generator, probs.device)[first:first + probs.shape[0]]
     return (u < probs) & maskable(ids)
 
 
@@ -132,8 +138,8 @@ class Masker:
         return frequency_mask_probs(ids, rates, self.scores, self.power(epoch, total_epochs), self.statistics)
 
     def __call__(self, ids: Tensor, rates: Tensor, epoch: int, total_epochs: int,
-                 generator: torch.Generator | None = None) -> Tensor:
-        return sample_mask(ids, self.probs(ids, rates, epoch, total_epochs), generator)
+                 generator: torch.Generator | None = None, rows: tuple[int, int] | None = None) -> Tensor:
+        return sample_mask(ids, self.probs(ids, rates, epoch, total_epochs), generator, rows)
 
     def __repr__(self) -> str:
         if self.kind == "uniform":

@@ -46,7 +46,7 @@ def estimate_training(cfg: Config, bf16: bool = False) -> Estimate:
     m = cfg.model
     state = params * (16 + (4 if cfg.train.ema > 0 else 0))
     L = cfg.data.seq_len
-    tokens = cfg.train.batch_size * L
+    tokens = cfg.train.micro_batch * L
     layer = 10 * m.hidden_size + 5 * m.ffn_size + 3 * m.num_heads * L // 2
     per_token = m.num_layers * layer + 2 * cfg.data.vocab_size
     return Estimate(params, state, tokens * per_token * (2 if bf16 else 4))
@@ -75,7 +75,7 @@ def check_fits(cfg: Config, device, bf16: bool = False) -> Estimate:
         raise UserError(
             f"This model needs about {_gib(estimate.total_bytes)} to train ({estimate.parameters:,} "
             f"parameters: {_gib(estimate.state_bytes)} of weights, gradients, optimizer and EMA state, "
-            f"{_gib(estimate.activation_bytes)} of activations for a micro-batch of {cfg.train.batch_size} x "
+            f"{_gib(estimate.activation_bytes)} of activations for a micro-batch of {cfg.train.micro_batch} x "
             f"{cfg.data.seq_len} tokens) but only {_gib(free)} is available on {device}; make the model "
-            "smaller or lower train.batch_size.")
+            "smaller or lower train.micro_batch.")
     return estimate

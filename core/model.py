@@ -256,8 +256,12 @@ class MDLM(nn.Module):
 
         for block in self.blocks:
             x = block(x, cond, positions, bucket_index, key_padding)
-        if output_mask is not None:
-            x = x[output_mask]  # the head runs only where it is asked for
+        # The head runs only where it is asked for: a [B, L] boolean mask, or the flat row-major indices
+        # of those positions (what a GPU step passes: a boolean index would wait for the count).
+        if output_mask is not None and output_mask.dtype == torch.bool:
+            x = x[output_mask]
+        elif output_mask is not None:
+            x = x.flatten(0, 1).index_select(0, output_mask)
         return self.head(x)
 
     def head(self, x):

@@ -16,15 +16,19 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import psutil
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from core import checkpoint as ckpt
 from core.config import Config, milestone_name, parse_budget, parse_milestones, to_yaml
@@ -34,13 +38,15 @@ from core.dataset import BatchStream, PreparedData, masking_counts, prepare_data
 from core.errors import TrainingFailed, UserError
 from core.masking import Masker, curriculum_power, frequency_scores
 from core.allocator import release_free_memory, tune_allocator
+from core.distributed import Alone, Group, World, join, launched_worker, stop_with_launcher, worker_device
 from core.memory import check_fits
 from core.model import build_model
-from core.objective import diffusion_loss
+from core.objective import noise_batch, noised_loss
 from core.optim import EMA, build_optimizer, lr_multiplier
 from core.probes import Probes
 from core.runs import ACTIVE_STATES, IMPORTED_MARKER, RunDir, atomic_write_text
 from core.schedules import build_schedule
+from core.specials import PAD_ID
 from core.telemetry import SystemMonitor
 
 
@@ -66,19 +72,17 @@ class Plan:
     steps_per_epoch: float
 
 
-def plan_steps(cfg: Config, batches_per_epoch: int, batches_for_words: Callable[[float], int] | None = None) -> Plan:
-    """Turn the budget ('N steps', 'N tokens', 'N words', 'N epochs') into optimizer steps.
-    batches_for_words (BatchStream.batches_for_words) makes a words budget exact: the first step at or
-    past N words; without it the words are estimated as nominal tokens."""
+def plan_steps(cfg: Config, steps_per_epoch: int, steps_for_words: Callable[[float], int] | None = None) -> Plan:
+    """Turn the budget ('N steps', 'N tokens', 'N words', 'N epochs') into optimizer steps, each a global
+    batch. steps_for_words (BatchStream.batches_for_words) makes a words budget exact: the first step at
+    or past N words; without it the words are estimated as nominal tokens."""
     amount, unit = parse_budget(cfg.train.budget)
-    accum = cfg.train.grad_accum
-    steps_per_epoch = batches_per_epoch / accum
     if unit == "steps":
         total = int(amount)
-    elif unit == "words" and batches_for_words is not None:
-        total = math.ceil(batches_for_words(amount) / accum)
+    elif unit == "words" and steps_for_words is not None:
+        total = steps_for_words(amount)
     elif unit in ("tokens", "words"):  # nominal tokens: sequences x seq_len per optimizer step
-        total = math.ceil(amount / (cfg.train.batch_size * accum * cfg.data.seq_len))
+        total = math.ceil(amount / (cfg.train.global_batch * cfg.data.seq_len))
     else:
         total = math.ceil(amount * steps_per_epoch)
     total = max(total, 1)
@@ -92,22 +96,68 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+# What one worker adds up over a logging interval from its own rows; the workers' sums add up to
+# the whole run's (its loss share, CE summed over masked tokens, the counts, the rates of its rows).
+WORKER_SUMS = ("loss", "ce_sum", "masked", "maskable", "rate_sum", "rows")
+
+
 class _Interval:
-    """Sums over one logging interval."""
+    """Sums over one logging interval: WORKER_SUMS, and the gradient norm and global tokens, which
+    every worker knows whole."""
 
     def __init__(self):
-        self.steps = self.loss = self.ce = self.mask_rate = self.schedule_rate = self.grad_norm = self.tokens = 0.0
-        self.skipped = 0
+        self.steps = 0
+        self.sums = dict.fromkeys((*WORKER_SUMS, "grad_norm", "tokens"), 0.0)
         self.start = time.perf_counter()
 
-    def add(self, loss, ce, mask_rate, schedule_rate, grad_norm, tokens):
+    def add(self, step: dict) -> None:
         self.steps += 1
-        self.loss += loss
-        self.ce += ce
-        self.mask_rate += mask_rate
-        self.schedule_rate += schedule_rate
-        self.grad_norm += grad_norm
-        self.tokens += tokens
+        for key, value in step.items():
+            self.sums[key] += value  # a CUDA step's loss and norm stay tensors on the device until logged
+
+    def on_host(self) -> dict:
+        """The sums as numbers: the interval's one wait for the device."""
+        tensors = [key for key, value in self.sums.items() if torch.is_tensor(value)]
+        if not tensors:
+            return dict(self.sums)
+        values = torch.stack([self.sums[key].double() for key in tensors]).tolist()
+        return {**self.sums, **dict(zip(tensors, values))}
+
+
+class FollowerRun:
+    """The run folder as a worker other than rank 0 sees it: it reads (config, checkpoints) and
+    leaves every write to rank 0."""
+
+    def __init__(self, run: RunDir):
+        self._run = run
+
+    def __getattr__(self, name):
+        return getattr(self._run, name)
+
+    def update_status(self, **fields) -> None:
+        pass
+
+    def append_metrics(self, record: dict) -> None:
+        pass
+
+    def truncate_after(self, step: int) -> int:
+        return 0
+
+    def start_heartbeat(self) -> threading.Event:
+        return threading.Event()
+
+    def close(self) -> None:
+        pass
+
+
+def accumulation(cfg: Config, workers: int) -> int:
+    """Micro-batch rounds per optimizer step: global batch / (workers x micro-batch)."""
+    per_round = workers * cfg.train.micro_batch
+    if cfg.train.global_batch % per_round:
+        raise UserError(f"train.global_batch ({cfg.train.global_batch}) does not split into {workers} worker(s) x "
+                        f"train.micro_batch ({cfg.train.micro_batch}); choose a global batch that is a multiple of "
+                        f"{per_round}, or another micro-batch.")
+    return cfg.train.global_batch // per_round
 
 
 BABYLM_EPOCHS = 10  # the most passes over its 10M or 100M words the BabyLM challenge allows
@@ -135,15 +185,17 @@ def default_threads() -> int:
 class Trainer:
     def __init__(self, cfg: Config, run: RunDir, device: torch.device, resume: bool,
                  log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None,
-                 overrides: list[str] | None = None):
+                 overrides: list[str] | None = None, group: Group | Alone | None = None):
         self.cfg, self.run, self.device, self.resume = cfg, run, device, resume
+        self.group = group or Alone()
+        self.world = self.group.world
         self.overrides = list(overrides or [])  # --set given with --resume: written once the resume holds
         self.resumed_from = None  # the checkpoint resumed from: rotation never deletes it
         self.started_ns = time.time_ns()
         self.log = log
         self.progress = progress or (lambda step, total: None)
-        self.stop_reason: str | None = None  # why the run ends early: a signal's name or "stop request"
-        self.stop_signum: int | None = None
+        self.stop_reason: str | None = None  # why the run ends early (all workers agreed): a signal or a request
+        self.stop_signum: int | None = None  # a stop signal this worker received
         self.step = 0
         self.tokens = 0
         self.words = 0  # words of the training text consumed so far
@@ -152,6 +204,8 @@ class Trainer:
         self.elapsed_before = 0.0
         self._t0 = time.perf_counter()
         self.last_saved: int | None = None
+        self.compile_tried = False
+        self.unchecked: list = []  # (step, finite flag on the device) not yet looked at
 
     # ------------------------------------------------------------ setup
 
@@ -159,16 +213,22 @@ class Trainer:
         cfg, device = self.cfg, self.device
         if device.type == "cpu":
             torch.set_num_threads(cfg.train.threads or default_threads())
+        elif cfg.train.tf32:  # fp32 matmuls on tensor cores; bf16 autocast covers the rest
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         tune_allocator()
-        self.data: PreparedData = prepare_data(cfg.data, log=self.log)
+        with self.group.local_first():  # one worker per node fills the data cache, the others read it
+            self.data: PreparedData = prepare_data(cfg.data, log=self.log)
         produced = self.data.tokenizer.get_vocab_size()
         if produced < cfg.data.vocab_size:  # the extra rows are never an input: wasted parameters
             self.log(f"warning: data.vocab_size is {cfg.data.vocab_size:,} but this corpus gives a tokenizer of "
                      f"{produced:,} ids; set data.vocab_size={produced} to drop the unused embedding rows")
         self._copy_data_files()
-        self.stream = BatchStream(self.data.train, cfg.train.batch_size, cfg.seed, words=self.data.train_words)
-        if self.stream.batches_per_epoch < cfg.train.grad_accum:
-            raise UserError(f"The corpus gives {self.stream.batches_per_epoch} batches per epoch, fewer than train.grad_accum ({cfg.train.grad_accum}); lower the batch size or accumulation.")
+        self.accum = accumulation(cfg, self.world.size)
+        self.log(f"batch: {cfg.train.global_batch:,} sequences a step = {self.world.size} worker(s) x micro-batch "
+                 f"{cfg.train.micro_batch} x {self.accum} accumulation")
+        # The stream serves whole global batches, the same on every worker, so the order of samples does
+        # not depend on how many workers share them; each worker trains on its own rows of each.
+        self.stream = BatchStream(self.data.train, cfg.train.global_batch, cfg.seed, words=self.data.train_words)
         self.plan = plan_steps(cfg, self.stream.batches_per_epoch, self.stream.batches_for_words)
         epochs = self.plan.total_steps / self.plan.steps_per_epoch
         if epochs > BABYLM_EPOCHS:
@@ -177,18 +237,25 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg).to(device)
+        self.stepper = self._forward_model()  # what the training step calls: the model, wrapped by DDP or compiled
+        if self.world.rank:  # dropout differs between workers; rank 0 keeps a one-process run's stream
+            torch.manual_seed(cfg.seed + 1_000_003 * self.world.rank)
         self.optimizer = build_optimizer(self.model, cfg.train)
-        self.ema = EMA(self.model, cfg.train.ema) if cfg.train.ema > 0 else None
+        # Rank 0 alone evaluates and saves, so it alone keeps the EMA.
+        self.ema = EMA(self.model, cfg.train.ema) if cfg.train.ema > 0 and self.world.main else None
         self.schedule = build_schedule(cfg.schedule)
         scores = None
         if cfg.masking.kind == "frequency":
-            scores = frequency_scores(masking_counts(self.data, cfg.masking.statistics)).to(device)
+            scores = frequency_scores(masking_counts(self.data, cfg.masking.statistics))  # masks are drawn on the host
         self.masker = Masker(cfg.masking.kind, scores, cfg.masking.p_freq, cfg.masking.curriculum,
                              statistics=cfg.masking.statistics)
-        self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.noise = torch.Generator().manual_seed(cfg.seed + 1)  # on the host, as the forward process
+        # On CUDA a step never waits for the device; a non-finite loss is then caught at the next logging
+        # interval or save, which is before anything trained on it is written. Skipping needs each step.
+        self.check_every_step = device.type != "cuda" or cfg.objective.on_nonfinite == "skip"
         self.monitor = SystemMonitor(use_gpu=device.type == "cuda")
         self.autocast = self._autocast_context()
-        self.probes = Probes(cfg, self.run, self.data.tokenizer, device, self.log)
+        self.probes = Probes(cfg, self.run, self.data.tokenizer, device, self.log) if self.world.main else None
         self.control = ControlReader(self.run.path, since_ns=self.started_ns)
         if self.resume:
             self._restore()
@@ -197,7 +264,7 @@ class Trainer:
     def _record_overrides(self) -> None:
         """config.yaml changes only now that the checkpoint has loaded: a refused or failed resume leaves
         it as it was. Each accepted change is kept in config-history.jsonl."""
-        if not self.overrides:
+        if not self.overrides or not self.world.main:
             return
         atomic_write_text(self.run.config_path, to_yaml(self.cfg))
         with open(self.run.path / "config-history.jsonl", "a") as history:
@@ -217,7 +284,7 @@ class Trainer:
     def _copy_data_files(self, checked: bool = False) -> None:
         # A resume copies only once _restore has matched the tokenizer to the checkpoint, so a refused
         # resume leaves the run's own tokenizer.json in place.
-        if self.resume and not checked:
+        if (self.resume and not checked) or not self.world.main:
             return
         try:
             shutil.copyfile(self.data.tokenizer_path, self.run.path / "tokenizer.json")
@@ -253,24 +320,52 @@ class Trainer:
             self.log(f"warning: {', '.join(missing)} passed before this resume without a checkpoint; "
                      "they are not written")
         self.milestones = [m for m in self.milestones if m > self.words]
-        torch.set_rng_state(state["rng_cpu"])
-        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.noise.set_state(state["rng_noise"])
+        self._restore_rng(state, where.name)
         self.last_saved = self.step
         dropped = self.run.truncate_after(self.step)
         extra = f"; dropped {dropped} metric lines written after it" if dropped else ""
         self.log(f"resumed from step {self.step} ({where.name}){extra}")
 
+    def _rng_state(self) -> dict:
+        return {"cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+
+    def _restore_rng(self, state: dict, name: str) -> None:
+        """Each worker's own streams where the worker count and micro-batch are unchanged (an exact
+        continuation); otherwise the data position still holds, but the noise is drawn in other groups."""
+        ranks = state.get("rng_ranks")
+        saved_world, saved_micro = state.get("world_size", 1), state.get("micro_batch", self.cfg.train.micro_batch)
+        if ranks and saved_world == self.world.size:
+            torch.set_rng_state(ranks[self.world.rank]["cpu"])
+            if self.device.type == "cuda" and ranks[self.world.rank]["cuda"] is not None:
+                torch.cuda.set_rng_state(ranks[self.world.rank]["cuda"], self.device)
+        elif self.world.main:
+            torch.set_rng_state(state["rng_cpu"])
+            if self.device.type == "cuda" and state.get("rng_cuda") is not None and not self.world.several:
+                torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.noise.set_state(state["rng_noise"])
+        if (saved_world, saved_micro) != (self.world.size, self.cfg.train.micro_batch):
+            self.log(f"warning: {name} was trained by {saved_world} worker(s) with micro-batch {saved_micro}, this "
+                     f"run has {self.world.size} with {self.cfg.train.micro_batch}: it continues from the same global "
+                     "sample position, but the noise and dropout random streams differ from an uninterrupted run")
+
     # ------------------------------------------------------------ checkpoints
 
     def save(self, milestone: str | None = None) -> None:
+        """Every worker calls this at the same step; rank 0 writes, with each worker's dropout RNG."""
+        self._check_finite()
+        rng_ranks = self.group.gather(self._rng_state()) if self.world.several else None
+        if not self.world.main:
+            if milestone is None:
+                self.last_saved = self.step
+            return
         state = {
             "step": self.step, "tokens": self.tokens, "words": self.words, "skipped": self.skipped,
             "elapsed": self._elapsed(),
             "stream": self.stream.state_dict(), "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" and not rng_ranks else None,
             "rng_noise": self.noise.get_state(), "total_steps": self.plan.total_steps,
+            "world_size": self.world.size, "micro_batch": self.cfg.train.micro_batch, "rng_ranks": rng_ranks,
         }
         ema_state = self.ema.state_dict() if self.ema is not None else None
         path = ckpt.save_checkpoint(self.run.checkpoints_dir, self.step, self.model, ema_state,
@@ -290,41 +385,93 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
-    def _train_step(self) -> tuple[float, float, float, float, float, int]:
-        cfg = self.cfg
+    def _forward_model(self, compiled: bool | None = None) -> torch.nn.Module:
+        model = self.model
+        if self.cfg.train.compile if compiled is None else compiled:
+            model = torch.compile(model)
+        if self.world.several:  # gradients averaged over workers by DDP's all-reduce, overlapped with backward
+            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return model
+
+    def _train_step(self) -> dict:
+        if not self.compile_tried:
+            self.compile_tried = True
+            if self.cfg.train.compile:
+                return self._first_compiled_step()
+        return self._step()
+
+    def _first_compiled_step(self) -> dict:
+        """torch.compile fails, if at all, on its first call: the step is then taken again without it,
+        from the same data position and noise."""
+        noise, position = self.noise.get_state(), self.stream.state_dict()
+        try:
+            return self._step()
+        except (UserError, TrainingFailed):
+            raise
+        except Exception as e:  # no C++ compiler, an op the compiler cannot take, a backend error
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            self.log(f"warning: train.compile failed ({reason}); training continues without compiling")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.noise.set_state(noise)
+            self.stream.load_state_dict(position)
+            self.stepper = self._forward_model(compiled=False)
+            return self._step()
+
+    def _step(self) -> dict:
+        """One optimizer step on a global batch: this worker's rows of each of `accum` micro-batch rounds.
+        Returns this worker's sums for the logging interval (WORKER_SUMS, grad_norm, tokens)."""
+        cfg, rank, workers = self.cfg, self.world.rank, self.world.size
+        micro, accum = cfg.train.micro_batch, self.accum
+        per_round = workers * micro
         self.model.train()
-        accum = cfg.train.grad_accum
         progress = self.step / self.plan.total_steps
+        epoch = self.stream.epoch
+        batch = self.stream.next()  # [global_batch, L] on the CPU, the same on every worker
         loss_sum = torch.zeros((), device=self.device)
-        ce_sum, masked, maskable_rate, schedule_rate, tokens = torch.zeros((), device=self.device), 0, 0.0, 0.0, 0
-        words = 0
-        for _ in range(accum):
-            epoch = self.stream.epoch
-            ids = self.stream.next().to(self.device, non_blocking=True)
-            words += self.stream.last_words
-            with self.autocast():
-                out = diffusion_loss(self.model, ids, schedule=self.schedule, masker=self.masker,
-                                     power=cfg.schedule.power, progress=progress, epoch=epoch,
-                                     total_epochs=self.plan.total_epochs, generator=self.noise,
-                                     subs=cfg.objective.subs)
-            (out.loss / accum).backward()
+        ce_sum = torch.zeros((), device=self.device)
+        masked = maskable = tokens = 0
+        rate_sum = 0.0
+        for round_ in range(accum):
+            shared = batch[round_ * per_round:(round_ + 1) * per_round]
+            normaliser = int((shared != PAD_ID).sum())
+            # The forward process runs on the host, where its counts are known without waiting for
+            # the device; the noised batch then goes over in non-blocking copies.
+            noised = noise_batch(shared[rank * micro:(rank + 1) * micro], schedule=self.schedule,
+                                 masker=self.masker, power=cfg.schedule.power, progress=progress, epoch=epoch,
+                                 total_epochs=self.plan.total_epochs, generator=self.noise,
+                                 rows=(rank * micro, per_round)).to_device(self.device)
+            # Gradients are all-reduced once a step, on the last round's backward.
+            sync = self.stepper.no_sync() if workers > 1 and round_ < accum - 1 else contextlib.nullcontext()
+            with sync:
+                with self.autocast():
+                    out = noised_loss(self.stepper, noised, cfg.objective.subs, normaliser)
+                # DDP averages over workers, and the workers' losses add up to the round's: x workers
+                (out.loss * (workers / accum)).backward()
             loss_sum += out.loss.detach()
             ce_sum += out.masked_ce * out.n_masked
             masked += out.n_masked
-            maskable_rate += out.mask_rate / accum
-            schedule_rate += out.schedule_rate / accum
-            tokens += out.n_tokens
+            maskable += out.n_maskable
+            rate_sum += out.schedule_rate * micro
+            tokens += normaliser
         if cfg.train.clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
-        loss, ce, gnorm = torch.stack([loss_sum / accum, ce_sum / max(masked, 1), grad_norm.float()]).tolist()
         # As released, the n-th update (from 0) takes the schedule's lr at n, so the first is 0 under
         # warm-up; train.first_lr_zero=false shifts by one so that every update moves the weights.
         lr_step = self.step if cfg.train.first_lr_zero else self.step + 1
         lr = cfg.train.lr * lr_multiplier(lr_step, self.plan.total_steps, cfg.train.warmup,
                                           cfg.train.cooldown, cfg.train.min_lr_ratio)
-        if math.isfinite(loss) and math.isfinite(gnorm):
+        loss, ce, gnorm = loss_sum / accum, ce_sum, grad_norm.float()
+        if self.check_every_step:
+            loss, ce, gnorm = torch.stack([loss, ce, gnorm]).tolist()
+            # The gradient norm is the same on every worker after the all-reduce (a non-finite loss on
+            # any worker makes it non-finite), so all decide alike; this worker's loss is its share.
+            finite = math.isfinite(gnorm) and (workers > 1 or math.isfinite(loss))
+        else:  # checked at the next logging interval or save, before anything is written (_check_finite)
+            self.unchecked.append((self.step + 1, torch.isfinite(torch.stack([loss, gnorm])).all()))
+            finite = True
+        if finite:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.step()
@@ -335,8 +482,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens += tokens
-        self.words += words
-        return loss, ce, maskable_rate, schedule_rate, gnorm, tokens
+        self.words += self.stream.last_words
+        return {"loss": loss, "ce_sum": ce, "masked": masked, "maskable": maskable, "rate_sum": rate_sum,
+                "rows": micro * accum, "grad_norm": gnorm, "tokens": tokens}
+
+    def _check_finite(self) -> None:
+        """The deferred check of the steps since the last one (one wait for the device): a non-finite
+        loss or gradient ends the run before anything trained on it is logged or saved."""
+        if not self.unchecked:
+            return
+        steps, flags = zip(*self.unchecked)
+        self.unchecked = []
+        good = torch.stack(flags).tolist()
+        if not all(good):
+            step = steps[good.index(False)]
+            last = f" the last good checkpoint is step-{self.last_saved};" if self.last_saved is not None else ""
+            raise TrainingFailed(f"Step {step} gave a non-finite loss or gradient norm:{last} lower train.lr, or "
+                                 "set objective.on_nonfinite=skip to skip such steps.")
 
     def _nonfinite(self, loss: float, gnorm: float) -> None:
         what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
@@ -365,19 +527,19 @@ class Trainer:
 
     def dev_loss(self) -> dict | None:
         cfg = self.cfg
-        n = min(len(self.data.dev), cfg.train.dev_batches * cfg.train.batch_size)
+        n = min(len(self.data.dev), cfg.train.dev_batches * cfg.train.micro_batch)
         if n == 0:
             return None
-        generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919)  # same masks every time
+        generator = torch.Generator().manual_seed(cfg.seed + 7919)  # the same masks every time, on any device
         chunks = torch.from_numpy(self.data.dev[:n].astype(np.int64))
         loss = ce = tokens = masked = 0.0
         with self.inference("ema"):
-            for start in range(0, n, cfg.train.batch_size):
-                ids = chunks[start:start + cfg.train.batch_size].to(self.device)
-                out = diffusion_loss(self.model, ids, schedule=self.schedule, masker=self.masker,
-                                     power=cfg.schedule.power, progress=self.step / self.plan.total_steps,
-                                     epoch=self.stream.epoch, total_epochs=self.plan.total_epochs,
-                                     generator=generator, subs=cfg.objective.subs)
+            for start in range(0, n, cfg.train.micro_batch):
+                noised = noise_batch(chunks[start:start + cfg.train.micro_batch], schedule=self.schedule,
+                                     masker=self.masker, power=cfg.schedule.power,
+                                     progress=self.step / self.plan.total_steps, epoch=self.stream.epoch,
+                                     total_epochs=self.plan.total_epochs, generator=generator)
+                out = noised_loss(self.model, noised.to_device(self.device), cfg.objective.subs)
                 loss += out.loss.item() * out.n_tokens
                 ce += out.masked_ce.item() * out.n_masked
                 tokens += out.n_tokens
@@ -393,20 +555,31 @@ class Trainer:
     def _handle_signal(self, signum, frame) -> None:
         if self.stop_signum is not None:
             raise StopAtOnce(signum)  # `latest` still names a whole checkpoint
-        self.stop_signum = signum
-        self.stop_reason = signal.Signals(signum).name
-        self.log(f"{self.stop_reason} received: saving a checkpoint and stopping after this step (send it again to stop at once)")
+        self.stop_signum = signum  # acted on at the end of this step, by every worker together
+        self.log(f"{signal.Signals(signum).name} received: saving a checkpoint and stopping after this step "
+                 "(send it again to stop at once)")
+
+    def _launcher_gone(self, signum, frame) -> None:
+        """The launcher died (Linux repeats this signal as its threads end): stop once, after a checkpoint."""
+        if self.stop_signum is None:
+            self._handle_signal(signum, frame)
 
     def _log_interval(self, iv: _Interval) -> None:
         cfg, plan = self.cfg, self.plan
+        self._check_finite()
+        sums = iv.on_host()
+        run = dict(zip(WORKER_SUMS, self.group.total([sums[key] for key in WORKER_SUMS])))  # every worker's rows
+        if not self.world.main:
+            return
         seconds = time.perf_counter() - iv.start
         n = max(iv.steps, 1)
         record = {
             "event": "train", "step": self.step, "epoch": round(self.step / plan.steps_per_epoch, 4),
-            "tokens": self.tokens, "words": self.words, "loss": iv.loss / n, "masked_ce": iv.ce / n,
-            "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": iv.grad_norm / n,
-            "tokens_per_s": iv.tokens / max(seconds, 1e-9), "mask_rate": iv.mask_rate / n,
-            "schedule_rate": iv.schedule_rate / n,
+            "tokens": self.tokens, "words": self.words, "loss": run["loss"] / n,
+            "masked_ce": run["ce_sum"] / max(run["masked"], 1),
+            "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": sums["grad_norm"] / n,
+            "tokens_per_s": sums["tokens"] / max(seconds, 1e-9), "world_size": self.world.size,
+            "mask_rate": run["masked"] / max(run["maskable"], 1), "schedule_rate": run["rate_sum"] / max(run["rows"], 1),
             "p_freq": curriculum_power(cfg.masking.p_freq, self.stream.epoch, plan.total_epochs, cfg.masking.curriculum) if cfg.masking.kind == "frequency" else None,
             "skipped": self.skipped, "time": time.time(), "elapsed": self._elapsed(), "sys": self.monitor.sample(),
         }
@@ -430,32 +603,45 @@ class Trainer:
         # Handlers first: a signal during data preparation also ends the run cleanly.
         previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._handle_signal),
                     signal.SIGTERM: signal.signal(signal.SIGTERM, self._handle_signal)}
+        if launched_worker():
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._launcher_gone)
+            stop_with_launcher(signal.SIGHUP)
         try:
             return self._train()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def _agreed_command(self) -> str | None:
+        """The command every worker acts on now: rank 0 reads control.json, each worker its own signals;
+        a stop on one is a stop on all."""
+        command = self.control.poll() if self.world.main else None
+        stop, pause, checkpoint, resume = self.group.agree([
+            self.stop_signum is not None or command == "stop", command == "pause", command == "checkpoint",
+            command == "resume"])
+        if stop:
+            if self.stop_reason is None:
+                self.stop_reason = (signal.Signals(self.stop_signum).name if self.stop_signum is not None
+                                    else "stop request" if command == "stop" else "a signal to another worker")
+            return "stop"
+        return "pause" if pause else "checkpoint" if checkpoint else "resume" if resume else None
+
     def _obey(self, command: str | None) -> None:
-        """Act on a command from control.json; a pause waits here, heartbeat still beating."""
+        """Act on an agreed command; a pause waits here, heartbeat still beating."""
         if command == "checkpoint" and self.last_saved != self.step:
             self.save()
             self.log(f"step {self.step} | checkpoint saved on request")
-        elif command == "stop":
-            self.stop_reason = "stop request"
         elif command == "pause":
             self.run.update_status(state="paused", step=self.step)
             self.log(f"step {self.step} | paused; resume from the TUI or with the control file")
             paused_at = time.perf_counter()
-            while (command := self.control.poll()) not in ("resume", "stop") and self.stop_reason is None:
+            while (command := self._agreed_command()) not in ("resume", "stop"):
                 if command == "checkpoint":
                     self._obey(command)
                 time.sleep(0.2)
             self._t0 += time.perf_counter() - paused_at  # paused time is not training time
             self.run.update_status(state="running")
             self.log(f"step {self.step} | {'resumed' if command == 'resume' else 'stopping'}")
-            if command == "stop":
-                self.stop_reason = "stop request"
 
     def _train(self) -> str:
         cfg = self.cfg
@@ -464,22 +650,25 @@ class Trainer:
         plan = self.plan
         self.log(f"model: {sum(p.numel() for p in self.model.parameters()):,} parameters on {self.device}; "
                  f"{plan.total_steps:,} steps ({plan.total_epochs} epoch(s), {plan.steps_per_epoch:,.1f} steps an epoch)")
-        self.run.update_status(state="running", total_steps=plan.total_steps, step=self.step, message="")
+        self.run.update_status(state="running", total_steps=plan.total_steps, step=self.step, message="",
+                               world_size=self.world.size)
         self._t0 = time.perf_counter()
         iv = _Interval()
-        self._obey(self.control.poll())  # a stop sent while the data was being prepared
+        self._obey(self._agreed_command())  # a stop sent while the data was being prepared
         while self.step < plan.total_steps and self.stop_reason is None:
-            iv.add(*self._train_step())
+            iv.add(self._train_step())
             self.progress(self.step, plan.total_steps)
             if self.step % cfg.train.log_every == 0 or self.step == plan.total_steps:
                 self._log_interval(iv)
                 iv = _Interval()
-            if cfg.train.dev_every and self.step % cfg.train.dev_every == 0:
+            if self.unchecked and (cfg.train.dev_every or cfg.eval.every or cfg.samples.every):
+                self._check_finite()  # what is evaluated or sampled comes from finite steps
+            if cfg.train.dev_every and self.step % cfg.train.dev_every == 0 and self.world.main:
                 self._log_dev()
-            if cfg.eval.every and self.step % cfg.eval.every == 0:
+            if cfg.eval.every and self.step % cfg.eval.every == 0 and self.world.main:
                 with self.inference(cfg.eval.weights):
                     self.probes.evaluate(self.model, self.step)
-            if cfg.samples.every and self.step % cfg.samples.every == 0:
+            if cfg.samples.every and self.step % cfg.samples.every == 0 and self.world.main:
                 with self.inference("ema"):
                     self.probes.sample(self.model, self.step)
             self._save_milestones()
@@ -487,7 +676,7 @@ class Trainer:
                 self.save()
             if self.device.type == "cpu" and self.step % RELEASE_EVERY == 0:
                 release_free_memory()  # keeps RSS flat; see core/allocator.py
-            self._obey(self.control.poll())
+            self._obey(self._agreed_command())
         if self.stop_reason is not None:
             self.run.update_status(state="stopping", step=self.step)
         if self.last_saved != self.step:
@@ -543,28 +732,68 @@ def config_summary(cfg: Config, config_path) -> str:
             f"{m.hidden_size} ({m.num_heads} heads), budget {cfg.train.budget}; in full: {config_path}")
 
 
+def _lost_worker(e: BaseException) -> bool:
+    """A collective failed because another worker ended or its connection broke."""
+    text = str(e)
+    return isinstance(e, torch.distributed.DistError) or (
+        isinstance(e, RuntimeError) and any(word in text for word in ("gloo", "NCCL", "Connection", "connection")))
+
+
+def _main_worker_gone(run: RunDir | FollowerRun) -> bool:
+    """Rank 0 of this run, on this host, ended without writing how (its pid is gone or a zombie),
+    while status.json still says it trains."""
+    status = run.read_status()
+    if status.get("state") not in ACTIVE_STATES or status.get("host") != socket.gethostname():
+        return False
+    try:
+        return psutil.Process(status["pid"]).status() == psutil.STATUS_ZOMBIE
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return True
+
+
 def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callable[[str], None] = print,
-          progress: Callable[[int, int], None] | None = None, overrides: list[str] | None = None) -> Trainer:
+          progress: Callable[[int, int], None] | None = None, overrides: list[str] | None = None,
+          world: World | None = None) -> Trainer:
     """Create or reopen the run directory, train, and keep status.json true whatever happens.
-    Returns the trainer: its `stop_reason` says whether a signal or a stop request ended it early."""
-    device = resolve_device(device_name)
+    Returns the trainer: its `stop_reason` says whether a signal or a stop request ended it early.
+
+    With several workers (`world`), each calls this; rank 0 owns the folder and the console, the
+    others train their rows, read what rank 0 wrote and say nothing unless something fails."""
+    world = world or World()
+    device = resolve_device(worker_device(world, device_name))
     # Before anything is written: a corpus that cannot be found, or a model too big for the device,
     # is one sentence (the corpus first: it is what a preset without data.path needs).
     find_corpus(cfg.data)
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
     check_fits(cfg, device, bf16=bf16)
+    accumulation(cfg, world.size)  # a global batch that does not split is refused before the folder is made
+    group = join(world, device)
+    if not world.main:
+        log, progress, run = (lambda line: None), None, FollowerRun(run)
     try:
-        resume = _prepare_folder(cfg, run, resume, log)
-    except OSError as e:
-        raise UserError(f"Cannot write the run folder {run.path} ({e.strerror or e}); "
-                        "choose a writable --run-dir.") from None
-    log(config_summary(cfg, run.config_path))
-    trainer = Trainer(cfg, run, device, resume, log, progress, overrides)
+        if world.main:
+            try:
+                resume = _prepare_folder(cfg, run, resume, log)
+            except OSError as e:
+                raise UserError(f"Cannot write the run folder {run.path} ({e.strerror or e}); "
+                                "choose a writable --run-dir.") from None
+        resume = group.from_main(resume)  # rank 0 may have found a failed start to begin afresh
+        log(config_summary(cfg, run.config_path))
+        return _train(Trainer(cfg, run, device, resume, log, progress, overrides, group), run, world, log)
+    finally:
+        group.close()
+
+
+def _train(trainer: Trainer, run: RunDir | FollowerRun, world: World, log: Callable[[str], None]) -> Trainer:
     heartbeat = run.start_heartbeat()
 
-    def last_word(**fields) -> None:  # status.json may itself be unwritable (a read-only or deleted folder)
-        with contextlib.suppress(OSError):
-            run.update_status(**fields)
+    def last_word(**fields) -> None:
+        """The final status. A follower writes it only when rank 0 is gone on this host without saying
+        how it ended (killed), so that status.json never claims a dead run is training."""
+        if not world.main and not _main_worker_gone(run):
+            return
+        with contextlib.suppress(OSError):  # status.json may itself be unwritable (a read-only or deleted folder)
+            RunDir(run.path).update_status(**fields)
 
     try:
         trainer.train()
@@ -587,6 +816,14 @@ def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callabl
         last_word(state="failed", error=reason, step=trainer.step)
         raise UserError(reason) from None
     except BaseException as e:
+        if world.several and _lost_worker(e):
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0][:160]  # gloo's "[file:line] " prefix
+            reason = (f"Worker {world.rank} lost the other workers of this run at step {trainer.step} ({first}); "
+                      f"one of them ended or lost its connection: continue with --resume from step "
+                      f"{trainer.last_saved or 0}.")
+            last_word(state="failed", error=reason, step=trainer.step)
+            raise TrainingFailed(reason) from None
         last_word(state="failed", error=f"{type(e).__name__}: {e}", step=trainer.step)
         raise
     finally:

@@ -4,14 +4,18 @@ so `mdlm-tui --help` answers at once."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from core.errors import TrainingFailed, UserError
+
+_show_warning = warnings.showwarning
 
 app = typer.Typer(
     add_completion=False,
@@ -52,10 +56,19 @@ def run(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Run folder (default: runs/<preset>-<time>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its latest checkpoint."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: the config's train.device)."),
+    nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="Workers on this node (one per GPU) through torchrun's launcher."),
+    nnodes: Optional[int] = typer.Option(None, "--nnodes", help="Nodes of a multi-node run (default: 1, or SLURM's count)."),
+    node_rank: Optional[int] = typer.Option(None, "--node-rank", help="This node's place among them (default: SLURM's)."),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT where the nodes meet (default: SLURM's first node)."),
+    rdzv_id: Optional[str] = typer.Option(None, "--rdzv-id", help="The same id on every node (default: SLURM's job id)."),
 ):
     """Train headless, writing a run folder that `mdlm-tui watch` and the TUI can follow."""
     from core.config import apply_overrides, check_resume_changes, load_config, load_saved_config
+    from core.distributed import World, world_from_env
     from core.runs import RunDir
+
+    launching = nproc_per_node is not None and "TORCHELASTIC_RUN_ID" not in os.environ
+    world = World() if launching else world_from_env()
 
     if resume:
         if run_dir is None:
@@ -75,15 +88,35 @@ def run(
         if preset is None:
             raise UserError("Choose a preset with --preset NAME (see `mdlm-tui presets`), or continue a run with --resume.")
         cfg = load_config(preset, overrides)
+        if run_dir is None and world.several:
+            raise UserError("With several workers give --run-dir: the one folder they all train into.")
         run = RunDir(run_dir or _default_run_dir(cfg.name, Path("runs")))
 
-    log, progress, done = _reporter()
+    if launching:
+        from core.corpus import find_corpus
+        from core.launcher import launch, nodes_from
+
+        from core.trainer import accumulation
+
+        find_corpus(cfg.data)  # said once here, not once by every worker
+        nodes = nodes_from(nnodes, node_rank, rdzv_endpoint, rdzv_id)
+        accumulation(cfg, nproc_per_node * nodes.count)
+        device = device or cfg.train.device
+        worker_args = ["run", "--run-dir", str(run.path), "--device", device,
+                       *(["--resume"] if resume else ["--preset", preset]), *[f"--set={o}" for o in overrides]]
+        print(f"starting {nproc_per_node} worker(s) on this node ({nodes.count} node(s) in all)", flush=True)
+        code = launch(nproc_per_node, nodes, device, worker_args, run)
+        if code:
+            raise typer.Exit(code)
+        return
+
+    log, progress, done = _reporter() if world.main else ((lambda line: None), None, (lambda: None))
     log(f"run folder: {run.path}")
     from core.trainer import start
 
     try:
         trainer = start(cfg, run, device or cfg.train.device, resume, log=log, progress=progress,
-                        overrides=overrides if resume else None)
+                        overrides=overrides if resume else None, world=world)
     finally:
         done()
     if trainer.stop_signum:  # the shell convention for "ended by a signal": 128 + its number
@@ -460,11 +493,23 @@ def export_command(
         print(folder)
 
 
+def _show_notes(message, category, *args, **kwargs) -> None:
+    """A renamed config key is a note on stderr, once, from the first worker only; other warnings as usual."""
+    from core.config import RenamedKey
+
+    if not issubclass(category, RenamedKey):
+        _show_warning(message, category, *args, **kwargs)
+    elif os.environ.get("RANK", "0") == "0":
+        print(f"note: {message}", file=sys.stderr)
+
+
 def main() -> None:
+    warnings.showwarning = _show_notes
     try:
         app()
     except (UserError, TrainingFailed) as e:
-        print(f"error: {e}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # a worker of a run with several says which one it is
+        print(f"{'error' if rank == '0' else f'worker {rank}: error'}: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

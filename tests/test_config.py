@@ -19,7 +19,7 @@ def test_paper_presets_follow_the_paper_recipe(name):
     assert (t.optimizer, t.lr, t.beta1, t.beta2, t.weight_decay, t.clip, t.ema) == ("lamb", 7e-3, 0.9, 0.98, 0.1, 2.0, 0.999)
     assert (t.warmup, t.cooldown, t.min_lr_ratio) == (0.016, 0.016, 0.1)
     assert cfg.masking.kind == "frequency" and cfg.masking.p_freq == 0.02 and cfg.masking.curriculum
-    assert t.batch_size * t.grad_accum * cfg.data.seq_len == 1024 * 128
+    assert t.global_batch * cfg.data.seq_len == 1024 * 128 and t.micro_batch == 32  # as released
     assert parse_budget(t.budget) == (10, "epochs")
 
 
@@ -65,7 +65,8 @@ def test_overrides_are_typed():
     ("train.lrr=1", "Did you mean 'train.lr'"),
     ("schedule.powr=0", "Did you mean 'schedule.power'"),
     ("train.lr=fast", "train.lr must be a number"),
-    ("train.batch_size=1.5", "train.batch_size must be an integer"),
+    ("train.micro_batch=1.5", "train.micro_batch must be an integer"),
+    ("train.global_batch=40", "must be a multiple of train.micro_batch"),
     ("schedule.name=bimodl", "Did you mean 'bimodal'"),
     ("train.budget=ten steps", "train.budget"),
     ("model.num_heads=5", "divisible"),
@@ -112,3 +113,29 @@ def test_budget_forms(text, parsed):
 
 def test_defaults_validate():
     apply_overrides(Config(), [])
+
+
+def test_the_old_batch_keys_still_read_and_say_what_they_became(tmp_path):
+    import yaml
+
+    from core.config import RenamedKey, load_saved_config, to_dict
+
+    with pytest.warns(RenamedKey, match=r"train.batch_size=8 and train.grad_accum=4 are now train.micro_batch=8 "
+                                        r"and train.global_batch=32"):
+        cfg = apply_overrides(load_config("smoke"), ["train.batch_size=8", "train.grad_accum=4"])
+    assert (cfg.train.micro_batch, cfg.train.global_batch) == (8, 32)
+    with pytest.warns(RenamedKey, match="train.grad_accum=2 is now"):  # the micro-batch stays the preset's
+        cfg = apply_overrides(load_config("smoke"), ["train.grad_accum=2"])
+    assert (cfg.train.micro_batch, cfg.train.global_batch) == (16, 32)
+
+    # A run folder written before the rename: its config.yaml has the old pair, and loads whole.
+    old = to_dict(load_config("smoke"))
+    del old["train"]["global_batch"], old["train"]["micro_batch"]
+    old["train"].update(batch_size=32, grad_accum=2)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    with pytest.warns(RenamedKey):
+        saved = load_saved_config(path)
+    assert (saved.train.micro_batch, saved.train.global_batch) == (32, 64)
+    with pytest.warns(RenamedKey):
+        assert from_dict({"train": {"batch_size": 4}}).train.global_batch == 4

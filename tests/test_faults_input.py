@@ -100,7 +100,7 @@ def test_the_memory_estimate_refuses_a_model_that_cannot_fit(monkeypatch):
 
 
 def test_run_refuses_a_micro_batch_too_big_for_memory(tmp_path):
-    result = mdlm("run", *SHORT, "--set", "train.batch_size=16777216", "--run-dir", tmp_path / "r")
+    result = mdlm("run", *SHORT, "--set", "train.global_batch=16777216", "--set", "train.micro_batch=16777216", "--run-dir", tmp_path / "r")
     error = error_line(alone=True, result=result)
     assert "needs about" in error and "available" in error
     assert not (tmp_path / "r").exists(), "refused before anything was written"

@@ -22,7 +22,7 @@ SHORT = ["--set", "train.budget=8 steps", "--set", "train.checkpoint_every=4", "
 
 @pytest.mark.parametrize("override, key", [
     ("model.hidden_size=256", "model.hidden_size"),
-    ("train.batch_size=8", "train.batch_size"),
+    ("train.global_batch=64", "train.global_batch"),
     ("data.seq_len=32", "data.seq_len"),
     ("train.optimizer=lamb", "train.optimizer"),
 ])

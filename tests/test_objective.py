@@ -44,7 +44,7 @@ class FixedMasker:
     def __init__(self, mask):
         self.mask = mask
 
-    def __call__(self, ids, rates, epoch, total_epochs, generator=None):
+    def __call__(self, ids, rates, epoch, total_epochs, generator=None, rows=None):
         return self.mask[:, : ids.shape[1]]
 
 
@@ -166,3 +166,27 @@ def test_gradients_reach_the_model():
     seeded_loss(0, model).loss.backward()
     assert model.head.weight.grad.abs().sum() > 0
     assert torch.all(model.head.weight.grad[MASK_ID] == 0)  # SUBS: the mask logit gets no gradient
+
+
+def test_workers_sharing_a_micro_batch_draw_its_noise_and_add_up_to_its_loss():
+    """Two workers, each with half the rows, draw the whole micro-batch's t and masks and keep their own
+    rows, normalised by the whole micro-batch's tokens: their losses add up to one worker's."""
+    torch.manual_seed(0)
+    ids = torch.randint(20, 300, (6, 12))
+    ids[1, 8:] = PAD_ID
+    from core.config import Config
+    from core.model import build_model
+
+    cfg = Config()
+    cfg.model.hidden_size, cfg.model.num_layers, cfg.model.num_heads, cfg.model.ffn_size = 32, 1, 2, 64
+    cfg.model.dropout = cfg.model.attention_dropout = 0.0
+    cfg.data.vocab_size, cfg.data.seq_len = 300, 12
+    model = build_model(cfg).eval()
+    kwargs = dict(schedule=Cosine(), masker=Masker("uniform"), power=1.0, progress=0.3, epoch=0, total_epochs=1,
+                  subs=True)
+    whole = diffusion_loss(model, ids, generator=torch.Generator().manual_seed(5), **kwargs)
+    tokens = int((ids != PAD_ID).sum())
+    halves = [diffusion_loss(model, ids[first:first + 3], generator=torch.Generator().manual_seed(5),
+                             rows=(first, 6), normaliser=tokens, **kwargs) for first in (0, 3)]
+    assert torch.allclose(halves[0].loss + halves[1].loss, whole.loss, rtol=1e-6)
+    assert halves[0].n_masked + halves[1].n_masked == whole.n_masked

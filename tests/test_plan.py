@@ -4,9 +4,9 @@ from core.config import apply_overrides, load_config
 from core.trainer import plan_steps
 
 
-def plan(budget, batches_per_epoch=100, **keys):
+def plan(budget, steps_per_epoch=100, **keys):
     cfg = apply_overrides(load_config("smoke"), [f"train.budget={budget}"] + [f"train.{k}={v}" for k, v in keys.items()])
-    return plan_steps(cfg, batches_per_epoch)
+    return plan_steps(cfg, steps_per_epoch)
 
 
 def test_steps_budget_is_taken_as_is():
@@ -14,15 +14,15 @@ def test_steps_budget_is_taken_as_is():
     assert (p.total_steps, p.total_epochs) == (250, 3)
 
 
-def test_epochs_budget_counts_optimizer_steps_with_accumulation():
-    p = plan("10 epochs", grad_accum=4)
+def test_epochs_budget_counts_global_batches():
+    p = plan("10 epochs", steps_per_epoch=25, global_batch=128)
     assert p.steps_per_epoch == 25 and p.total_steps == 250 and p.total_epochs == 10
 
 
 def test_tokens_budget_uses_sequences_times_length():
-    # smoke: 32 sequences of 64 tokens a micro-batch
-    p = plan("1M tokens", grad_accum=2)
-    assert p.total_steps == -(-1_000_000 // (32 * 2 * 64))
+    # a global batch of 64 sequences of 64 tokens (smoke's length)
+    p = plan("1M tokens", global_batch=64)
+    assert p.total_steps == -(-1_000_000 // (64 * 64))
 
 
 @pytest.mark.parametrize("budget", ["0 steps", "-3 epochs"])

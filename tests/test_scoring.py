@@ -29,7 +29,7 @@ def tiny_config(vocab_size: int = VOCAB) -> Config:
     cfg.model.hidden_size, cfg.model.num_layers, cfg.model.num_heads = 32, 2, 2
     cfg.model.ffn_size, cfg.model.cond_dim = 64, 16
     cfg.data.vocab_size, cfg.data.seq_len = vocab_size, 32
-    cfg.train.batch_size = 4
+    cfg.train.micro_batch = 4
     return cfg
 
 

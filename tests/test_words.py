@@ -116,10 +116,10 @@ def test_a_words_budget_ends_at_the_first_step_at_or_past_it():
         batches = stream.batches_for_words(amount)
         assert counts[batches - 1] >= amount and (batches == 1 or counts[batches - 2] < amount)
     assert BatchStream(stream.chunks, 3, seed=5, words=words).words_before(3, 1) == counts[39]
-    cfg = apply_overrides(load_config("smoke"), ["train.budget=50 words", "train.grad_accum=2"])
+    cfg = apply_overrides(load_config("smoke"), ["train.budget=50 words"])
     from core.trainer import plan_steps
 
-    assert plan_steps(cfg, 13, stream.batches_for_words).total_steps == -(-stream.batches_for_words(50) // 2)
+    assert plan_steps(cfg, 13, stream.batches_for_words).total_steps == stream.batches_for_words(50)
 
 
 @pytest.mark.parametrize("setting, words", [("train.save_at_words=abc", "train.save_at_words"),
@@ -145,18 +145,19 @@ def test_train_records_count_the_words_of_the_chunks_consumed(tmp_path):
     cfg = data_config(tmp_path, seq_len=16)
     run_dir = tmp_path / "run"
     settings = [f"data.path={cfg.path}", f"data.cache_dir={cfg.cache_dir}", "data.vocab_size=300", "data.seq_len=16",
-                "data.dev_fraction=0", "train.batch_size=4", "train.grad_accum=2", "train.budget=3 epochs",
+                "data.dev_fraction=0", "train.global_batch=8", "train.micro_batch=4", "train.budget=3 epochs",
                 "train.checkpoint_every=1000"]
     result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *SMALL, *[a for s in settings for a in ("--set", s)])
     assert result.returncode == 0, result.stderr
     data = prepare_data(cfg, log=lambda line: None)
     chunk_words = oracle_chunk_words(data, load_corpus(cfg).train, 16)
-    # The documented order: a permutation per epoch seeded by (seed, epoch), the last partial batch dropped.
-    per_epoch = len(chunk_words) // 4 * 4
+    # The documented order: a permutation per epoch seeded by (seed, epoch), the last partial global batch
+    # dropped.
+    per_epoch = len(chunk_words) // 8 * 8
     order = np.concatenate([np.random.default_rng([0, e]).permutation(len(chunk_words))[:per_epoch] for e in range(4)])
     records = train_records(run_dir)
     assert len(records) * 8 > 2 * per_epoch  # into the third epoch at least
-    expected = np.cumsum(chunk_words[order[: len(records) * 8]].reshape(-1, 8).sum(1))  # 2 batches of 4 a step
+    expected = np.cumsum(chunk_words[order[: len(records) * 8]].reshape(-1, 8).sum(1))  # 8 sequences a step
     assert [r["words"] for r in records] == expected.tolist()
     assert run_status(run_dir)["words"] == expected[-1]
     assert "BabyLM" not in result.stdout
@@ -166,7 +167,7 @@ def test_train_records_count_the_words_of_the_chunks_consumed(tmp_path):
 def test_a_run_past_ten_epochs_says_so_once(tmp_path):
     cfg = data_config(tmp_path, seq_len=16)
     settings = [f"data.path={cfg.path}", f"data.cache_dir={cfg.cache_dir}", "data.vocab_size=300", "data.seq_len=16",
-                "data.dev_fraction=0", "train.batch_size=32", "train.budget=10.5 epochs"]
+                "data.dev_fraction=0", "train.global_batch=32", "train.micro_batch=32", "train.budget=10.5 epochs"]
     result = mdlm("run", "--preset", "smoke", "--run-dir", tmp_path / "run", *SMALL,
                   *[a for s in settings for a in ("--set", s)])
     assert result.returncode == 0, result.stderr

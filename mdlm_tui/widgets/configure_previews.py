@@ -129,13 +129,13 @@ def run_time_warning(cfg, mean_rate: float) -> str | None:
         tokens = epoch_tokens(cfg.data)
         if tokens is None:
             return None
-        batches_per_epoch = max(1, round(tokens / cfg.data.seq_len / cfg.train.batch_size))
+        batches_per_epoch = max(1, round(tokens / cfg.data.seq_len / cfg.train.global_batch))
     steps = plan_steps(cfg, batches_per_epoch).total_steps
-    length, batch = cfg.data.seq_len, cfg.train.batch_size
+    length, batch = cfg.data.seq_len, cfg.train.micro_batch
     masked = round(mean_rate * length)
     per_sequence = 3 * forward_flops_per_sequence(cfg.model, cfg.data.vocab_size, length, masked, batch)
     speed = TRAINING_SHARE_OF_PEAK * cpu_peak_flops()
-    seconds = steps * batch * cfg.train.grad_accum * per_sequence / speed
+    seconds = steps * cfg.train.global_batch * per_sequence / speed
     if seconds < LONG_RUN_S:
         return None
     hours = seconds / 3600
@@ -166,7 +166,7 @@ class FrequencyPreview:
 def frequency_preview(cfg, bucket_count: int = 10, log=lambda message: None) -> FrequencyPreview:
     """Masking probabilities q on one real batch of the config's corpus, averaged per rank bucket.
 
-    Uses the first train.batch_size chunks, rates drawn from the configured schedule at progress 0,
+    Uses the first train.micro_batch chunks, rates drawn from the configured schedule at progress 0,
     and the final curriculum power (p_freq), where the tilt towards rare tokens is strongest."""
     import numpy as np
     import torch
@@ -176,7 +176,7 @@ def frequency_preview(cfg, bucket_count: int = 10, log=lambda message: None) -> 
     from core.schedules import build_schedule, stratified_t
 
     data = prepare_data(cfg.data, log=log)
-    batch = np.asarray(data.train[: cfg.train.batch_size], dtype=np.int64)
+    batch = np.asarray(data.train[: cfg.train.micro_batch], dtype=np.int64)
     if len(batch) == 0:
         raise ValueError("The corpus gave no training chunks to preview.")
     ids = torch.from_numpy(batch)
