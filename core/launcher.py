@@ -94,8 +94,12 @@ def launch(nproc: int, nodes: Nodes, device: str, worker_args: list[str], run: R
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import elastic_launch
 
-    if nproc < 1:
-        raise UserError(f"--nproc-per-node must be at least 1, got {nproc}.")
+    if device.startswith("cuda") and not _cuda_available():
+        raise UserError(f"--device {device} was asked for, but PyTorch sees no CUDA GPU on this machine; "
+                        "use --device cpu (gloo) or auto.")
+    if device.startswith("cuda:"):
+        raise UserError(f"--device {device} names one GPU, but each of the {nproc} workers takes the GPU of its "
+                        "local rank; use --device cuda.")
     if device == "cpu" or device == "auto" and not _cuda_available():
         # Workers share the cores; torchrun itself gives each one thread unless told otherwise.
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -112,7 +116,8 @@ def launch(nproc: int, nodes: Nodes, device: str, worker_args: list[str], run: R
         state = run.read_status().get("state")
         if state == "stopped":  # a signal to one worker stopped them all
             return failure.exitcode if failure.exitcode > 0 else 128 - failure.exitcode
-        if state not in ACTIVE_STATES and failure.exitcode > 0:  # the worker said why, above
+        # The worker said why, above; or the folder belongs to another trainer, alive (the refusal).
+        if failure.exitcode > 0 and (state not in ACTIVE_STATES or run.live_pid() is not None):
             return failure.exitcode
         how = (f"was killed by {signal.Signals(-failure.exitcode).name}" if failure.exitcode < 0
                else f"exited with code {failure.exitcode}")
@@ -126,9 +131,10 @@ def launch(nproc: int, nodes: Nodes, device: str, worker_args: list[str], run: R
 
 
 def _claim_failure(run: RunDir, reason: str) -> None:
-    """status.json still says the run trains, but every worker is gone: say it failed, and why."""
+    """status.json still says the run trains, but its trainer is gone (every worker of ours has ended):
+    say it failed, and why. A live trainer's status is never touched."""
     status = run.read_status()
-    if status.get("state") in ACTIVE_STATES:
+    if status.get("state") in ACTIVE_STATES and run.live_pid() is None:
         try:
             run.update_status(state="failed", error=reason)
         except OSError:

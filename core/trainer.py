@@ -777,7 +777,14 @@ def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callabl
             except OSError as e:
                 raise UserError(f"Cannot write the run folder {run.path} ({e.strerror or e}); "
                                 "choose a writable --run-dir.") from None
-        resume = group.from_main(resume)  # rank 0 may have found a failed start to begin afresh
+        try:
+            resume = group.from_main(resume)  # rank 0 may have found a failed start to begin afresh
+        except Exception as e:
+            if world.main or not _lost_worker(e):
+                raise
+            # Rank 0 refused to start and says why; ending quietly (0) leaves its code to the launcher,
+            # which would otherwise stop rank 0 mid-sentence on this worker's failure.
+            raise SystemExit(0) from None
         log(config_summary(cfg, run.config_path))
         return _train(Trainer(cfg, run, device, resume, log, progress, overrides, group), run, world, log)
     finally:
@@ -823,6 +830,8 @@ def _train(trainer: Trainer, run: RunDir | FollowerRun, world: World, log: Calla
                       f"one of them ended or lost its connection: continue with --resume from step "
                       f"{trainer.last_saved or 0}.")
             last_word(state="failed", error=reason, step=trainer.step)
+            if not world.main:  # the worker that ended is the one to report (it, the launcher or torchrun)
+                raise SystemExit(0) from None
             raise TrainingFailed(reason) from None
         last_word(state="failed", error=f"{type(e).__name__}: {e}", step=trainer.step)
         raise

@@ -98,6 +98,8 @@ def run(
 
         from core.trainer import accumulation
 
+        if nproc_per_node < 1:
+            raise UserError(f"--nproc-per-node must be at least 1, got {nproc_per_node}.")
         find_corpus(cfg.data)  # said once here, not once by every worker
         nodes = nodes_from(nnodes, node_rank, rdzv_endpoint, rdzv_id)
         accumulation(cfg, nproc_per_node * nodes.count)

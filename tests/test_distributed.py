@@ -122,3 +122,33 @@ def test_a_global_batch_that_does_not_split_is_one_sentence(tmp_path):
     assert result.returncode == 2
     assert "train.global_batch (48) does not split into 2 worker(s) x train.micro_batch (16)" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--nproc-per-node", "0"], "--nproc-per-node must be at least 1"),
+    (["--nproc-per-node", "2", "--nnodes", "2"], "--nnodes 2 needs --rdzv-endpoint"),
+    (["--nproc-per-node", "2", "--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1"], "--node-rank must be in 0..1"),
+])
+def test_launch_settings_that_cannot_work_are_one_sentence(tmp_path, flags, words):
+    result = mdlm("run", *SHORT, *flags, "--run-dir", tmp_path / "r")
+    assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_workers_on_gpus_where_there_are_none_is_one_sentence(tmp_path):
+    result = mdlm("run", "--preset", "smoke", "--device", "cuda", "--nproc-per-node", "2", "--run-dir", tmp_path / "r")
+    assert result.returncode == 2 and "sees no CUDA GPU" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_workers_refused_by_a_live_run_leave_its_status_alone(tmp_path):
+    run_dir = tmp_path / "live"
+    proc = start("run", *SHORT, "--set", "train.budget=5000 steps", "--run-dir", run_dir)
+    wait_for_checkpoint(run_dir, 4, proc)
+    result = mdlm("run", "--resume", "--run-dir", run_dir, "--nproc-per-node", "2")
+    assert result.returncode == 2 and "still being trained by process" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert status(run_dir)["state"] == "running" and status(run_dir)["pid"] == proc.pid
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=300)
+    assert status(run_dir)["state"] == "stopped"
