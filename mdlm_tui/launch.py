@@ -92,19 +92,29 @@ def new_run_dir(runs_root: Path, preset: str, name: str = "") -> Path:
     return candidate
 
 
-def run_command(preset: str, overrides: list[str], run_dir: Path) -> list[str]:
+def processes_error(text: str) -> str | None:
+    """Why `text` cannot be the processes per node (Configure's devices field), or None; empty means 1."""
+    text = text.strip()
+    if text and not (text.isascii() and text.isdigit() and int(text) >= 1):
+        return f"devices must be a whole number of processes, 1 or more; got '{text}'."
+    return None
+
+
+def run_command(preset: str, overrides: list[str], run_dir: Path, nproc: int = 1) -> list[str]:
     sets = [arg for override in overrides for arg in ("--set", override)]
-    return [sys.executable, "-m", "mdlm_tui", "run", "--preset", preset, *sets, "--run-dir", str(run_dir)]
+    # one process is an ordinary run: the flag appears only when the elastic launcher is wanted
+    workers = ["--nproc-per-node", str(nproc)] if nproc > 1 else []
+    return [sys.executable, "-m", "mdlm_tui", "run", "--preset", preset, *sets, *workers, "--run-dir", str(run_dir)]
 
 
-def spawn_run(preset: str, overrides: list[str], run_dir: Path) -> subprocess.Popen:
-    """Start `mdlm-tui run` detached from the TUI, logging to run_dir/train.log."""
+def spawn_run(preset: str, overrides: list[str], run_dir: Path, nproc: int = 1) -> subprocess.Popen:
+    """Start `mdlm-tui run` (with nproc workers) detached from the TUI, logging to run_dir/train.log."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "train.log", "ab") as log:
         # The child keeps its own copy of the log descriptor; ours closes when this block ends.
         process = subprocess.Popen(
-            run_command(preset, overrides, run_dir),
+            run_command(preset, overrides, run_dir, nproc),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -20,7 +20,7 @@ from core.runs import RunDir
 from mdlm_tui.app import MdlmApp
 from mdlm_tui.launch import parse_extra_overrides, run_command, validate_overrides
 from mdlm_tui.screens.configure import ConfigureScreen
-from mdlm_tui.widgets.configure_form import EXTRA_ID, field_id
+from mdlm_tui.widgets.configure_form import DEVICES_ID, EXTRA_ID, RUN_NAME_ID, field_id
 from mdlm_tui.widgets.configure_plots import FrequencyRankPlot, MaskRateHistogram, WeightVsRate
 from tests.helpers import show_weight_tab, wait_for
 
@@ -64,6 +64,8 @@ def test_extra_overrides_accept_the_cli_spelling():
 def test_run_command_is_the_cli(tmp_path):
     assert run_command("smoke", ["train.budget=5 steps"], tmp_path / "r") == [
         sys.executable, "-m", "mdlm_tui", "run", "--preset", "smoke", "--set", "train.budget=5 steps", "--run-dir", str(tmp_path / "r")]
+    assert run_command("smoke", [], tmp_path / "r", nproc=1) == run_command("smoke", [], tmp_path / "r")
+    assert run_command("smoke", [], tmp_path / "r", nproc=4)[6:8] == ["--nproc-per-node", "4"]
 
 
 def test_invalid_values_show_the_cli_sentence_and_valid_ones_draw_the_plots(tmp_path):
@@ -127,7 +129,8 @@ def test_frequency_preview_and_start_spawn_a_real_run(tmp_path):
             plot = screen.query_one(FrequencyRankPlot)
             await wait_for(pilot, lambda: plot.shown is not None, 240, "the frequency preview")
             preview = plot.shown
-            assert preview.kind == "frequency" and preview.sequences == 32 and preview.tokens > 0
+            assert preview.kind == "frequency" and preview.tokens > 0
+            assert preview.sequences == load_config("smoke").train.micro_batch  # one micro-batch is masked
             assert all(0 <= q <= 1 for q in preview.informed + preview.uniform)
             # frequency-informed masking tilts towards rare tokens (SPEC 3): relative to its sequence's
             # rate, the rarest bucket seen is masked more than average and the most frequent less
@@ -333,8 +336,8 @@ def test_the_run_name_names_the_folder_and_a_bad_or_taken_name_is_a_sentence(tmp
     failed.create("seed: 0\n")
     failed.update_status(state="failed", pid=999_999_999, step=0, error="no corpus at /nope")
     started = []
-    monkeypatch.setattr("mdlm_tui.screens.configure.spawn_run",
-                        lambda preset, overrides, run_dir: started.append(run_dir) or subprocess.Popen(["true"]))
+    monkeypatch.setattr("mdlm_tui.screens.configure.spawn_run", lambda preset, overrides, run_dir, nproc=1: (
+        started.append(run_dir) or subprocess.Popen(["true"])))
 
     async def body():
         app = ConfigureHost(runs_root)
@@ -382,3 +385,43 @@ def test_a_run_that_would_take_long_on_this_cpu_is_warned_about_not_refused(tmp_
             assert ("hours" in text or "days" in text) and "cpu-small" in text and "smoke" in text, text
 
     asyncio.run(body())
+
+
+def test_devices_start_that_many_processes_and_anything_else_is_a_sentence(tmp_path, monkeypatch):
+    """The devices field after the run name: 2 adds `--nproc-per-node 2` to the command Start runs,
+    1 (or empty) starts an ordinary run, and a count that is not a whole number of 1 or more is refused."""
+    commands = []
+    monkeypatch.setattr("mdlm_tui.screens.configure.spawn_run", lambda preset, overrides, run_dir, nproc=1: (
+        commands.append(run_command(preset, overrides, run_dir, nproc)) or subprocess.Popen(["true"])))
+
+    async def body():
+        app = ConfigureHost(tmp_path / "runs")
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            await wait_for(pilot, lambda: "500 steps" in verdict_text(screen), 60, "the first verdict")
+            screen.query_one(f"#{RUN_NAME_ID}", Input).focus()
+            await pilot.press("tab")
+            assert app.focused.id == DEVICES_ID  # the next field after the run name
+            devices = screen.query_one(f"#{DEVICES_ID}", Input)
+            for typed in ("2.5", "0", "two"):
+                sentence = f"devices must be a whole number of processes, 1 or more; got '{typed}'."
+                devices.value = typed
+                await wait_for(pilot, lambda: screen.error == sentence, 10, f"{typed!r} refused")
+                assert sentence in verdict_text(screen)
+                await pilot.press("ctrl+s")
+                assert commands == []
+            devices.value = "2"
+            await wait_for(pilot, lambda: screen.error is None and "2 processes" in verdict_text(screen), 10,
+                           "the summary of a two-process run")
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: len(commands) == 1, 60, "the two-process start")
+            devices.value = "1"
+            await wait_for(pilot, lambda: screen.error is None and "processes" not in verdict_text(screen), 10,
+                           "the summary of a one-process run")
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: len(commands) == 2, 60, "the one-process start")
+
+    asyncio.run(body())
+    two, one = commands
+    assert two[two.index("--nproc-per-node") + 1] == "2"
+    assert "--nproc-per-node" not in one

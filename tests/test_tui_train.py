@@ -261,7 +261,7 @@ def test_a_run_without_a_trainer_shows_its_last_record_as_such_and_this_machine_
             screen = app.screen
             numbers = screen.query_one("#train-numbers")
             await wait_for(pilot, lambda: "step 8/8" in str(numbers.render()), 60, "the first update")
-            assert "ETA" not in str(numbers.render()) and "last record: 1.23K tok/s" in str(numbers.render())
+            assert "ETA" not in str(numbers.render()) and str(numbers.render()).endswith("last record: 1.23K tok/s")
             await wait_for(pilot, lambda: re.search(r"machine now: CPU +\d+%", system_text(screen)), 10,
                            "a live reading of this machine")
             lines = system_text(screen).splitlines()
@@ -320,6 +320,57 @@ def test_toasts_leave_the_log_visible(tmp_path, size):
             await pilot.pause(0.2)
             toast = app.screen.query_one("Toast")
             assert not toast.region.overlaps(log.region), f"the toast {toast.region} covers the log {log.region}"
+
+    asyncio.run(body())
+
+
+def fake_gpus(count: int) -> list[dict]:
+    return [{"index": i, "util_percent": 90.0 + i, "mem_used_mb": 70_000.0, "mem_total_mb": 143_771.0,
+             "temp_c": 60.0, "power_w": 650.0} for i in range(count)]
+
+
+@pytest.mark.parametrize("gpus, size", [(4, (80, 24)), (8, (80, 24)), (8, (120, 40))])
+def test_a_multi_process_run_shows_its_workers_and_every_gpu_of_the_node(tmp_path, monkeypatch, gpus, size):
+    """Four workers on a node of `gpus` GPUs: the pace line says the tokens/s are the four together,
+    and the system pane has a row per GPU of the live reading. Four rows fit at 80x24; eight fit at
+    120x40 and, at 80x24, scroll into view in the side column."""
+    from core.telemetry import LiveStats
+
+    # the live reading, pinned as tests/snapshot_runs.py's frozen_clock pins it
+    monkeypatch.setattr(LiveStats, "machine", lambda self: {"cpu_percent": 50.0, "ram_used_percent": 40.0,
+                                                            "gpus": fake_gpus(gpus)})
+    monkeypatch.setattr(LiveStats, "process", lambda self, pid: {"process_cpu_percent": 99.0, "rss_mb": 2048.0})
+    run = write_run(tmp_path / "runs" / "ddp", "running", step=3, total=100, pid=os.getpid())
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "world_size": 4}))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({**r, "world_size": 4, "sys": {**r["sys"], "gpus": fake_gpus(4)}}) + "\n" for r in records))
+
+    async def body():
+        app = MdlmApp(runs_root=run.parent, watch=run)
+        async with app.run_test(size=size) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), 60, "the Train screen")
+            screen = app.screen
+            numbers = screen.query_one("#train-numbers")
+            await wait_for(pilot, lambda: "(4 workers)" in str(numbers.render()), 10, "the workers on the pace line")
+            assert re.search(r"ETA \S+  1\.23K tok/s \(4 workers\)$", str(numbers.render())), str(numbers.render())
+            await wait_for(pilot, lambda: "trainer now" in system_text(screen), 10, "the live reading")
+            await pilot.pause(0.2)  # laid out for the pane's new height
+            lines = system_text(screen).splitlines()
+            assert [line.split()[0] for line in lines[:gpus]] == [f"GPU{i}" for i in range(gpus)], lines
+            assert lines[gpus:] == ["machine now: CPU  50%  RAM 40%", "trainer now: CPU  99%  RSS 2048 MB"]
+            side, pane = screen.query_one("#train-side"), screen.query_one("#train-system")
+
+            def hidden() -> int:  # lines of the pane outside the side column's visible part
+                return pane.region.height - pane.region.intersection(side.scrollable_content_region).height
+
+            assert (hidden() > 0) == (gpus == 8 and size == (80, 24)), (pane.region, side.scrollable_content_region)
+            assert screen.query_one("#plot-loss").size.height >= 8  # the curves keep room to be read
+            if hidden():  # what does not fit is reached by scrolling the side column
+                side.scroll_end(animate=False)
+                await pilot.pause(0.2)
+                assert hidden() == 0
 
     asyncio.run(body())
 

@@ -22,7 +22,8 @@ from textual.widgets import Button, Label, Select, Static, TabbedContent, TabPan
 from textual.worker import get_current_worker
 
 from core.config import load_config, preset_names
-from mdlm_tui.launch import new_run_dir, preset_stem, run_name_error, spawn_run, validate_overrides
+from mdlm_tui.launch import (new_run_dir, preset_stem, processes_error, run_name_error, spawn_run,
+                             validate_overrides)
 from mdlm_tui.widgets.configure_form import ConfigureForm
 from mdlm_tui.widgets.configure_plots import FrequencyRankPlot, MaskRateHistogram, WeightVsRate
 from mdlm_tui.widgets.guard import Guarded
@@ -58,10 +59,9 @@ class ConfigureScreen(Guarded, Screen):
     """
 
     class SchedulePreviewReady(Message):
-        def __init__(self, cfg, preview, parameters: int, summary: str, warning: str | None) -> None:
+        def __init__(self, cfg, preview, parameters: int, warning: str | None) -> None:
             super().__init__()
-            self.cfg, self.preview, self.parameters = cfg, preview, parameters
-            self.summary, self.warning = summary, warning
+            self.cfg, self.preview, self.parameters, self.warning = cfg, preview, parameters, warning
 
     class FrequencyPreviewReady(Message):
         def __init__(self, preview=None, error: str | None = None) -> None:
@@ -82,6 +82,7 @@ class ConfigureScreen(Guarded, Screen):
         self._shown_cfg = None  # the valid config the verdict describes; a preview of another is stale
         self.last_process: subprocess.Popen | None = None  # the most recent run started from here
         self.last_run_dir: Path | None = None
+        self.nproc = 1  # processes the run starts with (the devices field), once the form is valid
         self._revalidate_timer = None
 
     def compose(self) -> ComposeResult:
@@ -130,26 +131,29 @@ class ConfigureScreen(Guarded, Screen):
         self._revalidate_timer = self.set_timer(REVALIDATE_AFTER_S, self.revalidate)
 
     def revalidate(self) -> str | None:
-        """Check preset + overrides as the CLI would, and the run name; show the sentence or, when
-        valid, the summary. A valid config redraws the plots, even while the run name is wrong."""
+        """Check preset + overrides as the CLI would, the run name and the devices; show the sentence
+        or, when valid, the summary. A valid config redraws the plots, even while a name is wrong."""
         self._revalidate_timer = None
         self._shown_cfg = None
+        form = self.query_one(ConfigureForm)
         self.error = validate_overrides(self.preset, self.overrides())
         if self.error is None:
             self._shown_cfg = cfg = load_config(self.preset, self.overrides())
             self.compute_schedule_preview(cfg)
-            self.error = run_name_error(self.runs_root, self.query_one(ConfigureForm).run_name())
+            self.error = run_name_error(self.runs_root, form.run_name()) or processes_error(form.devices())
+        if self.error is None:
+            self.nproc = int(form.devices() or 1)
         verdict = self.query_one("#configure-verdict", Static)
         verdict.set_class(self.error is not None, "-invalid")
         verdict.update(f"✗ {self.error}" if self.error is not None else f"✓ {self.preset}: {self._summary(cfg)}")
         return self.error
 
-    @staticmethod
-    def _summary(cfg) -> str:
+    def _summary(self, cfg) -> str:
         m = cfg.model
         masking = f"frequency p={cfg.masking.p_freq:g}" if cfg.masking.kind == "frequency" else "uniform"
+        processes = f", {self.nproc} processes" if self.nproc > 1 else ""
         return (f"{cfg.schedule.name} p={cfg.schedule.power:g}, {masking}, "
-                f"{m.num_layers}x{m.hidden_size} ({m.num_heads} heads), {cfg.train.budget}")
+                f"{m.num_layers}x{m.hidden_size} ({m.num_heads} heads), {cfg.train.budget}{processes}")
 
     # ------------------------------------------------------------ previews (worker threads)
 
@@ -158,8 +162,7 @@ class ConfigureScreen(Guarded, Screen):
         from mdlm_tui.widgets.configure_previews import parameter_count, run_time_warning, schedule_preview
 
         preview = schedule_preview(cfg.schedule)
-        ready = self.SchedulePreviewReady(cfg, preview, parameter_count(cfg), self._summary(cfg),
-                                          run_time_warning(cfg, preview.mean_rate))
+        ready = self.SchedulePreviewReady(cfg, preview, parameter_count(cfg), run_time_warning(cfg, preview.mean_rate))
         if not get_current_worker().is_cancelled:  # a newer edit started another preview: that one is shown
             self.post_message(ready)
 
@@ -170,8 +173,9 @@ class ConfigureScreen(Guarded, Screen):
         self.query_one(WeightVsRate).show_preview(message.preview)
         if self.error is None:  # a wrong run name keeps its sentence
             warning = f"\n{message.warning}" if message.warning else ""  # a warning, not an error: Start still works
+            # the summary is made here, not in the worker: the devices field may have changed since
             self.query_one("#configure-verdict", Static).update(
-                f"✓ {self.preset}: {message.summary}, {message.parameters / 1e6:.1f}M parameters{warning}")
+                f"✓ {self.preset}: {self._summary(message.cfg)}, {message.parameters / 1e6:.1f}M parameters{warning}")
 
     def action_frequency_preview(self) -> None:
         if self._shown_cfg is None:
@@ -224,7 +228,7 @@ class ConfigureScreen(Guarded, Screen):
         overrides = self.overrides()
         run_dir = new_run_dir(self.runs_root, self.preset, self.query_one(ConfigureForm).run_name())
         try:
-            self.last_process = spawn_run(self.preset, overrides, run_dir)
+            self.last_process = spawn_run(self.preset, overrides, run_dir, nproc=self.nproc)
         except OSError as e:
             self.notify(f"Could not start the run: {e}.", title="Not started", severity="error", markup=False)
             return

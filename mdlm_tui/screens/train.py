@@ -15,7 +15,7 @@ from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import ProgressBar, RichLog, Static
 
@@ -69,6 +69,8 @@ class WrappedLog(RichLog):
 
 
 class TrainScreen(Guarded, Screen):
+    # The log, as before the side column could scroll: its keys (up, down, end) follow the training.
+    AUTO_FOCUS = "#train-log"
     # Toasts at the top: at the bottom right they would cover the newest log lines.
     DEFAULT_CSS = """
     TrainScreen ToastRack { dock: top; align: right top; margin-bottom: 0; margin-top: 2; }
@@ -108,7 +110,7 @@ class TrainScreen(Guarded, Screen):
             yield CurvePlot("dev loss", id="plot-dev")
             yield CurvePlot("learning rate", id="plot-lr")
         with Horizontal(id="train-bottom"):
-            with Vertical(id="train-side"):
+            with VerticalScroll(id="train-side"):
                 yield Readout(id="train-detail")
                 yield SystemPane(id="train-system")
             yield WrappedLog(max_lines=400, id="train-log")
@@ -153,11 +155,15 @@ class TrainScreen(Guarded, Screen):
         step, total = status.get("step", train.get("step", 0)) or 0, status.get("total_steps")
         bar = self.query_one("#train-progress", ProgressBar)
         bar.update(total=total or None, progress=step)
+        # tokens/s counts every worker of a multi-process run together: say how many (older runs: one)
+        workers = status.get("world_size", train.get("world_size"))
+        together = f" ({workers} workers)" if isinstance(workers, int) and workers > 1 else ""
         if self.health == "running":  # smoothed, and falling back on the trainer's own ETA
             eta = message.eta_s if message.eta_s is not None else status.get("eta_s")
-            pace = f"ETA {fmt.duration(eta)}  {fmt.count(message.tokens_per_s or train.get('tokens_per_s'))} tok/s"
+            rate = message.tokens_per_s or train.get("tokens_per_s")
+            pace = f"ETA {fmt.duration(eta)}  {fmt.count(rate)} tok/s{together}"
         else:  # no trainer stepping: the numbers are history, and say so
-            pace = f"last record: {fmt.count(train.get('tokens_per_s'))} tok/s" if train else ""
+            pace = f"last record: {fmt.count(train.get('tokens_per_s'))} tok/s{together}" if train else ""
         self.query_one("#train-numbers", Readout).show(f"step {step}/{total or '?'}  {pace}".rstrip())
         dev = message.latest_dev
         lines = [

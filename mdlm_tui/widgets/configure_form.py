@@ -1,5 +1,5 @@
-"""The Configure screen's form: the keys a person most often changes, a free `--set` line and the
-run's folder name.
+"""The Configure screen's form: the keys a person most often changes, a free `--set` line, the
+run's folder name and how many processes train it (devices).
 
 The form shows a preset's values; every field whose text differs from the preset becomes a
 `key=value` override, exactly what would follow `--set` on the command line. So the form never
@@ -43,6 +43,7 @@ FIELDS = (
 )
 EXTRA_ID = "extra-overrides"
 RUN_NAME_ID = "configure-run-name"
+DEVICES_ID = "configure-devices"
 
 
 def field_id(key: str) -> str:
@@ -90,6 +91,9 @@ class ConfigureForm(Guarded, Widget):
         with Grid(id="configure-run-name-row"):
             yield Label("run name")
             yield Input(compact=True, id=RUN_NAME_ID)
+            # processes on this node (`--nproc-per-node`), last so every Tab count above still holds
+            yield Label("devices")
+            yield Input(placeholder="1 (one process)", compact=True, id=DEVICES_ID)
 
     def show_config(self, cfg: Config, default_run_name: str = "") -> None:
         """Fill the fields with a freshly loaded preset; that preset becomes the baseline. A field
@@ -118,6 +122,9 @@ class ConfigureForm(Guarded, Widget):
 
     def run_name(self) -> str:
         return self.query_one(f"#{RUN_NAME_ID}", Input).value.strip()
+
+    def devices(self) -> str:
+        return self.query_one(f"#{DEVICES_ID}", Input).value.strip()
 
     def set_field(self, key: str, text: str) -> None:
         self.query_one(f"#{field_id(key)}").value = text
