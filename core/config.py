@@ -242,7 +242,8 @@ def read_yaml(path: Path) -> dict:
 def preset_path(name: str) -> Path:
     """A preset name (`smoke`) or a path to a YAML file."""
     candidate = Path(name)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+    # A file by that name is the preset; a folder (say a run folder named `smoke`) never shadows one.
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
         if not candidate.is_file():
             raise UserError(f"Preset file {name} does not exist.")
         return candidate

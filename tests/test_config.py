@@ -139,3 +139,9 @@ def test_the_old_batch_keys_still_read_and_say_what_they_became(tmp_path):
     assert (saved.train.micro_batch, saved.train.global_batch) == (32, 64)
     with pytest.warns(RenamedKey):
         assert from_dict({"train": {"batch_size": 4}}).train.global_batch == 4
+
+
+def test_a_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
+    (tmp_path / "smoke").mkdir()  # the run folder of `mdlm-tui run --preset smoke --run-dir smoke`
+    monkeypatch.chdir(tmp_path)
+    assert load_config("smoke").name == "smoke"
