@@ -495,13 +495,19 @@ def export_command(
         print(folder)
 
 
+def _worker_prefix() -> str:
+    """'worker N: ' in a worker other than the first of a launched run (whose lines interleave), else ''."""
+    rank = os.environ.get("RANK", "0")
+    return f"worker {rank}: " if "TORCHELASTIC_RUN_ID" in os.environ and rank != "0" else ""
+
+
 def _show_notes(message, category, *args, **kwargs) -> None:
     """A renamed config key is a note on stderr, once, from the first worker only; other warnings as usual."""
     from core.config import RenamedKey
 
     if not issubclass(category, RenamedKey):
         _show_warning(message, category, *args, **kwargs)
-    elif os.environ.get("RANK", "0") == "0":
+    elif not _worker_prefix():
         print(f"note: {message}", file=sys.stderr)
 
 
@@ -510,8 +516,7 @@ def main() -> None:
     try:
         app()
     except (UserError, TrainingFailed) as e:
-        rank = os.environ.get("RANK", "0")  # a worker of a run with several says which one it is
-        print(f"{'error' if rank == '0' else f'worker {rank}: error'}: {e}", file=sys.stderr)
+        print(f"{_worker_prefix()}error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,5 +1,7 @@
 """Where workers learn their place: torchrun's variables, SLURM's, and the launcher's node settings."""
 
+import os
+
 import pytest
 
 from core.distributed import World, world_from_env, worker_device
@@ -13,8 +15,9 @@ SLURM = ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_ID", "SLURM
 
 @pytest.fixture
 def env(monkeypatch):
-    for name in TORCHRUN + SLURM:
-        monkeypatch.delenv(name, raising=False)
+    """A private copy of the environment: reading SLURM's variables writes torchrun's into it, which
+    must not reach the tests that run after these in the same process."""
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in TORCHRUN + SLURM})
     return monkeypatch
 
 
@@ -32,8 +35,6 @@ def test_srun_with_a_task_per_gpu_reads_slurm(env):
                         "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.7"}.items():
         env.setenv(name, value)
     assert world_from_env() == World(6, 8, 2)
-    import os
-
     # torch.distributed reads the rendezvous from the environment: the job's launch node
     assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"], os.environ["RANK"]) == ("10.0.0.7", "29742", "6")
 
