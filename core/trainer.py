@@ -640,6 +640,7 @@ class Trainer:
                     self._obey(command)
                 time.sleep(0.2)
             self._t0 += time.perf_counter() - paused_at  # paused time is not training time
+            self.interval.start += time.perf_counter() - paused_at  # nor part of the interval's tokens/s
             self.run.update_status(state="running")
             self.log(f"step {self.step} | {'resumed' if command == 'resume' else 'stopping'}")
 
@@ -653,14 +654,14 @@ class Trainer:
         self.run.update_status(state="running", total_steps=plan.total_steps, step=self.step, message="",
                                world_size=self.world.size)
         self._t0 = time.perf_counter()
-        iv = _Interval()
+        self.interval = _Interval()
         self._obey(self._agreed_command())  # a stop sent while the data was being prepared
         while self.step < plan.total_steps and self.stop_reason is None:
-            iv.add(self._train_step())
+            self.interval.add(self._train_step())
             self.progress(self.step, plan.total_steps)
             if self.step % cfg.train.log_every == 0 or self.step == plan.total_steps:
-                self._log_interval(iv)
-                iv = _Interval()
+                self._log_interval(self.interval)
+                self.interval = _Interval()
             if self.unchecked and (cfg.train.dev_every or cfg.eval.every or cfg.samples.every):
                 self._check_finite()  # what is evaluated or sampled comes from finite steps
             if cfg.train.dev_every and self.step % cfg.train.dev_every == 0 and self.world.main:
