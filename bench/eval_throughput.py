@@ -47,7 +47,10 @@ class NaiveScorer:
 
     def score_texts(self, texts, contexts=None):
         contexts = contexts or [None] * len(texts)
-        return [naive_pll(self.model, self.tokenizer, t, self.device, self.rate_value, context=c) for t, c in zip(texts, contexts)]
+        return [
+            naive_pll(self.model, self.tokenizer, t, self.device, self.rate_value, context=c)
+            for t, c in zip(texts, contexts)
+        ]
 
 
 class Recording:
@@ -125,8 +128,14 @@ def timed_evaluate(scorer, suite):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=200)
-    parser.add_argument("--checkpoint", help="a run folder or checkpoints/step-N folder (default: cpu-small at random init)")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder with evaluation_data/ and babylm-mini/")
+    parser.add_argument(
+        "--checkpoint", help="a run folder or checkpoints/step-N folder (default: cpu-small at random init)"
+    )
+    parser.add_argument(
+        "--data",
+        default=str(ROOT.parent / "shared" / "data"),
+        help="folder with evaluation_data/ and babylm-mini/",
+    )
     parser.add_argument("--batch-tokens", type=int, default=8192)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--json", help="write the results here")
@@ -156,14 +165,21 @@ def main() -> int:
     load_after = os.getloadavg()[0]
 
     max_diff = max(abs(a - b) for a, b in zip(fast_scores, naive_scores))
-    decisions_differ = sum(pair_credit(*fast_scores[k:k + 2]) != pair_credit(*naive_scores[k:k + 2])
-                           for k in range(0, len(fast_scores), 2))
+    decisions_differ = sum(
+        pair_credit(*fast_scores[k : k + 2]) != pair_credit(*naive_scores[k : k + 2])
+        for k in range(0, len(fast_scores), 2)
+    )
     ratio = naive_seconds / fast_seconds
     fast_gflop, naive_gflop = matmul_gflop(model, tokenizer, suite)
     result = {
-        "machine": {"cpu": cpu_model_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version(),
-                    "load_average_1min": [load_before, load_after]},
+        "machine": {
+            "cpu": cpu_model_name(),
+            "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "load_average_1min": [load_before, load_after],
+        },
         "model": model_note,
         "suite": f"{suite.name} ({suite.source})",
         "pairs": n_pairs,
@@ -185,17 +201,27 @@ def main() -> int:
         "naive_accuracy": naive_report.macro,
     }
     m = result["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}, "
-          f"load average {load_before:.2f} before, {load_after:.2f} after")
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}, "
+        f"load average {load_before:.2f} before, {load_after:.2f} after"
+    )
     print(f"model: {model_note}")
     print(f"pairs: {n_pairs} from {result['suite']}, {result['tokens_per_sentence']:.1f} tokens per sentence")
-    print(f"fast PLL:  {result['fast_pairs_per_s']:8.1f} pairs/s  ({fast_first:.2f}s, {fast_second:.2f}s; "
-          f"{fast_gflop:.0f} GFLOP, {result['fast_gflop_per_s']:.0f} GFLOP/s)")
-    print(f"naive PLL: {result['naive_pairs_per_s']:8.1f} pairs/s  ({naive_seconds:.2f}s; "
-          f"{naive_gflop:.0f} GFLOP, {result['naive_gflop_per_s']:.0f} GFLOP/s)")
-    print(f"ratio: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})")
-    print(f"agreement: max |score difference| {max_diff:.2e}, {decisions_differ} pairs decided differently, "
-          f"accuracy {fast_report.macro:.4f} (fast) vs {naive_report.macro:.4f} (naive)")
+    print(
+        f"fast PLL:  {result['fast_pairs_per_s']:8.1f} pairs/s  ({fast_first:.2f}s, {fast_second:.2f}s; "
+        f"{fast_gflop:.0f} GFLOP, {result['fast_gflop_per_s']:.0f} GFLOP/s)"
+    )
+    print(
+        f"naive PLL: {result['naive_pairs_per_s']:8.1f} pairs/s  ({naive_seconds:.2f}s; "
+        f"{naive_gflop:.0f} GFLOP, {result['naive_gflop_per_s']:.0f} GFLOP/s)"
+    )
+    print(
+        f"ratio: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})"
+    )
+    print(
+        f"agreement: max |score difference| {max_diff:.2e}, {decisions_differ} pairs decided differently, "
+        f"accuracy {fast_report.macro:.4f} (fast) vs {naive_report.macro:.4f} (naive)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0 if decisions_differ == 0 and fast_report.macro == naive_report.macro else 1

@@ -31,10 +31,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from train_throughput import _cpu_name, all_cores, make_batches, peer_forward_flops  # noqa: E402
+
 from core.allocator import tune_allocator  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.model import build_model, forward_flops_per_sequence  # noqa: E402
-from train_throughput import _cpu_name, all_cores, make_batches, peer_forward_flops  # noqa: E402
 
 MFU_TARGET = 0.45  # of the measured matmul peak, at paper size
 PEER_TARGET = 1.0  # ours / peer tokens/s
@@ -64,7 +65,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_peak(device: torch.device, dtype: torch.dtype, size: int, inner: int = 10, repeats: int = 5) -> float:
+def measure_peak(
+    device: torch.device, dtype: torch.dtype, size: int, inner: int = 10, repeats: int = 5
+) -> float:
     """Best FLOP/s of square size^3 matmuls in dtype: the ceiling MFU is measured against."""
     a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
     out = torch.empty(size, size, device=device, dtype=dtype)
@@ -106,14 +109,22 @@ def build_peer(cfg):
         return None
     m = cfg.model
     config = BertConfig(
-        vocab_size=cfg.data.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads, intermediate_size=m.ffn_size, max_position_embeddings=m.max_position,
-        hidden_dropout_prob=m.dropout, attention_probs_dropout_prob=m.attention_dropout, attn_implementation="sdpa",
+        vocab_size=cfg.data.vocab_size,
+        hidden_size=m.hidden_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads,
+        intermediate_size=m.ffn_size,
+        max_position_embeddings=m.max_position,
+        hidden_dropout_prob=m.dropout,
+        attention_probs_dropout_prob=m.attention_dropout,
+        attn_implementation="sdpa",
     )
     return BertForMaskedLM(config)
 
 
-def time_model(step, model, batches, device, autocast, warmup: int, steps: int) -> tuple[list[float], float | None]:
+def time_model(
+    step, model, batches, device, autocast, warmup: int, steps: int
+) -> tuple[list[float], float | None]:
     """Step times (synchronised around each step) and the peak device memory in MB (CUDA only), the
     warm-up included: the optimizer state appears at the first step."""
     # The fused AdamW on CUDA for both models: the optimizer is not what is being compared.
@@ -137,9 +148,16 @@ def time_model(step, model, batches, device, autocast, warmup: int, steps: int) 
 
 def summarise(name, times, tokens, flops, peak, memory_mb) -> dict:
     step = statistics.median(times)
-    return {"model": name, "step_s": step, "best_step_s": min(times), "tokens_per_s": tokens / step,
-            "tflop_per_step": flops / 1e12, "tflop_per_s": flops / step / 1e12, "mfu": flops / step / peak,
-            "peak_memory_mb": memory_mb}
+    return {
+        "model": name,
+        "step_s": step,
+        "best_step_s": min(times),
+        "tokens_per_s": tokens / step,
+        "tflop_per_step": flops / 1e12,
+        "tflop_per_s": flops / step / 1e12,
+        "mfu": flops / step / peak,
+        "peak_memory_mb": memory_mb,
+    }
 
 
 def free(device: torch.device) -> None:
@@ -153,8 +171,9 @@ def run_batch(cfg, batch_size, device, autocast, peak, args) -> dict:
     B, L, V = batch_size, cfg.data.seq_len, cfg.data.vocab_size
     batches = device_batches(cfg, B, device)
     masked = [b.mask.sum(dim=1).tolist() for b in batches]
-    ours_flops = 3 * statistics.mean(sum(forward_flops_per_sequence(cfg.model, V, L, n, batch_size=B) for n in rows)
-                                     for rows in masked)
+    ours_flops = 3 * statistics.mean(
+        sum(forward_flops_per_sequence(cfg.model, V, L, n, batch_size=B) for n in rows) for rows in masked
+    )
     results = []
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
@@ -171,20 +190,32 @@ def run_batch(cfg, batch_size, device, autocast, peak, args) -> dict:
         del peer
         free(device)
     ratio = results[0]["tokens_per_s"] / results[1]["tokens_per_s"] if len(results) > 1 else None
-    return {"batch": B, "masked_fraction": sum(map(sum, masked)) / (len(batches) * B * L), "results": results,
-            "ratio_tokens_per_s": ratio,
-            "targets": {"mfu_at_least": MFU_TARGET, "mfu_met": results[0]["mfu"] >= MFU_TARGET,
-                        "ratio_at_least": PEER_TARGET, "ratio_met": None if ratio is None else ratio >= PEER_TARGET}}
+    return {
+        "batch": B,
+        "masked_fraction": sum(map(sum, masked)) / (len(batches) * B * L),
+        "results": results,
+        "ratio_tokens_per_s": ratio,
+        "targets": {
+            "mfu_at_least": MFU_TARGET,
+            "mfu_met": results[0]["mfu"] >= MFU_TARGET,
+            "ratio_at_least": PEER_TARGET,
+            "ratio_met": None if ratio is None else ratio >= PEER_TARGET,
+        },
+    }
 
 
 def report(run: dict) -> None:
     print(f"micro-batch {run['batch']}, masked {run['masked_fraction']:.3f}")
-    print(f"  {'model':<34} {'step ms':>8} {'best ms':>8} {'tokens/s':>10} {'TFLOP/step':>10} {'TFLOP/s':>8} "
-          f"{'MFU':>6} {'peak MB':>8}")
+    print(
+        f"  {'model':<34} {'step ms':>8} {'best ms':>8} {'tokens/s':>10} {'TFLOP/step':>10} {'TFLOP/s':>8} "
+        f"{'MFU':>6} {'peak MB':>8}"
+    )
     for r in run["results"]:
         memory = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:,.0f}"
-        print(f"  {r['model']:<34} {r['step_s'] * 1e3:8.2f} {r['best_step_s'] * 1e3:8.2f} {r['tokens_per_s']:10,.0f} "
-              f"{r['tflop_per_step']:10.3f} {r['tflop_per_s']:8.1f} {r['mfu']:6.1%} {memory:>8}")
+        print(
+            f"  {r['model']:<34} {r['step_s'] * 1e3:8.2f} {r['best_step_s'] * 1e3:8.2f} {r['tokens_per_s']:10,.0f} "
+            f"{r['tflop_per_step']:10.3f} {r['tflop_per_s']:8.1f} {r['mfu']:6.1%} {memory:>8}"
+        )
     targets, ratio = run["targets"], run["ratio_tokens_per_s"]
     verdict = "met" if targets["mfu_met"] else "NOT met"
     line = f"  ours MFU {run['results'][0]['mfu']:.1%} (target {MFU_TARGET:.0%}: {verdict})"
@@ -197,14 +228,31 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto | cuda | cuda:N | cpu")
     parser.add_argument("--preset", default="cosine")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. --set model.num_layers=6 (repeatable)")
-    parser.add_argument("--batch", default=None, help="micro-batch sizes, comma-separated (default: the preset's)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. --set model.num_layers=6 (repeatable)",
+    )
+    parser.add_argument(
+        "--batch", default=None, help="micro-batch sizes, comma-separated (default: the preset's)"
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
-                        help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    parser.add_argument("--peak-size", type=int, default=None, help="matmul size of the peak (default 8192 on CUDA, 1024 on CPU)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "bf16", "fp32"),
+        help="auto: bf16 autocast on CUDA, fp32 on CPU",
+    )
+    parser.add_argument(
+        "--peak-size",
+        type=int,
+        default=None,
+        help="matmul size of the peak (default 8192 on CUDA, 1024 on CPU)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = all cores")
     parser.add_argument("--no-peer", action="store_true", help="skip the Hugging Face peer")
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
@@ -227,7 +275,11 @@ def main(argv=None) -> int:
     sizes = [int(b) for b in args.batch.split(",")] if args.batch else [preset_batch]
     peak_size = args.peak_size or (8192 if device.type == "cuda" else 1024)
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{_cpu_name()}, {torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{_cpu_name()}, {torch.get_num_threads()} threads"
+    )
     cuda = f", CUDA {torch.version.cuda}" if device.type == "cuda" else ""
     print(f"{name}; torch {torch.__version__}{cuda}")
     peaks = [measure_peak(device, dtype, peak_size)]
@@ -241,20 +293,33 @@ def main(argv=None) -> int:
 
     m = cfg.model
     precision = "bf16 autocast" if bf16 else "fp32"
-    print(f"{str(dtype).split('.')[-1]} matmul peak: {peak / 1e12:.1f} TFLOP/s (best of {peak_size}^3 matmuls, before and after)")
+    print(
+        f"{str(dtype).split('.')[-1]} matmul peak: {peak / 1e12:.1f} TFLOP/s (best of {peak_size}^3 matmuls, before and after)"
+    )
     changed = f" ({', '.join(args.overrides)})" if args.overrides else ""
-    print(f"preset {args.preset}{changed}: D {m.hidden_size}, {m.num_layers} layers, {m.num_heads} heads, FFN {m.ffn_size}, "
-          f"V {cfg.data.vocab_size}, seq {cfg.data.seq_len}; {precision}; AdamW; median of {args.steps} steps after "
-          f"{args.warmup} warm-up")
+    print(
+        f"preset {args.preset}{changed}: D {m.hidden_size}, {m.num_layers} layers, {m.num_heads} heads, FFN {m.ffn_size}, "
+        f"V {cfg.data.vocab_size}, seq {cfg.data.seq_len}; {precision}; AdamW; median of {args.steps} steps after "
+        f"{args.warmup} warm-up"
+    )
     for run in runs:
         report(run)
 
     if args.json:
-        out = {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda if device.type == "cuda" else None,
-               "preset": args.preset, "overrides": args.overrides, "precision": precision,
-               "peak_tflop_s": peak / 1e12, "peak_readings_tflop_s": [p / 1e12 for p in peaks],
-               "peak_matmul": f"{peak_size}^3 {str(dtype).split('.')[-1]}", "steps": args.steps, "warmup": args.warmup,
-               "runs": runs}
+        out = {
+            "device": name,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda if device.type == "cuda" else None,
+            "preset": args.preset,
+            "overrides": args.overrides,
+            "precision": precision,
+            "peak_tflop_s": peak / 1e12,
+            "peak_readings_tflop_s": [p / 1e12 for p in peaks],
+            "peak_matmul": f"{peak_size}^3 {str(dtype).split('.')[-1]}",
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "runs": runs,
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0

@@ -23,8 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.snapshot_runs import SCREENS, frozen_clock, make_app, write_fixture_runs  # noqa: E402
 
-TITLES = {"runs": "Runs", "train": "Train", "configure": "Configure", "eval": "Eval", "samples": "Samples",
-          "help": "Help"}
+TITLES = {
+    "runs": "Runs",
+    "train": "Train",
+    "configure": "Configure",
+    "eval": "Eval",
+    "samples": "Samples",
+    "help": "Help",
+}
 
 
 def stable_ids(svg: str) -> str:
@@ -49,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/screens"), help="folder for the SVGs")
     parser.add_argument("--size", default="120x40", help="terminal size, COLUMNSxLINES")
-    parser.add_argument("--screens", default=",".join(SCREENS), help="comma-separated, from: " + ", ".join(SCREENS))
+    parser.add_argument(
+        "--screens", default=",".join(SCREENS), help="comma-separated, from: " + ", ".join(SCREENS)
+    )
     args = parser.parse_args()
     width, height = (int(n) for n in args.size.lower().split("x"))
     out = args.out.resolve()

@@ -26,7 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from core.runs import read_jsonl  # noqa: E402
 
-BABYLM_MINI = Path(os.environ.get("MDLM_TUI_SHARED_DATA", ROOT.parent / "shared" / "data")) / "babylm-mini" / "train"
+BABYLM_MINI = (
+    Path(os.environ.get("MDLM_TUI_SHARED_DATA", ROOT.parent / "shared" / "data")) / "babylm-mini" / "train"
+)
 
 
 def rss_at(records: list[dict], step: int) -> float:
@@ -35,7 +37,9 @@ def rss_at(records: list[dict], step: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="cpu-small")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--from-step", type=int, default=500, help="growth is measured from this step")
@@ -45,26 +49,58 @@ def main() -> None:
 
     run_dir = Path(tempfile.mkdtemp(prefix="soak-")) / "run"
     data = ["--set", f"data.path={BABYLM_MINI}"] if BABYLM_MINI.is_dir() else []
-    settings = ["--set", f"train.budget={args.steps} steps", "--set", "train.log_every=50",
-                "--set", "train.dev_every=0", "--set", f"train.checkpoint_every={args.steps}"]
+    settings = [
+        "--set",
+        f"train.budget={args.steps} steps",
+        "--set",
+        "train.log_every=50",
+        "--set",
+        "train.dev_every=0",
+        "--set",
+        f"train.checkpoint_every={args.steps}",
+    ]
     extra = [arg for o in args.overrides for arg in ("--set", o)]
     # `python -m` runs the package on sys.path: PYTHONPATH=OTHER_CHECKOUT measures another version
-    subprocess.run([sys.executable, "-m", "mdlm_tui", "run", "--preset", args.preset, "--run-dir", str(run_dir), *data, *settings, *extra],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mdlm_tui",
+            "run",
+            "--preset",
+            args.preset,
+            "--run-dir",
+            str(run_dir),
+            *data,
+            *settings,
+            *extra,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
     records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("event") == "train"]
     start, end = rss_at(records, args.from_step), records[-1]["sys"]["rss_mb"]
     result = {
-        "preset": args.preset, "steps": args.steps, "overrides": args.overrides, "machine": platform.processor()
-        or platform.machine(), "cores": os.cpu_count(),
+        "preset": args.preset,
+        "steps": args.steps,
+        "overrides": args.overrides,
+        "machine": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
         "rss_mb": {str(r["step"]): r["sys"]["rss_mb"] for r in records},
-        "rss_step_100_mb": rss_at(records, 100), f"rss_step_{args.from_step}_mb": start, "rss_end_mb": end,
+        "rss_step_100_mb": rss_at(records, 100),
+        f"rss_step_{args.from_step}_mb": start,
+        "rss_end_mb": end,
         "growth_percent": round(100 * (end - start) / start, 2),
-        "tokens_per_s_median": round(statistics.median(r["tokens_per_s"] for r in records if r["step"] > 100)),
+        "tokens_per_s_median": round(
+            statistics.median(r["tokens_per_s"] for r in records if r["step"] > 100)
+        ),
     }
-    print(f"RSS {result['rss_step_100_mb']:.0f} MB at step 100, {start:.0f} MB at step {args.from_step}, "
-          f"{end:.0f} MB at step {records[-1]['step']}: {result['growth_percent']:+.1f} % "
-          f"(target < 5 %); median {result['tokens_per_s_median']:,} tokens/s")
+    print(
+        f"RSS {result['rss_step_100_mb']:.0f} MB at step 100, {start:.0f} MB at step {args.from_step}, "
+        f"{end:.0f} MB at step {records[-1]['step']}: {result['growth_percent']:+.1f} % "
+        f"(target < 5 %); median {result['tokens_per_s_median']:,} tokens/s"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

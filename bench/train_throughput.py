@@ -32,6 +32,7 @@ from core.config import load_config  # noqa: E402
 from core.model import build_model, forward_flops_per_sequence  # noqa: E402
 from core.specials import MASK_ID, NUM_SPECIAL  # noqa: E402
 
+
 def measure_peak(size: int = 2048, repeats: int = 8) -> float:
     """Best fp32 GFLOP/s of large square matmuls: the ceiling MFU is measured against."""
     a, b = torch.randn(size, size), torch.randn(size, size)
@@ -102,9 +103,14 @@ def build_peer(cfg):
         return None
     m = cfg.model
     config = BertConfig(
-        vocab_size=cfg.data.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads, intermediate_size=m.ffn_size, max_position_embeddings=m.max_position,
-        hidden_dropout_prob=m.dropout, attention_probs_dropout_prob=m.attention_dropout,
+        vocab_size=cfg.data.vocab_size,
+        hidden_size=m.hidden_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads,
+        intermediate_size=m.ffn_size,
+        max_position_embeddings=m.max_position,
+        hidden_dropout_prob=m.dropout,
+        attention_probs_dropout_prob=m.attention_dropout,
     )
     return BertForMaskedLM(config)
 
@@ -142,8 +148,14 @@ def ours_flops_per_step(cfg, batches) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu-small")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. --set model.hidden_size=512 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. --set model.hidden_size=512 (repeatable)",
+    )
     parser.add_argument("--steps", type=int, default=15, help="timed steps per model")
     parser.add_argument("--rounds", type=int, default=3, help="alternations between the models")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model")
@@ -167,8 +179,10 @@ def main(argv=None) -> int:
     flops = [ours_flops_per_step(cfg, batches)]
     peer = None if args.no_peer else build_peer(cfg)
     if peer is None and not args.no_peer:
-        print("transformers is not installed, so the peer is skipped; install it with "
-              "pip install 'mdlm-tui[bench]' (or pip install transformers)")
+        print(
+            "transformers is not installed, so the peer is skipped; install it with "
+            "pip install 'mdlm-tui[bench]' (or pip install transformers)"
+        )
     if peer is not None:
         runs.append((peer_step, peer, torch.optim.AdamW(peer.parameters(), lr=1e-4)))
         names.append(f"hf BertForMaskedLM ({peer.config._attn_implementation})")
@@ -182,22 +196,35 @@ def main(argv=None) -> int:
     print(f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s (best of 2048^3 matmuls, before and after)")
     changed = f" ({', '.join(args.overrides)})" if args.overrides else ""
-    print(f"preset {args.preset}{changed}: D {m.hidden_size}, {m.num_layers} layers, {m.num_heads} heads, FFN {m.ffn_size}, "
-          f"V {V}, seq {L}, batch {B}, masked {masked:.3f}; AdamW; median of {len(times[0])} steps "
-          f"in {args.rounds} alternating rounds after {args.warmup} warm-up")
-    print(f"{'model':<34} {'step s':>7} {'best s':>7} {'tokens/s':>9} {'GFLOP/step':>11} {'GFLOP/s':>8} {'MFU':>6}")
+    print(
+        f"preset {args.preset}{changed}: D {m.hidden_size}, {m.num_layers} layers, {m.num_heads} heads, FFN {m.ffn_size}, "
+        f"V {V}, seq {L}, batch {B}, masked {masked:.3f}; AdamW; median of {len(times[0])} steps "
+        f"in {args.rounds} alternating rounds after {args.warmup} warm-up"
+    )
+    print(
+        f"{'model':<34} {'step s':>7} {'best s':>7} {'tokens/s':>9} {'GFLOP/step':>11} {'GFLOP/s':>8} {'MFU':>6}"
+    )
     for r in results:
-        print(f"{r['model']:<34} {r['step_s']:7.3f} {r['best_step_s']:7.3f} {r['tokens_per_s']:9.0f} "
-              f"{r['gflop_per_step']:11.1f} {r['gflop_per_s']:8.1f} {r['mfu']:6.1%}")
+        print(
+            f"{r['model']:<34} {r['step_s']:7.3f} {r['best_step_s']:7.3f} {r['tokens_per_s']:9.0f} "
+            f"{r['gflop_per_step']:11.1f} {r['gflop_per_s']:8.1f} {r['mfu']:6.1%}"
+        )
     ratio = results[0]["tokens_per_s"] / results[1]["tokens_per_s"] if len(results) > 1 else None
     if ratio is not None:
         print(f"tokens/s ours / peer: {ratio:.2f}x")
 
     if args.json:
         report = {
-            "preset": args.preset, "overrides": args.overrides, "peak_gflop_s": peak / 1e9, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cpu": _cpu_name(), "allocator_tuned": tuned, "masked_fraction": masked,
-            "results": results, "ratio_tokens_per_s": ratio,
+            "preset": args.preset,
+            "overrides": args.overrides,
+            "peak_gflop_s": peak / 1e9,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cpu": _cpu_name(),
+            "allocator_tuned": tuned,
+            "masked_fraction": masked,
+            "results": results,
+            "ratio_tokens_per_s": ratio,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -81,12 +81,30 @@ class Tmux:
         self.config.write_text("set -g status off\n")
 
     def __call__(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, "-f", str(self.config), *args],
-                              capture_output=True, text=True, check=True, timeout=20).stdout
+        return subprocess.run(
+            ["tmux", "-L", self.socket, "-f", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=20,
+        ).stdout
 
     def start(self, session: str, argv: list[str]) -> None:
-        self("new-session", "-d", "-s", session, "-x", "100", "-y", "30", "-e", "TERM=xterm-256color",
-             "-e", f"MDLM_TUI_CACHE={os.environ['MDLM_TUI_CACHE']}", shlex.join(argv))
+        self(
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-e",
+            "TERM=xterm-256color",
+            "-e",
+            f"MDLM_TUI_CACHE={os.environ['MDLM_TUI_CACHE']}",
+            shlex.join(argv),
+        )
 
     def screen(self, session: str) -> str:
         return self("capture-pane", "-p", "-t", session)
@@ -99,10 +117,21 @@ class Tmux:
 
 
 def train_args(args, run_dir: Path, steps: int) -> list[str]:
-    sets = [f"train.budget={steps} steps", f"train.log_every={args.log_every}", "train.dev_every=0",
-            f"train.checkpoint_every={steps}", f"train.threads={args.threads}"]
-    return mdlm_command() + ["run", "--preset", args.preset, "--run-dir", str(run_dir),
-                             *[a for s in sets for a in ("--set", s)]]
+    sets = [
+        f"train.budget={steps} steps",
+        f"train.log_every={args.log_every}",
+        "train.dev_every=0",
+        f"train.checkpoint_every={steps}",
+        f"train.threads={args.threads}",
+    ]
+    return mdlm_command() + [
+        "run",
+        "--preset",
+        args.preset,
+        "--run-dir",
+        str(run_dir),
+        *[a for s in sets for a in ("--set", s)],
+    ]
 
 
 def start_trainer(args, run_dir: Path, steps: int) -> subprocess.Popen:
@@ -149,14 +178,26 @@ def measure_overhead(args, run_dir: Path, tmux: Tmux) -> dict:
     for window in windows:
         window["tokens_per_s"] = window_rate(records, window["start"], window["end"])
         if window["tokens_per_s"] is None:
-            raise RuntimeError("a window holds fewer than two train records: lower --log-every or raise --window")
-    rate = lambda w: w["tokens_per_s"]
-    paired = [1 - rate(w) / ((rate(before) + rate(after)) / 2)
-              for before, w, after in zip(windows[0::2], windows[1::2], windows[2::2])]
+            raise RuntimeError(
+                "a window holds fewer than two train records: lower --log-every or raise --window"
+            )
+
+    def rate(w):
+        return w["tokens_per_s"]
+
+    paired = [
+        1 - rate(w) / ((rate(before) + rate(after)) / 2)
+        for before, w, after in zip(windows[0::2], windows[1::2], windows[2::2])
+    ]
     alone = statistics.median(rate(w) for w in windows if not w["watched"])
     watched = statistics.median(rate(w) for w in windows if w["watched"])
-    return {"alone_tokens_per_s": alone, "watched_tokens_per_s": watched, "overhead": statistics.median(paired),
-            "per_pair": paired, "windows": windows}
+    return {
+        "alone_tokens_per_s": alone,
+        "watched_tokens_per_s": watched,
+        "overhead": statistics.median(paired),
+        "per_pair": paired,
+        "windows": windows,
+    }
 
 
 # ---------------------------------------------------------------- key-press latency
@@ -175,8 +216,10 @@ async def headless_latency(run_dir: Path, presses: int) -> dict:
         await pilot.pause(2.0)  # the watcher's first messages, like a person's first look
         for press in range(presses):
             back = ("escape", None) if press % 2 == 0 else ("t", "t")
-            for (key, char), screen_class, name in ((("question_mark", "?"), HelpScreen, "?"),
-                                                    (back, TrainScreen, back[0])):
+            for (key, char), screen_class, name in (
+                (("question_mark", "?"), HelpScreen, "?"),
+                (back, TrainScreen, back[0]),
+            ):
                 # the key goes in the way the terminal driver delivers one; done = the screen switched
                 # and the app's next refresh has run (what a person would see)
                 t0 = time.perf_counter()
@@ -210,14 +253,23 @@ def tmux_latency(tmux: Tmux, run_dir: Path, presses: int) -> dict:
 
 def summarize_latency(times: dict[str, list[float]]) -> dict:
     """Per key: median, p95 and max in milliseconds."""
-    return {key: {"median_ms": 1000 * statistics.median(values), "p95_ms": 1000 * percentile(values, 0.95),
-                  "max_ms": 1000 * max(values), "n": len(values), "all_ms": [round(1000 * v, 1) for v in values]}
-            for key, values in times.items()}
+    return {
+        key: {
+            "median_ms": 1000 * statistics.median(values),
+            "p95_ms": 1000 * percentile(values, 0.95),
+            "max_ms": 1000 * max(values),
+            "n": len(values),
+            "all_ms": [round(1000 * v, 1) for v in values],
+        }
+        for key, values in times.items()
+    }
 
 
 def measure_latency(args, run_dir: Path, tmux: Tmux) -> dict:
-    return {"headless": asyncio.run(headless_latency(run_dir, args.presses)),
-            "tmux": tmux_latency(tmux, run_dir, args.presses)}
+    return {
+        "headless": asyncio.run(headless_latency(run_dir, args.presses)),
+        "tmux": tmux_latency(tmux, run_dir, args.presses),
+    }
 
 
 # ---------------------------------------------------------------- main
@@ -227,15 +279,24 @@ def machine() -> dict:
     import torch
 
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
-    return {"cpus": os.cpu_count(), "cpu_model": model, "torch": torch.__version__, "python": platform.python_version()}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?"
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="smoke")
     parser.add_argument("--threads", type=int, default=0, help="trainer threads (0 = all cores)")
-    parser.add_argument("--log-every", type=int, default=10, help="steps between train records (smoke: about 1 s)")
+    parser.add_argument(
+        "--log-every", type=int, default=10, help="steps between train records (smoke: about 1 s)"
+    )
     parser.add_argument("--pairs", type=int, default=8, help="watched windows, each between two alone ones")
     parser.add_argument("--window", type=float, default=12.0, help="seconds measured per window")
     parser.add_argument("--presses", type=int, default=40, help="key presses per latency measurement")
@@ -263,13 +324,22 @@ def main() -> None:
         if args.pairs:  # --pairs 0 measures only --help and the key-press latency
             report["overhead"] = measure_overhead(args, run_dir, tmux)
             result = report["overhead"]
-            print(f"tokens/s alone {result['alone_tokens_per_s']:,.0f}, watched {result['watched_tokens_per_s']:,.0f}; "
-                  f"overhead {100 * result['overhead']:.1f} % (median of pairs: "
-                  f"{', '.join(f'{100 * o:.1f}' for o in result['per_pair'])})", flush=True)
+            print(
+                f"tokens/s alone {result['alone_tokens_per_s']:,.0f}, watched {result['watched_tokens_per_s']:,.0f}; "
+                f"overhead {100 * result['overhead']:.1f} % (median of pairs: "
+                f"{', '.join(f'{100 * o:.1f}' for o in result['per_pair'])})",
+                flush=True,
+            )
         report["latency"] = measure_latency(args, run_dir, tmux)
         for where, result in report["latency"].items():
-            print(f"latency {where}: " + "; ".join(f"{key} median {r['median_ms']:.0f} ms p95 {r['p95_ms']:.0f} ms"
-                                                   for key, r in result.items()), flush=True)
+            print(
+                f"latency {where}: "
+                + "; ".join(
+                    f"{key} median {r['median_ms']:.0f} ms p95 {r['p95_ms']:.0f} ms"
+                    for key, r in result.items()
+                ),
+                flush=True,
+            )
         report["trainer_still_running"] = trainer.poll() is None
     finally:
         if trainer is not None:

@@ -43,6 +43,10 @@ def tune_allocator() -> bool:
     """Returns True when glibc accepted the settings; a no-op (False) elsewhere."""
     libc = _libc()
     try:
-        return libc is not None and bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+        return (
+            libc is not None
+            and bool(libc.mallopt(M_MMAP_MAX, 0))
+            and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+        )
     except AttributeError:
         return False

@@ -58,10 +58,20 @@ def step_dirs(root: Path) -> list[Path]:
 # ---------------------------------------------------------------- saving
 
 
-def save_checkpoint(root: Path, step: int, model: torch.nn.Module, ema_state: dict | None,
-                    optimizer: torch.optim.Optimizer, state: dict, keep: int, *,
-                    tokenizer: Path | None = None, protect: Path | None = None, milestone: str | None = None,
-                    info: dict | None = None) -> Path:
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: torch.nn.Module,
+    ema_state: dict | None,
+    optimizer: torch.optim.Optimizer,
+    state: dict,
+    keep: int,
+    *,
+    tokenizer: Path | None = None,
+    protect: Path | None = None,
+    milestone: str | None = None,
+    info: dict | None = None,
+) -> Path:
     """Write step-N, point `latest` at it, then prune to `keep` folders (never `protect`); or, given
     `milestone`, write that folder alone. `tokenizer`: the tokenizer.json trained with, whose sha256
     loaders compare with theirs. `info`: plain values added to meta.json (the words seen)."""
@@ -80,9 +90,15 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, ema_state: di
         if reason is None:
             raise
         previous = _pointed(root)
-        kept = f"{previous.name} is still the latest checkpoint" if previous else "no checkpoint was saved before"
-        raise TrainingFailed(f"Saving checkpoint {name} in {root} failed ({reason}); {kept}: "
-                             "free some space, then continue the run with --resume.") from None
+        kept = (
+            f"{previous.name} is still the latest checkpoint"
+            if previous
+            else "no checkpoint was saved before"
+        )
+        raise TrainingFailed(
+            f"Saving checkpoint {name} in {root} failed ({reason}); {kept}: "
+            "free some space, then continue the run with --resume."
+        ) from None
     if milestone is None:
         _rotate(root, keep, final, protect)
     return final
@@ -104,8 +120,16 @@ def _torch_save(obj, path: Path) -> None:
         torch.save(obj, f)
 
 
-def _write_folder(tmp: Path, step: int, model, ema_state: dict | None, optimizer, state: dict,
-                  tokenizer: Path | None, info: dict | None = None) -> None:
+def _write_folder(
+    tmp: Path,
+    step: int,
+    model,
+    ema_state: dict | None,
+    optimizer,
+    state: dict,
+    tokenizer: Path | None,
+    info: dict | None = None,
+) -> None:
     save_model(model, str(tmp / "model.safetensors"))
     if ema_state is not None:
         save_file({k: v.contiguous() for k, v in ema_state["shadow"].items()}, str(tmp / "ema.safetensors"))
@@ -113,8 +137,13 @@ def _write_folder(tmp: Path, step: int, model, ema_state: dict | None, optimizer
     _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
     _torch_save(state, tmp / "state.pt")
     files = sorted(tmp.iterdir())
-    meta = {"format": FORMAT, "step": step, **(info or {}), "sizes": {p.name: p.stat().st_size for p in files},
-            "sha256": {p.name: sha256_file(p) for p in files}}
+    meta = {
+        "format": FORMAT,
+        "step": step,
+        **(info or {}),
+        "sizes": {p.name: p.stat().st_size for p in files},
+        "sha256": {p.name: sha256_file(p) for p in files},
+    }
     if tokenizer is not None:
         meta["tokenizer_sha256"] = sha256_file(tokenizer)
     atomic_write_json(tmp / "meta.json", meta)
@@ -168,8 +197,10 @@ def _rotate(root: Path, keep: int, final: Path, protect: Path | None) -> None:
         return
     dirs = step_dirs(root)
     spared = {final.name, protect.name if protect is not None else None}
-    victims = sorted((d for d in dirs if d.name not in spared),
-                     key=lambda d: (_is_whole(d) and _step(d) < _step(final), _step(d)))
+    victims = sorted(
+        (d for d in dirs if d.name not in spared),
+        key=lambda d: (_is_whole(d) and _step(d) < _step(final), _step(d)),
+    )
     for old in victims[: max(0, len(dirs) - keep)]:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -257,18 +288,22 @@ def _torch_load(path: Path, device) -> object:
             warnings.simplefilter("ignore")  # torch's advice to retry with weights_only=False
             return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
-        raise UnsafeCheckpoint(f"{path} holds objects other than tensors and plain values (a foreign or old "
-                               "format), and loading it could run code, so it is refused.") from None
+        raise UnsafeCheckpoint(
+            f"{path} holds objects other than tensors and plain values (a foreign or old "
+            "format), and loading it could run code, so it is refused."
+        ) from None
 
 
-def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    device: torch.device) -> tuple[dict, dict | None]:
+def load_checkpoint(
+    ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, device: torch.device
+) -> tuple[dict, dict | None]:
     """Load weights (and optimizer) in place; returns (state, ema shadow or None)."""
     verify(ckpt)
     missing, unexpected = load_model(model, str(ckpt / "model.safetensors"), strict=False, device=str(device))
     if missing or unexpected:
-        raise ValueError(f"weights do not fit this model (missing {list(missing)[:3]}, "
-                         f"unexpected {list(unexpected)[:3]})")
+        raise ValueError(
+            f"weights do not fit this model (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+        )
     state = _torch_load(ckpt / "state.pt", "cpu")
     if not isinstance(state, dict):
         raise ValueError("state.pt holds no training state")
@@ -280,8 +315,13 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return state, ema
 
 
-def load_latest(root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                device: torch.device, warn: Callable[[str], None]) -> tuple[Path, dict, dict | None]:
+def load_latest(
+    root: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    device: torch.device,
+    warn: Callable[[str], None],
+) -> tuple[Path, dict, dict | None]:
     """Load the newest loadable checkpoint, falling back past damaged ones with a warning; a file
     that could run code is refused outright, not skipped."""
     root = Path(root)

@@ -48,8 +48,12 @@ class ModelConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.1
     # The released model's conventions (SPEC section 4); each has today's earlier variant as an ablation.
-    time_scale: float = 1.0  # the rate is fed to the sinusoidal features times this (1 as released; 1000 is DiT-style)
-    position_terms: str = "ltg"  # ltg: both position terms index bucket(i - j); mirrored: c2p indexes bucket(j - i)
+    time_scale: float = (
+        1.0  # the rate is fed to the sinusoidal features times this (1 as released; 1000 is DiT-style)
+    )
+    position_terms: str = (
+        "ltg"  # ltg: both position terms index bucket(i - j); mirrored: c2p indexes bucket(j - i)
+    )
     layer_norm_eps: float = 1e-7  # every LayerNorm (released 1e-7; PyTorch's default is 1e-5)
     init: str = "released"  # released: FFN weights of layer i scaled by sqrt(1 / (2 (1 + i))), time MLP at
     # PyTorch's default init; plain: every weight truncated normal, no depth scaling
@@ -109,7 +113,9 @@ class TrainConfig:
     cooldown: float = 0.016  # fraction of steps, linear to 0 at the end
     min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
     clip: float = 2.0  # gradient norm clip; 0 disables
-    first_lr_zero: bool = True  # the first update uses the schedule's lr at step 0 (0 with warm-up), as released
+    first_lr_zero: bool = (
+        True  # the first update uses the schedule's lr at step 0 (0 with warm-up), as released
+    )
     # per-matrix: one LAMB trust ratio per released matrix (query-key, value-gate apart); per-tensor
     lamb_trust: str = "per-matrix"
     ema: float = 0.999  # 0 disables
@@ -221,8 +227,10 @@ def read_yaml(path: Path) -> dict:
     except OSError as e:
         raise UserError(f"Cannot read {path}: {e.strerror}.") from None
     except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-                        "save it as UTF-8.") from None
+        raise UserError(
+            f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8."
+        ) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except _DuplicateKey as e:
@@ -310,7 +318,11 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             raise ValueError
         number = float(value)
     except (TypeError, ValueError, OverflowError):
-        kind = "true or false" if "bool" in text else ("an integer" if "int" in text and "float" not in text else "a number")
+        kind = (
+            "true or false"
+            if "bool" in text
+            else ("an integer" if "int" in text and "float" not in text else "a number")
+        )
         raise UserError(f"{key} must be {kind}, got '{value}'.") from None
     if not math.isfinite(number):  # nan slips through every range check; inf is never a setting
         raise UserError(f"{key} must be a finite number, got '{value}'.")
@@ -361,17 +373,27 @@ def _renamed(cfg: Config, items: list[tuple[str, Any]], where: str) -> list[tupl
         return items
     rest = [(key, value) for key, value in items if key not in RENAMED]
     given = dict(rest)
-    micro = _coerce("train.batch_size", old.get("train.batch_size", given.get("train.micro_batch", cfg.train.micro_batch)),
-                    int)
-    accum = _coerce("train.grad_accum", old["train.grad_accum"], int) if "train.grad_accum" in old else \
-        max(1, cfg.train.global_batch // max(cfg.train.micro_batch, 1))
+    micro = _coerce(
+        "train.batch_size",
+        old.get("train.batch_size", given.get("train.micro_batch", cfg.train.micro_batch)),
+        int,
+    )
+    accum = (
+        _coerce("train.grad_accum", old["train.grad_accum"], int)
+        if "train.grad_accum" in old
+        else max(1, cfg.train.global_batch // max(cfg.train.micro_batch, 1))
+    )
     new = [("train.micro_batch", micro)]
     if "train.global_batch" not in given:
         new.append(("train.global_batch", micro * accum))
     said = " and ".join(f"{key}={value}" for key, value in old.items())
     became = " and ".join(f"{key}={value}" for key, value in new)
-    warnings.warn(f"{where}: {said} {'are' if len(old) > 1 else 'is'} now {became} (sequences per optimizer "
-                  "step over all workers, and per device).", RenamedKey, stacklevel=3)
+    warnings.warn(
+        f"{where}: {said} {'are' if len(old) > 1 else 'is'} now {became} (sequences per optimizer "
+        "step over all workers, and per device).",
+        RenamedKey,
+        stacklevel=3,
+    )
     return rest + [item for item in new if item[0] not in given]
 
 
@@ -414,18 +436,42 @@ def load_config(preset: str, overrides: list[str] | None = None) -> Config:
 # Keys added after run folders were first written, with the value that reproduces what those runs
 # trained: a config.yaml without them comes from before they existed, not from a cut-short file.
 LEGACY_VALUES = {
-    "masking.statistics": "maskable", "model.time_scale": 1000.0, "model.position_terms": "mirrored",
-    "model.layer_norm_eps": 1e-5, "model.init": "plain", "model.ffn_gelu": "exact",
-    "model.position_dropout": "shared", "model.head_dropout": False, "train.lamb_trust": "per-tensor",
-    "train.first_lr_zero": False, "train.save_at_words": None, "train.tf32": True, "train.compile": False,
+    "masking.statistics": "maskable",
+    "model.time_scale": 1000.0,
+    "model.position_terms": "mirrored",
+    "model.layer_norm_eps": 1e-5,
+    "model.init": "plain",
+    "model.ffn_gelu": "exact",
+    "model.position_dropout": "shared",
+    "model.head_dropout": False,
+    "train.lamb_trust": "per-tensor",
+    "train.first_lr_zero": False,
+    "train.save_at_words": None,
+    "train.tf32": True,
+    "train.compile": False,
 }
 
 # What the checkpoints of a run depend on: a resume cannot change these.
 FIXED_ON_RESUME = (
-    "seed", "model.hidden_size", "model.num_layers", "model.num_heads", "model.ffn_size", "model.cond_dim",
-    "model.time_conditioning", "model.position_buckets", "data.source", "data.path", "data.dev_path",
-    "data.dev_fraction", "data.hf_config", "data.hf_split", "data.hf_text_field", "data.vocab_size",
-    "data.seq_len", "train.global_batch", "train.optimizer",
+    "seed",
+    "model.hidden_size",
+    "model.num_layers",
+    "model.num_heads",
+    "model.ffn_size",
+    "model.cond_dim",
+    "model.time_conditioning",
+    "model.position_buckets",
+    "data.source",
+    "data.path",
+    "data.dev_path",
+    "data.dev_fraction",
+    "data.hf_config",
+    "data.hf_split",
+    "data.hf_text_field",
+    "data.vocab_size",
+    "data.seq_len",
+    "train.global_batch",
+    "train.optimizer",
 )
 
 
@@ -439,8 +485,10 @@ def load_saved_config(path: Path, overrides: list[str] | None = None) -> Config:
     missing = [key for key in all_keys() if key not in present and key not in LEGACY_VALUES]
     if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        raise UserError(f"{path} lacks {shown}: it was cut short or edited; restore the missing keys "
-                        "(`mdlm-tui inspect --preset NAME` prints a whole config).")
+        raise UserError(
+            f"{path} lacks {shown}: it was cut short or edited; restore the missing keys "
+            "(`mdlm-tui inspect --preset NAME` prints a whole config)."
+        )
     cfg = Config()
     for key in LEGACY_VALUES.keys() - present:
         _apply(cfg, key, LEGACY_VALUES[key])
@@ -452,8 +500,10 @@ def check_resume_changes(saved: Config, wanted: Config) -> None:
     for key in FIXED_ON_RESUME:
         old, new = _get(saved, key), _get(wanted, key)
         if old != new:
-            raise UserError(f"{key} cannot change on resume: the checkpoints were trained with {key}={old}; "
-                            f"start a new run (another --run-dir) to train with {new}.")
+            raise UserError(
+                f"{key} cannot change on resume: the checkpoints were trained with {key}={old}; "
+                f"start a new run (another --run-dir) to train with {new}."
+            )
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -472,7 +522,9 @@ def parse_budget(text: str) -> tuple[float, str]:
     '10 epochs' -> (10, 'epochs')."""
     m = _BUDGET.match(str(text))
     if not m:
-        raise UserError(f"train.budget '{text}' must look like '2000 steps', '50M tokens', '10M words' or '10 epochs'.")
+        raise UserError(
+            f"train.budget '{text}' must look like '2000 steps', '50M tokens', '10M words' or '10 epochs'."
+        )
     amount = float(m.group(1)) * _SCALE[m.group(2).lower()]
     unit = m.group(3).lower().rstrip("s") + "s"
     if amount <= 0:
@@ -495,8 +547,10 @@ def parse_milestones(text: str) -> list[int]:
         m = _WORDS.fullmatch(part.strip("'\""))
         value = float(m.group(1)) * _SCALE[m.group(2).lower()] if m else 0.0
         if not (value >= 1 and value.is_integer()):
-            raise UserError(f"train.save_at_words must be babylm or whole word counts separated by commas, "
-                            f"such as 1M,2M,5M; got '{text}'.")
+            raise UserError(
+                f"train.save_at_words must be babylm or whole word counts separated by commas, "
+                f"such as 1M,2M,5M; got '{text}'."
+            )
         counts.add(int(value))
     return sorted(counts)
 
@@ -522,25 +576,59 @@ def milestone_words(name: str) -> int | None:
 _SIZE = f"(0, {2**24}]"  # tensor dimensions: larger ones overflow PyTorch's size arithmetic
 RANGES = {
     "seed": f"[0, {2**32 - 1}]",  # what numpy and every torch generator accept, with room for seed + k
-    "data.dev_fraction": "[0, 1)", "data.vocab_size": _SIZE, "data.seq_len": _SIZE,
-    "model.hidden_size": _SIZE, "model.num_layers": "(0, 4096]", "model.num_heads": _SIZE,
-    "model.ffn_size": _SIZE, "model.cond_dim": _SIZE, "model.position_buckets": f"[2, {2**24}]",
-    "model.max_position": _SIZE, "model.dropout": "[0, 1)", "model.attention_dropout": "[0, 1)",
-    "model.time_scale": "(0, 1000000]", "model.layer_norm_eps": "(0, 1)",
-    "schedule.power": "[0, inf)", "schedule.eps": "[0, 1)", "schedule.mu": "(0, 1)",
-    "schedule.sigma": "(0, inf)", "schedule.w_left": "[0, 1]", "schedule.mu_left": "(0, 1)",
-    "schedule.sigma_left": "(0, inf)", "schedule.mu_right_start": "(0, 1)", "schedule.mu_right_end": "(0, 1)",
-    "schedule.sigma_right": "(0, inf)", "schedule.k": "[0, inf)",
-    "masking.p_freq": "[0, inf)", "objective.max_skipped": "[0, inf)",
-    "train.global_batch": _SIZE, "train.micro_batch": _SIZE, "train.lr": "(0, inf)",
-    "train.beta1": "[0, 1)", "train.beta2": "[0, 1)", "train.adam_eps": "(0, inf)",
-    "train.weight_decay": "[0, inf)", "train.warmup": "[0, 1]", "train.cooldown": "[0, 1]",
-    "train.min_lr_ratio": "[0, 1]", "train.clip": "[0, inf)", "train.ema": "[0, 1)",
-    "train.threads": "[0, 4096]", "train.log_every": "(0, inf)", "train.dev_every": "[0, inf)",
-    "train.dev_batches": "(0, inf)", "train.checkpoint_every": "(0, inf)", "train.keep_checkpoints": "(0, inf)",
-    "eval.every": "[0, inf)", "eval.limit": "[0, inf)", "eval.draws": "(0, inf)",
-    "samples.every": "[0, inf)", "samples.length": "[2, inf)", "samples.steps": "(0, inf)",
-    "samples.temperature": "[0, inf)", "samples.top_p": "(0, 1]",
+    "data.dev_fraction": "[0, 1)",
+    "data.vocab_size": _SIZE,
+    "data.seq_len": _SIZE,
+    "model.hidden_size": _SIZE,
+    "model.num_layers": "(0, 4096]",
+    "model.num_heads": _SIZE,
+    "model.ffn_size": _SIZE,
+    "model.cond_dim": _SIZE,
+    "model.position_buckets": f"[2, {2**24}]",
+    "model.max_position": _SIZE,
+    "model.dropout": "[0, 1)",
+    "model.attention_dropout": "[0, 1)",
+    "model.time_scale": "(0, 1000000]",
+    "model.layer_norm_eps": "(0, 1)",
+    "schedule.power": "[0, inf)",
+    "schedule.eps": "[0, 1)",
+    "schedule.mu": "(0, 1)",
+    "schedule.sigma": "(0, inf)",
+    "schedule.w_left": "[0, 1]",
+    "schedule.mu_left": "(0, 1)",
+    "schedule.sigma_left": "(0, inf)",
+    "schedule.mu_right_start": "(0, 1)",
+    "schedule.mu_right_end": "(0, 1)",
+    "schedule.sigma_right": "(0, inf)",
+    "schedule.k": "[0, inf)",
+    "masking.p_freq": "[0, inf)",
+    "objective.max_skipped": "[0, inf)",
+    "train.global_batch": _SIZE,
+    "train.micro_batch": _SIZE,
+    "train.lr": "(0, inf)",
+    "train.beta1": "[0, 1)",
+    "train.beta2": "[0, 1)",
+    "train.adam_eps": "(0, inf)",
+    "train.weight_decay": "[0, inf)",
+    "train.warmup": "[0, 1]",
+    "train.cooldown": "[0, 1]",
+    "train.min_lr_ratio": "[0, 1]",
+    "train.clip": "[0, inf)",
+    "train.ema": "[0, 1)",
+    "train.threads": "[0, 4096]",
+    "train.log_every": "(0, inf)",
+    "train.dev_every": "[0, inf)",
+    "train.dev_batches": "(0, inf)",
+    "train.checkpoint_every": "(0, inf)",
+    "train.keep_checkpoints": "(0, inf)",
+    "eval.every": "[0, inf)",
+    "eval.limit": "[0, inf)",
+    "eval.draws": "(0, inf)",
+    "samples.every": "[0, inf)",
+    "samples.length": "[2, inf)",
+    "samples.steps": "(0, inf)",
+    "samples.temperature": "[0, inf)",
+    "samples.top_p": "(0, 1]",
 }
 
 
@@ -566,36 +654,50 @@ def validate(cfg: Config) -> None:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
-            raise UserError(f"{key} must be one of {', '.join(allowed)}; got '{value}'.{_did_you_mean(str(value), list(allowed))}")
+            raise UserError(
+                f"{key} must be one of {', '.join(allowed)}; got '{value}'.{_did_you_mean(str(value), list(allowed))}"
+            )
     parse_budget(cfg.train.budget)
     parse_milestones(cfg.train.save_at_words)
     for key, interval in RANGES.items():
         _check_range(key, _get(cfg, key), interval)
     m, d = cfg.model, cfg.data
     if m.hidden_size % m.num_heads:
-        raise UserError(f"model.hidden_size ({m.hidden_size}) must be divisible by model.num_heads ({m.num_heads}).")
+        raise UserError(
+            f"model.hidden_size ({m.hidden_size}) must be divisible by model.num_heads ({m.num_heads})."
+        )
     if d.seq_len > m.max_position:
         raise UserError(f"data.seq_len ({d.seq_len}) exceeds model.max_position ({m.max_position}).")
     if m.max_position <= m.position_buckets // 2 + 1:  # the logarithmic buckets span the offsets in between
-        raise UserError(f"model.max_position ({m.max_position}) must exceed half of model.position_buckets "
-                        f"plus 1 ({m.position_buckets // 2 + 1}).")
+        raise UserError(
+            f"model.max_position ({m.max_position}) must exceed half of model.position_buckets "
+            f"plus 1 ({m.position_buckets // 2 + 1})."
+        )
     if d.vocab_size <= 16 + 256:
         raise UserError(f"data.vocab_size must exceed 272 (16 specials + 256 bytes), got {d.vocab_size}.")
     if d.source == "embedded" and d.path:
-        raise UserError(f"data.path is set ({d.path}) but data.source is 'embedded'; set data.source=auto to train on the path.")
+        raise UserError(
+            f"data.path is set ({d.path}) but data.source is 'embedded'; set data.source=auto to train on the path."
+        )
     t = cfg.train
     if t.global_batch % t.micro_batch:
-        raise UserError(f"train.global_batch ({t.global_batch}) must be a multiple of train.micro_batch "
-                        f"({t.micro_batch}): each optimizer step accumulates whole micro-batches.")
+        raise UserError(
+            f"train.global_batch ({t.global_batch}) must be a multiple of train.micro_batch "
+            f"({t.micro_batch}): each optimizer step accumulates whole micro-batches."
+        )
     if cfg.train.warmup + cfg.train.cooldown > 1:
-        raise UserError("train.warmup and train.cooldown are fractions of the run and must add up to at most 1.")
+        raise UserError(
+            "train.warmup and train.cooldown are fractions of the run and must add up to at most 1."
+        )
     if cfg.eval.rate_value != "realised":
         try:
             rate = float(cfg.eval.rate_value)
         except ValueError:
             rate = -1.0
         if not 0 <= rate <= 1:
-            raise UserError(f"eval.rate_value must be a rate in [0, 1] or 'realised', got '{cfg.eval.rate_value}'.")
+            raise UserError(
+                f"eval.rate_value must be a rate in [0, 1] or 'realised', got '{cfg.eval.rate_value}'."
+            )
 
 
 # ---------------------------------------------------------------- output

@@ -177,11 +177,15 @@ def text_files(where: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return sorted(
         p
         for p in where.rglob("*")
-        if p.is_file() and p.suffix.lower() in suffixes and not any(part.startswith(".") for part in p.relative_to(where).parts)
+        if p.is_file()
+        and p.suffix.lower() in suffixes
+        and not any(part.startswith(".") for part in p.relative_to(where).parts)
     )
 
 
-def _make_corpus(train: list[str], dev: list[str], identity: str, label: str, train_note: str, dev_note: str) -> Corpus:
+def _make_corpus(
+    train: list[str], dev: list[str], identity: str, label: str, train_note: str, dev_note: str
+) -> Corpus:
     words = count_words(train)
     if words == 0:
         raise UserError(f"{label} has no words to train on: point data.path at a corpus with text in it.")
@@ -195,11 +199,15 @@ def _dev_from_path(cfg: DataConfig) -> tuple[list[Path], str]:
     where = _existing(cfg.dev_path, "data.dev_path")
     files = text_files(where, TEXT_SUFFIXES + (".dev",))
     if not files:
-        raise UserError(f"data.dev_path {cfg.dev_path} holds no text files (*.dev, *.txt, *.train, *.text, *.md).")
+        raise UserError(
+            f"data.dev_path {cfg.dev_path} holds no text files (*.dev, *.txt, *.train, *.text, *.md)."
+        )
     return files, f"{len(files)} file{'s' * (len(files) != 1)} from {cfg.dev_path}"
 
 
-def _files_corpus(kind: str, label: str, train_files: list[Path], dev_files: list[Path], dev_note: str, cfg: DataConfig) -> CorpusSource:
+def _files_corpus(
+    kind: str, label: str, train_files: list[Path], dev_files: list[Path], dev_note: str, cfg: DataConfig
+) -> CorpusSource:
     # The train/dev boundary is part of the identity: moving a file from one to the other changes it.
     identity = fingerprint(kind, train_files + dev_files, f"{len(train_files)} train files")
 
@@ -249,7 +257,12 @@ def _embedded(cfg: DataConfig) -> CorpusSource:
                 chapters.append("\n".join(verses[v].strip() for v in sorted(verses, key=int)))
         train, dev = hold_out(chapters, cfg.dev_fraction)
         return _make_corpus(
-            train, dev, identity, "embedded King James Bible", f"{len(train):,} chapters", f"{len(dev)} chapters spread over the books"
+            train,
+            dev,
+            identity,
+            "embedded King James Bible",
+            f"{len(train):,} chapters",
+            f"{len(dev)} chapters spread over the books",
         )
 
     return CorpusSource(identity=identity, read=read)
@@ -279,13 +292,19 @@ def _babylm(cfg: DataConfig) -> CorpusSource:
         raise UserError(f"data.path {cfg.path} is a file, but a BabyLM corpus is a folder of *.train files.")
     train_dir = _babylm_train_dir(root)
     if train_dir is None:
-        raise UserError(f"No *.train files in {cfg.path} or its train_100M/, train_10M/, train/ folders: point data.path at a BabyLM train folder.")
+        raise UserError(
+            f"No *.train files in {cfg.path} or its train_100M/, train_10M/, train/ folders: point data.path at a BabyLM train folder."
+        )
     train_files = sorted(train_dir.glob("*.train"))
     if cfg.dev_path:
         dev_files, dev_note = _dev_from_path(cfg)
     else:
         # The dev folder sits beside the train folder in every BabyLM release.
-        siblings = [train_dir.parent / name for name in BABYLM_DEV_DIRS if any((train_dir.parent / name).glob("*.dev"))]
+        siblings = [
+            train_dir.parent / name
+            for name in BABYLM_DEV_DIRS
+            if any((train_dir.parent / name).glob("*.dev"))
+        ]
         dev_files = sorted(siblings[0].glob("*.dev")) if siblings else []
         dev_note = f"{len(dev_files)} files in {siblings[0]}" if siblings else ""
     return _files_corpus("babylm", f"BabyLM folder {train_dir}", train_files, dev_files, dev_note, cfg)
@@ -302,7 +321,9 @@ def _text(cfg: DataConfig) -> CorpusSource:
     # A dev file inside the train folder must not leak into train.
     files = [f for f in text_files(where, TEXT_SUFFIXES) if f not in dev_files]
     if not files:
-        raise UserError(f"No text files (*.txt, *.text, *.train, *.md) in {cfg.path}: point data.path at a file or a folder of them.")
+        raise UserError(
+            f"No text files (*.txt, *.text, *.train, *.md) in {cfg.path}: point data.path at a file or a folder of them."
+        )
     label = f"text {'file' if where.is_file() else 'folder'} {where}"
     return _files_corpus("text", label, files, dev_files, dev_note, cfg)
 
@@ -312,7 +333,9 @@ def _text(cfg: DataConfig) -> CorpusSource:
 
 def _hf(cfg: DataConfig) -> CorpusSource:
     if not cfg.path:
-        raise UserError("data.source hf needs data.path: a dataset id such as wikitext, or a local data file or folder.")
+        raise UserError(
+            "data.source hf needs data.path: a dataset id such as wikitext, or a local data file or folder."
+        )
     name = cfg.path[3:] if cfg.path.startswith("hf:") else cfg.path
     where = Path(name).expanduser()
     settings = [cfg.hf_config or "", cfg.hf_split, cfg.hf_text_field]
@@ -354,17 +377,23 @@ def _load_hf_splits(cfg: DataConfig, name: str, where: Path):
         if where.is_file():
             builder = HF_FILE_BUILDERS.get(where.suffix.lower())
             if builder is None:
-                raise UserError(f"{where} is not a .json, .jsonl, .csv, .parquet or .txt file that datasets can read.")
+                raise UserError(
+                    f"{where} is not a .json, .jsonl, .csv, .parquet or .txt file that datasets can read."
+                )
             # One row per paragraph for .txt, so documents match the text source's blank-line rule.
             options = {"sample_by": "paragraph"} if builder == "text" else {}
-            rows = datasets.load_dataset(builder, data_files=str(where), split="train", cache_dir=local_cache, **options)
+            rows = datasets.load_dataset(
+                builder, data_files=str(where), split="train", cache_dir=local_cache, **options
+            )
             return rows, None, f"data file {where}"
         splits = dict(datasets.load_dataset(str(where), cfg.hf_config, cache_dir=local_cache))
         label = f"dataset folder {where}"
     else:
         return _load_hub(cfg, name)
     if cfg.hf_split not in splits:
-        raise UserError(f"{where} has no '{cfg.hf_split}' split (it has {', '.join(splits)}): set data.hf_split to one of them.")
+        raise UserError(
+            f"{where} has no '{cfg.hf_split}' split (it has {', '.join(splits)}): set data.hf_split to one of them."
+        )
     dev_name = next((s for s in HF_DEV_SPLITS if s in splits and s != cfg.hf_split), None)
     return splits[cfg.hf_split], ((dev_name, splits[dev_name]) if dev_name else None), label
 
@@ -372,13 +401,19 @@ def _load_hf_splits(cfg: DataConfig, name: str, where: Path):
 def _load_hub(cfg: DataConfig, name: str):
     import datasets
 
-    label = f"Hugging Face dataset {name}" + (f" ({cfg.hf_config})" if cfg.hf_config else "") + f", split {cfg.hf_split}"
+    label = (
+        f"Hugging Face dataset {name}"
+        + (f" ({cfg.hf_config})" if cfg.hf_config else "")
+        + f", split {cfg.hf_split}"
+    )
     try:
         split_names = datasets.get_dataset_split_names(name, cfg.hf_config)
         rows = datasets.load_dataset(name, cfg.hf_config, split=cfg.hf_split)
     except Exception as e:  # network, authentication, unknown id or split: all the user's to fix
         reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise UserError(f"Cannot load Hugging Face dataset '{name}' split '{cfg.hf_split}' ({reason}): check the id, the network and data.hf_config.") from None
+        raise UserError(
+            f"Cannot load Hugging Face dataset '{name}' split '{cfg.hf_split}' ({reason}): check the id, the network and data.hf_config."
+        ) from None
     dev_name = next((s for s in HF_DEV_SPLITS if s in split_names and s != cfg.hf_split), None)
     dev = (dev_name, datasets.load_dataset(name, cfg.hf_config, split=dev_name)) if dev_name else None
     return rows, dev, label
@@ -397,7 +432,9 @@ def _column_texts(rows, field: str, name: str) -> list[str]:
             if value is None:
                 continue
             if not isinstance(value, str):
-                raise UserError(f"Column '{field}' of {name} holds {type(value).__name__} values, not text: set data.hf_text_field to a text column.")
+                raise UserError(
+                    f"Column '{field}' of {name} holds {type(value).__name__} values, not text: set data.hf_text_field to a text column."
+                )
             value = value.strip()
             if value:
                 texts.append(value)

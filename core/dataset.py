@@ -52,7 +52,9 @@ CHUNK_FORMAT = 2  # 2: train_words.npy
 class PreparedData:
     tokenizer: Tokenizer
     tokenizer_path: Path
-    train: np.ndarray  # [N, seq_len] int32: <s> + up to seq_len-1 tokens of one document, right-padded with PAD_ID
+    train: (
+        np.ndarray
+    )  # [N, seq_len] int32: <s> + up to seq_len-1 tokens of one document, right-padded with PAD_ID
     train_words: np.ndarray  # [N] int32: the words that start in each training chunk
     dev: np.ndarray
     token_counts: np.ndarray  # [vocab_size] int64 over the training token stream, without <s> and pads
@@ -100,7 +102,12 @@ def prepare_data(cfg: DataConfig, log: Callable[[str], None] = print) -> Prepare
     if cfg.seq_len < 2:
         raise UserError(f"data.seq_len must be at least 2 (<s> and one token), got {cfg.seq_len}.")
     source = find_corpus(cfg)
-    key = {"identity": source.identity, "vocab_size": cfg.vocab_size, "dev_fraction": cfg.dev_fraction, "format": FORMAT_VERSION}
+    key = {
+        "identity": source.identity,
+        "vocab_size": cfg.vocab_size,
+        "dev_fraction": cfg.dev_fraction,
+        "format": FORMAT_VERSION,
+    }
     tokens_dir = cache_root(cfg) / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     try:
         return _prepare_cached(source, cfg, key, tokens_dir, log)
@@ -113,7 +120,9 @@ def prepare_data(cfg: DataConfig, log: Callable[[str], None] = print) -> Prepare
         return _prepare_cached(source, cfg, key, tokens_dir, log)
 
 
-def _prepare_cached(source, cfg: DataConfig, key: dict, tokens_dir: Path, log: Callable[[str], None]) -> PreparedData:
+def _prepare_cached(
+    source, cfg: DataConfig, key: dict, tokens_dir: Path, log: Callable[[str], None]
+) -> PreparedData:
     if _complete(tokens_dir):
         log(f"data: using cached tokenizer and token ids from {tokens_dir}")
     else:
@@ -194,8 +203,10 @@ def _build_atomically(final: Path, build: Callable[[Path], None]) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
         tmp.chmod(0o755)  # mkdtemp's 0700 would lock others out of a shared cache_dir
     except OSError as e:
-        raise UserError(f"Cannot write the data cache in {final.parent} ({_reason(e)}): "
-                        "set data.cache_dir to a writable folder.") from None
+        raise UserError(
+            f"Cannot write the data cache in {final.parent} ({_reason(e)}): "
+            "set data.cache_dir to a writable folder."
+        ) from None
     try:
         build(tmp)
         if final.exists() and not _complete(final):
@@ -206,8 +217,10 @@ def _build_atomically(final: Path, build: Callable[[Path], None]) -> None:
             if not _complete(final):  # another run finished the same folder first; theirs is as good
                 raise
     except OSError as e:
-        raise UserError(f"Writing the data cache in {final.parent} failed ({_reason(e)}): "
-                        "free disk space or set data.cache_dir.") from None
+        raise UserError(
+            f"Writing the data cache in {final.parent} failed ({_reason(e)}): "
+            "free disk space or set data.cache_dir."
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -243,20 +256,38 @@ def _tokenise(source, cfg: DataConfig, key: dict, folder: Path, log: Callable[[s
     started = time.perf_counter()
     tok = train_tokenizer(corpus.train, cfg.vocab_size)
     tok.save(str(folder / "tokenizer.json"))
-    log(f"data: trained a byte-level BPE tokenizer ({tok.get_vocab_size():,} ids) in {time.perf_counter() - started:.1f}s")
+    log(
+        f"data: trained a byte-level BPE tokenizer ({tok.get_vocab_size():,} ids) in {time.perf_counter() - started:.1f}s"
+    )
 
     started = time.perf_counter()
     train_ids, train_lengths = encode_documents(tok, corpus.train)
     dev_ids, dev_lengths = encode_documents(tok, corpus.dev)
     counts = np.bincount(train_ids, minlength=cfg.vocab_size).astype(np.int64)
-    for name, array in [("train_ids", train_ids), ("train_lengths", train_lengths), ("dev_ids", dev_ids),
-                        ("dev_lengths", dev_lengths), ("token_counts", counts)]:
+    for name, array in [
+        ("train_ids", train_ids),
+        ("train_lengths", train_lengths),
+        ("dev_ids", dev_ids),
+        ("dev_lengths", dev_lengths),
+        ("token_counts", counts),
+    ]:
         _save(folder, f"{name}.npy", array)
-    log(f"data: tokenised {human_count(len(train_ids))} train and {human_count(len(dev_ids))} dev tokens "
-        f"in {time.perf_counter() - started:.1f}s")
-    _write_meta(folder, {**key, "description": corpus.description, "tokenizer_vocab": tok.get_vocab_size(),
-                         "train_tokens": int(len(train_ids)), "dev_tokens": int(len(dev_ids)),
-                         "train_documents": len(corpus.train), "dev_documents": len(corpus.dev)})
+    log(
+        f"data: tokenised {human_count(len(train_ids))} train and {human_count(len(dev_ids))} dev tokens "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
+    _write_meta(
+        folder,
+        {
+            **key,
+            "description": corpus.description,
+            "tokenizer_vocab": tok.get_vocab_size(),
+            "train_tokens": int(len(train_ids)),
+            "dev_tokens": int(len(dev_ids)),
+            "train_documents": len(corpus.train),
+            "dev_documents": len(corpus.dev),
+        },
+    )
 
 
 def _token_blocks(lengths: np.ndarray, seq_len: int, block_tokens: int):
@@ -273,11 +304,17 @@ def _token_blocks(lengths: np.ndarray, seq_len: int, block_tokens: int):
         last = max(first + 1, int(np.searchsorted(doc_ends, doc_starts[first] + block_tokens, side="right")))
         doc_of_token = np.repeat(np.arange(first, last), lengths[first:last])
         position = np.arange(doc_starts[first], doc_ends[last - 1]) - doc_starts[doc_of_token]
-        yield slice(doc_starts[first], doc_ends[last - 1]), first_chunk[doc_of_token] + position // body, position
+        yield (
+            slice(doc_starts[first], doc_ends[last - 1]),
+            first_chunk[doc_of_token] + position // body,
+            position,
+        )
         first = last
 
 
-def chunk_documents(ids: np.ndarray, lengths: np.ndarray, seq_len: int, block_tokens: int = 1 << 23) -> np.ndarray:
+def chunk_documents(
+    ids: np.ndarray, lengths: np.ndarray, seq_len: int, block_tokens: int = 1 << 23
+) -> np.ndarray:
     """Cut each document into pieces of seq_len-1 ids, prepend <s>, right-pad with <pad> (SPEC 5)."""
     out = np.full((int((-(-lengths // (seq_len - 1))).sum()), seq_len), PAD_ID, dtype=np.int32)
     out[:, 0] = BOS_ID
@@ -291,7 +328,11 @@ _SPACE_BYTES = b"\t\n\x0b\x0c\r "  # the whitespace of corpus.count_words
 
 def _byte_level_decoder() -> dict[str, int]:
     """The ByteLevel pre-tokenizer's alphabet back to bytes (GPT-2's bytes_to_unicode, inverted)."""
-    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    printable = {
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    }
     extra = iter(range(256, 512))
     return {chr(b if b in printable else next(extra)): b for b in range(256)}
 
@@ -311,8 +352,9 @@ def word_table(tok: Tokenizer) -> np.ndarray:
     return table
 
 
-def chunk_word_counts(ids: np.ndarray, lengths: np.ndarray, seq_len: int, table: np.ndarray,
-                      block_tokens: int = 1 << 23) -> np.ndarray:
+def chunk_word_counts(
+    ids: np.ndarray, lengths: np.ndarray, seq_len: int, table: np.ndarray, block_tokens: int = 1 << 23
+) -> np.ndarray:
     """[chunks] int32: the words starting in each chunk chunk_documents cuts. A word starts at a non-space
     byte after a space or the document's start; the ids' bytes concatenate to the document's, so a
     document's chunks sum to its whitespace-separated words (corpus.count_words)."""
@@ -347,8 +389,10 @@ def _chunk(tokens_dir: Path, seq_len: int, folder: Path, log: Callable[[str], No
         shutil.copyfile(tokens_dir / name, folder / name)
     meta["seq_len"] = seq_len
     meta["chunk_format"] = CHUNK_FORMAT
-    log(f"data: cut {meta['train_chunks']:,} train and {meta['dev_chunks']:,} dev chunks of {seq_len} tokens "
-        f"in {time.perf_counter() - started:.1f}s")
+    log(
+        f"data: cut {meta['train_chunks']:,} train and {meta['dev_chunks']:,} dev chunks of {seq_len} tokens "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
     _write_meta(folder, meta)
 
 
@@ -358,11 +402,20 @@ def _load(folder: Path) -> PreparedData:
     # Memory-mapped: a 100M-word corpus loads instantly and data-parallel workers share the pages.
     train = np.load(folder / "train.npy", mmap_mode="r")
     dev = np.load(folder / "dev.npy", mmap_mode="r")
-    description = (f"{meta['description']} -> vocab {meta['tokenizer_vocab']:,}, {human_count(meta['train_tokens'])} train tokens "
-                   f"in {len(train):,} x {meta['seq_len']} chunks, {len(dev):,} dev chunks")
-    return PreparedData(tokenizer=load_tokenizer(tokenizer_path), tokenizer_path=tokenizer_path, train=train,
-                        train_words=np.load(folder / "train_words.npy"), dev=dev,
-                        token_counts=np.load(folder / "token_counts.npy"), description=description, cache_path=folder)
+    description = (
+        f"{meta['description']} -> vocab {meta['tokenizer_vocab']:,}, {human_count(meta['train_tokens'])} train tokens "
+        f"in {len(train):,} x {meta['seq_len']} chunks, {len(dev):,} dev chunks"
+    )
+    return PreparedData(
+        tokenizer=load_tokenizer(tokenizer_path),
+        tokenizer_path=tokenizer_path,
+        train=train,
+        train_words=np.load(folder / "train_words.npy"),
+        dev=dev,
+        token_counts=np.load(folder / "token_counts.npy"),
+        description=description,
+        cache_path=folder,
+    )
 
 
 # ---------------------------------------------------------------- batches
@@ -374,8 +427,10 @@ class BatchStream:
 
     def __init__(self, chunks: np.ndarray, batch_size: int, seed: int, words: np.ndarray | None = None):
         if len(chunks) < batch_size:
-            raise UserError(f"The training data has {len(chunks):,} sequences, fewer than one batch of {batch_size}: "
-                            "lower train.global_batch or use a larger corpus.")
+            raise UserError(
+                f"The training data has {len(chunks):,} sequences, fewer than one batch of {batch_size}: "
+                "lower train.global_batch or use a larger corpus."
+            )
         self.chunks = chunks
         self.words = words  # [N] words of each chunk (PreparedData.train_words), if known
         self.last_words = 0  # words of the batch `next` served last
@@ -399,7 +454,9 @@ class BatchStream:
         if self.words is not None:
             self.last_words = int(self.words[rows].sum(dtype=np.int64))
         self.index += 1
-        if self.index == self.batches_per_epoch:  # roll over now, so epoch always names the next batch's epoch
+        if (
+            self.index == self.batches_per_epoch
+        ):  # roll over now, so epoch always names the next batch's epoch
             self.epoch, self.index = self.epoch + 1, 0
         return batch
 
@@ -410,7 +467,9 @@ class BatchStream:
 
     def words_before(self, epoch: int, index: int) -> int:
         """The words of every batch served before (epoch, index): the count of a run at that position."""
-        return int(sum(self.epoch_words(e).sum() for e in range(epoch)) + self.epoch_words(epoch)[:index].sum())
+        return int(
+            sum(self.epoch_words(e).sum() for e in range(epoch)) + self.epoch_words(epoch)[:index].sum()
+        )
 
     def batches_for_words(self, amount: float) -> int:
         """How many batches from the start it takes to reach `amount` words."""
@@ -420,28 +479,48 @@ class BatchStream:
             if cumulative[-1] >= amount:
                 return epoch * self.batches_per_epoch + int(np.searchsorted(cumulative, amount)) + 1
             if cumulative[-1] == served:
-                raise UserError("The training sequences hold no words, so a budget in words is never reached.")
+                raise UserError(
+                    "The training sequences hold no words, so a budget in words is never reached."
+                )
             served, epoch = int(cumulative[-1]), epoch + 1
 
     def _in_my_batches(self, d: dict) -> dict:
         """A position saved in micro-batches (before the stream served whole global batches), in mine,
         when it falls on one of my batch boundaries."""
         old = d.get("batch_size", self.batch_size)
-        if ("serves" in d or old == self.batch_size or d.get("num_chunks") != len(self.chunks)
-                or (d["index"] * old) % self.batch_size):
+        if (
+            "serves" in d
+            or old == self.batch_size
+            or d.get("num_chunks") != len(self.chunks)
+            or (d["index"] * old) % self.batch_size
+        ):
             return d
         return {**d, "batch_size": self.batch_size, "index": d["index"] * old // self.batch_size}
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "batch_size": self.batch_size,
-                "num_chunks": len(self.chunks), "serves": "global batches"}
+        return {
+            "epoch": self.epoch,
+            "index": self.index,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "num_chunks": len(self.chunks),
+            "serves": "global batches",
+        }
 
     def load_state_dict(self, d: dict) -> None:
         d = self._in_my_batches(d)
-        for name, mine in [("num_chunks", len(self.chunks)), ("batch_size", self.batch_size), ("seed", self.seed)]:
+        for name, mine in [
+            ("num_chunks", len(self.chunks)),
+            ("batch_size", self.batch_size),
+            ("seed", self.seed),
+        ]:
             if d.get(name, mine) != mine:
-                raise UserError(f"The checkpoint's data position was saved with {name} {d[name]}, but this run has {mine}: "
-                                "resume with the same data and batch settings.")
+                raise UserError(
+                    f"The checkpoint's data position was saved with {name} {d[name]}, but this run has {mine}: "
+                    "resume with the same data and batch settings."
+                )
         if not (0 <= d["index"] < self.batches_per_epoch and d["epoch"] >= 0):
-            raise UserError(f"The checkpoint's data position (epoch {d['epoch']}, batch {d['index']}) is out of range.")
+            raise UserError(
+                f"The checkpoint's data position (epoch {d['epoch']}, batch {d['index']}) is out of range."
+            )
         self.epoch, self.index = int(d["epoch"]), int(d["index"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -60,7 +59,9 @@ def world_from_env() -> World:
         # srun with one task per GPU: the rendezvous is the job's first node (set MASTER_ADDR to override)
         os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
         os.environ.setdefault("MASTER_PORT", str(29500 + (_int_env("SLURM_JOB_ID") or 0) % 1000))
-        os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(_int_env("SLURM_LOCALID") or 0))
+        os.environ.update(
+            RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(_int_env("SLURM_LOCALID") or 0)
+        )
         return World(rank, size, _int_env("SLURM_LOCALID") or 0)
     return World()
 
@@ -90,8 +91,10 @@ def worker_device(world: World, name: str) -> str:
     if not world.several or name == "cpu":
         return name
     if name.startswith("cuda:"):
-        raise UserError(f"--device {name} names one GPU, but this run has {world.size} workers, each on the GPU "
-                        "of its local rank; use --device cuda (or auto).")
+        raise UserError(
+            f"--device {name} names one GPU, but this run has {world.size} workers, each on the GPU "
+            "of its local rank; use --device cuda (or auto)."
+        )
     if name == "auto" and not torch.cuda.is_available():
         return "cpu"
     return f"cuda:{world.local_rank}" if name in ("auto", "cuda") else name
@@ -109,8 +112,10 @@ class Group:
             try:
                 dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
             except (RuntimeError, ValueError) as e:
-                raise UserError(f"Worker {world.rank} of {world.size} could not join the others ({e}); check "
-                                "MASTER_ADDR/MASTER_PORT or torchrun's --rdzv-endpoint.") from None
+                raise UserError(
+                    f"Worker {world.rank} of {world.size} could not join the others ({e}); check "
+                    "MASTER_ADDR/MASTER_PORT or torchrun's --rdzv-endpoint."
+                ) from None
         self.control = dist.new_group(backend="gloo") if backend != "gloo" else None
 
     def agree(self, flags: list[float]) -> list[float]:

@@ -58,9 +58,13 @@ class EvalReport:
 def report_settings(scorer, suite: Suite) -> dict:
     """The settings saved in each report: only reports made alike are compared, and they are saved
     under different names (see save_report)."""
-    return {"backend": getattr(scorer, "backend", type(scorer).__name__), "limit": getattr(suite, "limit", None),
-            "weights": getattr(scorer, "model_weights", None), "rate_value": getattr(scorer, "rate_value", None),
-            "draws": getattr(scorer, "draws", None)}
+    return {
+        "backend": getattr(scorer, "backend", type(scorer).__name__),
+        "limit": getattr(suite, "limit", None),
+        "weights": getattr(scorer, "model_weights", None),
+        "rate_value": getattr(scorer, "rate_value", None),
+        "draws": getattr(scorer, "draws", None),
+    }
 
 
 # Scores are sums of fp32 log-probabilities, exact only to about 1e-7 of their size: the batch
@@ -80,7 +84,11 @@ def option_credit(scores: list[float]) -> float:
     """1 when the first (right) option scores highest, 0 when another does; k options tied for the
     top share it, 1/k each (so a tied pair counts 0.5, as pair_credit)."""
     best = max(scores)
-    top = [i for i, score in enumerate(scores) if abs(best - score) <= TIE_TOLERANCE * max(1.0, abs(best), abs(score))]
+    top = [
+        i
+        for i, score in enumerate(scores)
+        if abs(best - score) <= TIE_TOLERANCE * max(1.0, abs(best), abs(score))
+    ]
     return 1.0 / len(top) if 0 in top else 0.0
 
 
@@ -91,8 +99,13 @@ def item_record(suite: str, uid: str, index: int, scores: list[float], credit: f
     return {"suite": suite, "uid": uid, "index": index, "scores": scores, "chosen": chosen, "credit": credit}
 
 
-def evaluate(scorer, suite: Suite, progress: Callable[[int, int], None] | None = None, checkpoint: str = "",
-             predictions: list[dict] | None = None) -> EvalReport:
+def evaluate(
+    scorer,
+    suite: Suite,
+    progress: Callable[[int, int], None] | None = None,
+    checkpoint: str = "",
+    predictions: list[dict] | None = None,
+) -> EvalReport:
     """Score every item; with a `predictions` list, also append one record per item to it (see item_record)."""
     metric = getattr(suite, "metric", "accuracy")
     if metric == "delta_r2":
@@ -103,20 +116,24 @@ def evaluate(scorer, suite: Suite, progress: Callable[[int, int], None] | None =
 
     started = time.perf_counter()
     credit: dict[str, list[float]] = {}
-    preference: dict[str, list[tuple[float, float]]] = {}  # wug: (model's preference for the first, human ratio)
+    preference: dict[
+        str, list[tuple[float, float]]
+    ] = {}  # wug: (model's preference for the first, human ratio)
     meta: dict[str, tuple[str | None, str | None]] = {}
     total = len(suite.items)
     for first in range(0, total, ITEMS_PER_CALL):
-        chunk = suite.items[first:first + ITEMS_PER_CALL]
+        chunk = suite.items[first : first + ITEMS_PER_CALL]
         # every option of every item side by side, so one call batches all of them together
         texts = [text for item in chunk for text in item.texts()]
         contexts = [item.context for item in chunk for _ in item.texts()]
         scores, at = scorer.score_texts(texts, contexts), 0
         for item in chunk:
-            mine = scores[at:at + len(item.texts())]
+            mine = scores[at : at + len(item.texts())]
             at += len(mine)
             earlier, value = credit.setdefault(item.uid, []), option_credit(mine)
-            record = item_record(suite.name, item.uid, len(earlier), mine, value)  # index: its place in its UID
+            record = item_record(
+                suite.name, item.uid, len(earlier), mine, value
+            )  # index: its place in its UID
             if item.ratio is not None:
                 record.update(prob=first_option_probability(mine), ratio=item.ratio)
                 preference.setdefault(item.uid, []).append((record["prob"], item.ratio))
@@ -128,20 +145,39 @@ def evaluate(scorer, suite: Suite, progress: Callable[[int, int], None] | None =
             progress(first + len(chunk), total)
 
     if metric == "spearman":
-        per_uid = {uid: {"accuracy": spearman(*zip(*pairs)), "n": len(pairs), "field": None, "term": None,
-                         "metric": metric} for uid, pairs in preference.items()}
+        per_uid = {
+            uid: {
+                "accuracy": spearman(*zip(*pairs)),
+                "n": len(pairs),
+                "field": None,
+                "term": None,
+                "metric": metric,
+            }
+            for uid, pairs in preference.items()
+        }
         pooled = [pair for pairs in preference.values() for pair in pairs]
         macro = spearman(*zip(*pooled)) if pooled else float("nan")
     else:
-        per_uid = {uid: {"accuracy": sum(values) / len(values), "n": len(values), "field": meta[uid][0],
-                         "term": meta[uid][1]} for uid, values in credit.items()}
+        per_uid = {
+            uid: {
+                "accuracy": sum(values) / len(values),
+                "n": len(values),
+                "field": meta[uid][0],
+                "term": meta[uid][1],
+            }
+            for uid, values in credit.items()
+        }
     by_field: dict[str, list[float]] = {}
     for result in per_uid.values():
         if result["field"] is not None:
             by_field.setdefault(result["field"], []).append(result["accuracy"])
     per_field = {field: sum(values) / len(values) for field, values in sorted(by_field.items())}
     if metric != "spearman":
-        means = list(per_field.values()) if getattr(suite, "macro_by_field", False) else [r["accuracy"] for r in per_uid.values()]
+        means = (
+            list(per_field.values())
+            if getattr(suite, "macro_by_field", False)
+            else [r["accuracy"] for r in per_uid.values()]
+        )
         macro = sum(means) / len(means) if means else float("nan")
     return EvalReport(
         suite=suite.name,
@@ -164,18 +200,26 @@ def find_run_and_checkpoint(target: str) -> tuple[Path, Path]:
     """(run folder, checkpoint folder) from a run folder or one of its checkpoints/step-N folders."""
     path = Path(target).expanduser()
     if not path.exists():
-        raise UserError(f"{target} does not exist: give a run folder or a checkpoint folder (runs/NAME/checkpoints/step-N).")
+        raise UserError(
+            f"{target} does not exist: give a run folder or a checkpoint folder (runs/NAME/checkpoints/step-N)."
+        )
     if (path / "config.yaml").is_file():
         ckpt = latest_checkpoint(path / "checkpoints")
         if ckpt is None:
-            raise UserError(f"Run {path} has no checkpoint yet: evaluate it after its first checkpoint is written.")
+            raise UserError(
+                f"Run {path} has no checkpoint yet: evaluate it after its first checkpoint is written."
+            )
         return path, ckpt
     if (path / "model.safetensors").is_file() or (path / "meta.json").is_file():
         run = path.parent.parent
         if not (run / "config.yaml").is_file():
-            raise UserError(f"Checkpoint {path} is not inside a run folder (no config.yaml in {run}), so its model shape is unknown.")
+            raise UserError(
+                f"Checkpoint {path} is not inside a run folder (no config.yaml in {run}), so its model shape is unknown."
+            )
         return run, path
-    raise UserError(f"{target} is neither a run folder (with config.yaml) nor a checkpoint folder (with model.safetensors).")
+    raise UserError(
+        f"{target} is neither a run folder (with config.yaml) nor a checkpoint folder (with model.safetensors)."
+    )
 
 
 def check_weights_fit(ckpt: Path, model: MDLM, cfg: Config) -> None:
@@ -193,12 +237,16 @@ def check_weights_fit(ckpt: Path, model: MDLM, cfg: Config) -> None:
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     vocab = shapes.get("word_embedding.weight")
     if vocab is not None and vocab[0] != cfg.data.vocab_size:
-        raise UserError(f"Checkpoint {ckpt} has a vocabulary of {vocab[0]:,} ids but its run's config says data.vocab_size "
-                        f"{cfg.data.vocab_size:,}: the checkpoint belongs to another tokenizer.")
+        raise UserError(
+            f"Checkpoint {ckpt} has a vocabulary of {vocab[0]:,} ids but its run's config says data.vocab_size "
+            f"{cfg.data.vocab_size:,}: the checkpoint belongs to another tokenizer."
+        )
     for name, shape in expected.items():
         if name in shapes and shapes[name] != shape:
-            raise UserError(f"Checkpoint {ckpt} does not fit the model of its run's config.yaml: {name} is "
-                            f"{list(shapes[name])} in the checkpoint but {list(shape)} in the config.")
+            raise UserError(
+                f"Checkpoint {ckpt} does not fit the model of its run's config.yaml: {name} is "
+                f"{list(shapes[name])} in the checkpoint but {list(shape)} in the config."
+            )
 
 
 def load_for_eval(target: str, weights: str = "ema", device="cpu", warn: Callable[[str], None] = print):
@@ -229,8 +277,10 @@ def _load_checkpoint_model(run: Path, ckpt: Path, weights: str, warn: Callable[[
     tokenizer = load_tokenizer(run / "tokenizer.json")
     model = MDLM(cfg.model, cfg.data.vocab_size)
     if tokenizer.get_vocab_size() > cfg.data.vocab_size:
-        raise UserError(f"{run / 'tokenizer.json'} has {tokenizer.get_vocab_size():,} ids but the model has only "
-                        f"{cfg.data.vocab_size:,}: the tokenizer belongs to another run.")
+        raise UserError(
+            f"{run / 'tokenizer.json'} has {tokenizer.get_vocab_size():,} ids but the model has only "
+            f"{cfg.data.vocab_size:,}: the tokenizer belongs to another run."
+        )
     check_weights_fit(ckpt, model, cfg)
     try:
         _, ema = load_checkpoint(ckpt, model, None, torch.device("cpu"))
@@ -238,11 +288,15 @@ def _load_checkpoint_model(run: Path, ckpt: Path, weights: str, warn: Callable[[
     except (ValueError, OSError, RuntimeError) as e:
         raise UserError(f"Checkpoint {ckpt} cannot be loaded ({str(e).splitlines()[0][:160]}).") from None
     if not same_tokenizer:
-        raise UserError(f"{run / 'tokenizer.json'} is not the tokenizer {ckpt.name} was trained with (its sha256 "
-                        "differs from the one in meta.json): put back the run's own tokenizer.json.")
+        raise UserError(
+            f"{run / 'tokenizer.json'} is not the tokenizer {ckpt.name} was trained with (its sha256 "
+            "differs from the one in meta.json): put back the run's own tokenizer.json."
+        )
     if weights == "ema":
         if ema is None:
-            warn(f"warning: checkpoint {ckpt.name} has no EMA weights (train.ema was 0); using the raw weights")
+            warn(
+                f"warning: checkpoint {ckpt.name} has no EMA weights (train.ema was 0); using the raw weights"
+            )
         else:
             with torch.no_grad():
                 for name, parameter in model.named_parameters():
@@ -255,7 +309,9 @@ def _load_checkpoint_model(run: Path, ckpt: Path, weights: str, warn: Callable[[
 
 
 @torch.no_grad()
-def dev_nelbo(model, data, cfg: Config, device, batches: int = 10, seed: int = 0, schedule: Schedule | None = None) -> dict:
+def dev_nelbo(
+    model, data, cfg: Config, device, batches: int = 10, seed: int = 0, schedule: Schedule | None = None
+) -> dict:
     """NELBO per token on the first batches x batch_size dev chunks, and the perplexity bound
     exp(NELBO / token). Exact weights (power 1) and uniform masks, whatever the run trained with,
     so that runs compare; the continuous-time NELBO is the same for every schedule whose rate spans
@@ -276,9 +332,19 @@ def dev_nelbo(model, data, cfg: Config, device, batches: int = 10, seed: int = 0
     model.eval()
     try:
         for first in range(0, n, batch_size):
-            ids = chunks[first:first + batch_size].to(device)
-            out = diffusion_loss(model, ids, schedule=schedule, masker=masker, power=1.0, progress=1.0, epoch=0,
-                                 total_epochs=1, generator=generator, subs=cfg.objective.subs)
+            ids = chunks[first : first + batch_size].to(device)
+            out = diffusion_loss(
+                model,
+                ids,
+                schedule=schedule,
+                masker=masker,
+                power=1.0,
+                progress=1.0,
+                epoch=0,
+                total_epochs=1,
+                generator=generator,
+                subs=cfg.objective.subs,
+            )
             weighted_ce += out.loss.item() * out.n_tokens  # undo the per-batch normaliser
             masked_ce += out.masked_ce.item() * out.n_masked
             masked += out.n_masked
@@ -300,8 +366,15 @@ def dev_nelbo(model, data, cfg: Config, device, batches: int = 10, seed: int = 0
 # ---------------------------------------------------------------- scorers and reports from a config
 
 
-def make_scorer(model, tokenizer, cfg: Config, device, backend: str | None = None,
-                rate_value: str | None = None, draws: int | None = None):
+def make_scorer(
+    model,
+    tokenizer,
+    cfg: Config,
+    device,
+    backend: str | None = None,
+    rate_value: str | None = None,
+    draws: int | None = None,
+):
     """The scorer a run's `eval` section asks for; arguments override the section. cfg.eval.weights
     must name the weights the model holds: reports record them."""
     from core.scoring import NELBOScorer, PLLScorer
@@ -309,12 +382,23 @@ def make_scorer(model, tokenizer, cfg: Config, device, backend: str | None = Non
     backend = backend or cfg.eval.backend
     if backend == "pll":
         value = cfg.eval.rate_value if rate_value is None else rate_value
-        scorer = PLLScorer(model, tokenizer, device, rate_value=value if value == "realised" else float(value),
-                           subs=cfg.objective.subs)
+        scorer = PLLScorer(
+            model,
+            tokenizer,
+            device,
+            rate_value=value if value == "realised" else float(value),
+            subs=cfg.objective.subs,
+        )
     elif backend == "nelbo":
         # log-linear: the same bound as any schedule spanning (0, 1), with the lowest variance (see dev_nelbo)
-        scorer = NELBOScorer(model, tokenizer, device, LogLinear(cfg.schedule.eps), draws=draws or cfg.eval.draws,
-                             subs=cfg.objective.subs)
+        scorer = NELBOScorer(
+            model,
+            tokenizer,
+            device,
+            LogLinear(cfg.schedule.eps),
+            draws=draws or cfg.eval.draws,
+            subs=cfg.objective.subs,
+        )
     else:
         raise UserError(f"Unknown scoring backend '{backend}'; use pll or nelbo.")
     scorer.model_weights = cfg.eval.weights
@@ -340,7 +424,10 @@ def save_report(report: EvalReport, eval_dir: Path, step: int | None) -> Path:
 
     eval_dir.mkdir(parents=True, exist_ok=True)
     name = report.suite.replace("/", "_").replace(":", "_")
-    path = eval_dir / f"{name}-step-{step if step is not None else 'x'}-{report.backend}{settings_suffix(report)}.json"
+    path = (
+        eval_dir
+        / f"{name}-step-{step if step is not None else 'x'}-{report.backend}{settings_suffix(report)}.json"
+    )
     atomic_write_json(path, report.to_dict())
     return path
 

@@ -29,13 +29,36 @@ from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, Seque
 class MDLMConfig(PretrainedConfig):
     model_type = "mdlm_tui"
 
-    def __init__(self, vocab_size=16384, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                 intermediate_size=2560, cond_dim=128, time_conditioning=True, time_features=256, time_scale=1.0,
-                 time_rate=0.0, position_buckets=32, max_position_embeddings=512, position_terms="ltg",
-                 layer_norm_eps=1e-7, ffn_gelu="tanh", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
-                 position_dropout="per-layer", head_dropout=True, classifier_dropout=None,
-                 suppress_mask_logit=True, num_special_tokens=16, mask_token_id=4, pad_token_id=3,
-                 bos_token_id=1, eos_token_id=2, **kwargs):
+    def __init__(
+        self,
+        vocab_size=16384,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=2560,
+        cond_dim=128,
+        time_conditioning=True,
+        time_features=256,
+        time_scale=1.0,
+        time_rate=0.0,
+        position_buckets=32,
+        max_position_embeddings=512,
+        position_terms="ltg",
+        layer_norm_eps=1e-7,
+        ffn_gelu="tanh",
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        position_dropout="per-layer",
+        head_dropout=True,
+        classifier_dropout=None,
+        suppress_mask_logit=True,
+        num_special_tokens=16,
+        mask_token_id=4,
+        pad_token_id=3,
+        bos_token_id=1,
+        eos_token_id=2,
+        **kwargs,
+    ):
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -61,7 +84,9 @@ class MDLMConfig(PretrainedConfig):
         self.mask_token_id = mask_token_id
         # the output matrix is the word embedding itself, read in place: nothing to tie
         kwargs["tie_word_embeddings"] = False
-        super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
+        super().__init__(
+            pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs
+        )
 
 
 def relative_buckets(length: int, buckets: int, max_position: int) -> torch.Tensor:
@@ -70,14 +95,18 @@ def relative_buckets(length: int, buckets: int, max_position: int) -> torch.Tens
     offset = torch.arange(length)[None, :] - torch.arange(length)[:, None]
     half = buckets // 2
     distance = offset.abs().clamp(min=1, max=max_position - 1).double()
-    log_bucket = half + torch.ceil(torch.log(distance / half) / math.log((max_position - 1) / half) * (half - 1))
+    log_bucket = half + torch.ceil(
+        torch.log(distance / half) / math.log((max_position - 1) / half) * (half - 1)
+    )
     bucket = torch.where(offset.abs() <= half, offset, offset.sign() * log_bucket.long())
     return bucket + buckets - 1
 
 
 def time_features(rate: torch.Tensor, scale: float, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=rate.device, dtype=torch.float32) / half)
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=rate.device, dtype=torch.float32) / half
+    )
     angles = rate.float()[:, None] * scale * freqs[None, :]
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
@@ -97,7 +126,9 @@ class MDLMAttention(nn.Module):
         self.heads, self.eps = config.num_attention_heads, config.layer_norm_eps
         self.head_size = D // config.num_attention_heads
         self.attention_dropout = config.attention_probs_dropout_prob
-        self.position_dropout = config.attention_probs_dropout_prob if config.position_dropout == "per-layer" else 0.0
+        self.position_dropout = (
+            config.attention_probs_dropout_prob if config.position_dropout == "per-layer" else 0.0
+        )
         self.in_proj = nn.Linear(D, 4 * D)
         self.out_proj = nn.Linear(D, D)
 
@@ -110,15 +141,19 @@ class MDLMAttention(nn.Module):
         weight = self.in_proj.weight * scale[:, None].to(self.in_proj.weight.dtype)
         bias = self.in_proj.bias * scale.to(self.in_proj.bias.dtype)
         qkv = F.linear(x, weight[: 3 * D], bias[: 3 * D])
-        gate = F.linear(x, weight[3 * D:], bias[3 * D:])
+        gate = F.linear(x, weight[3 * D :], bias[3 * D :])
         q, k, v = qkv.unflatten(-1, (3, H, d)).permute(2, 3, 0, 1, 4).contiguous().unbind(0)  # [H, B, L, d]
 
         positions = F.dropout(positions, self.position_dropout, self.training)
         table = F.linear(positions, weight[: 2 * D], bias[: 2 * D])
         pos_q, pos_k = table.unflatten(-1, (2, H, d)).permute(1, 2, 3, 0).unbind(0)  # [H, d, R]
         key_index, query_index = (i.expand(H, B, L, L) for i in index.unbind(0))
-        content_to_position = torch.matmul(q.reshape(H, B * L, d), pos_k).view(H, B, L, -1).gather(-1, query_index)
-        position_to_content = torch.matmul(k.reshape(H, B * L, d), pos_q).view(H, B, L, -1).gather(-1, key_index)
+        content_to_position = (
+            torch.matmul(q.reshape(H, B * L, d), pos_k).view(H, B, L, -1).gather(-1, query_index)
+        )
+        position_to_content = (
+            torch.matmul(k.reshape(H, B * L, d), pos_q).view(H, B, L, -1).gather(-1, key_index)
+        )
         scores = content_to_position + position_to_content.transpose(-1, -2)
         if key_padding is not None:
             # the lowest finite value, not -inf: a row of padding only would turn into NaN
@@ -141,7 +176,7 @@ class MDLMFeedForward(nn.Module):
 
     def forward(self, x):
         value = F.linear(x, self.in_proj.weight[: self.ffn_size])
-        gate = F.linear(x, self.in_proj.weight[self.ffn_size:])
+        gate = F.linear(x, self.in_proj.weight[self.ffn_size :])
         return self.out_proj(layer_norm(value * F.gelu(gate, approximate=self.approximate), self.eps))
 
 
@@ -155,11 +190,15 @@ class MDLMBlock(nn.Module):
         self.feed_forward = MDLMFeedForward(config)
         self.eps = config.layer_norm_eps
         self.attention_dropout, self.dropout = config.attention_probs_dropout_prob, config.hidden_dropout_prob
-        self.modulation = nn.Linear(config.cond_dim, 6 * config.hidden_size) if config.time_conditioning else None
+        self.modulation = (
+            nn.Linear(config.cond_dim, 6 * config.hidden_size) if config.time_conditioning else None
+        )
 
     def forward(self, x, cond, positions, index, key_padding):
         def attend(h):
-            return F.dropout(self.attention(h, positions, index, key_padding), self.attention_dropout, self.training)
+            return F.dropout(
+                self.attention(h, positions, index, key_padding), self.attention_dropout, self.training
+            )
 
         def feed(h):
             return F.dropout(self.feed_forward(h), self.dropout, self.training)
@@ -167,7 +206,9 @@ class MDLMBlock(nn.Module):
         if self.modulation is None:
             x = x + attend(layer_norm(x, self.eps))
             return x + feed(layer_norm(x, self.eps))
-        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.modulation(cond)[:, None, :].chunk(6, dim=-1)
+        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.modulation(cond)[:, None, :].chunk(
+            6, dim=-1
+        )
         x = torch.addcmul(x, gate_a, attend(torch.addcmul(shift_a, layer_norm(x, self.eps), 1 + scale_a)))
         return torch.addcmul(x, gate_f, feed(torch.addcmul(shift_f, layer_norm(x, self.eps), 1 + scale_f)))
 
@@ -205,8 +246,12 @@ class MDLMModel(MDLMPreTrainedModel):
         self.relative_embedding = nn.Parameter(torch.empty(2 * config.position_buckets - 1, D))
         self.relative_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         if config.time_conditioning:
-            self.time_mlp = nn.Sequential(nn.Linear(config.time_features, config.cond_dim), nn.SiLU(),
-                                          nn.Linear(config.cond_dim, config.cond_dim), nn.SiLU())
+            self.time_mlp = nn.Sequential(
+                nn.Linear(config.time_features, config.cond_dim),
+                nn.SiLU(),
+                nn.Linear(config.cond_dim, config.cond_dim),
+                nn.SiLU(),
+            )
         self.blocks = nn.ModuleList(MDLMBlock(config) for _ in range(config.num_hidden_layers))
         self._index_cache = {}
         self.post_init()
@@ -238,8 +283,16 @@ class MDLMModel(MDLMPreTrainedModel):
             counted = counted & attention_mask.bool()
         return (1.0 / counted.sum(dim=-1).clamp(min=1).double()).float()
 
-    def forward(self, input_ids=None, attention_mask=None, rate=None, token_type_ids=None,
-                output_hidden_states=None, return_dict=None, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        rate=None,
+        token_type_ids=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
         c = self.config
         x = layer_norm(self.word_embedding(input_ids), c.layer_norm_eps)
         x = F.dropout(x, c.hidden_dropout_prob, self.training)
@@ -257,7 +310,9 @@ class MDLMModel(MDLMPreTrainedModel):
             x = block(x, cond, positions, index, key_padding)
             if hidden is not None:
                 hidden.append(x)
-        out = BaseModelOutput(last_hidden_state=x, hidden_states=tuple(hidden) if hidden is not None else None)
+        out = BaseModelOutput(
+            last_hidden_state=x, hidden_states=tuple(hidden) if hidden is not None else None
+        )
         return out if return_dict is not False else out.to_tuple()
 
 
@@ -271,8 +326,17 @@ class MDLMForMaskedLM(MDLMPreTrainedModel):
         self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, rate=None, token_type_ids=None,
-                output_hidden_states=None, return_dict=None, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        labels=None,
+        rate=None,
+        token_type_ids=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
         c = self.config
         out = self.mdlm(input_ids, attention_mask, rate=rate, output_hidden_states=output_hidden_states)
         eps = c.layer_norm_eps
@@ -284,7 +348,9 @@ class MDLMForMaskedLM(MDLMPreTrainedModel):
             logits = logits.index_fill(-1, mask_column, torch.finfo(logits.dtype).min)
         loss = None
         if labels is not None:  # -100 marks positions that are not predicted
-            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+            loss = F.cross_entropy(
+                logits.float().view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100
+            )
         result = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
         return result if return_dict is not False else result.to_tuple()
 
@@ -296,16 +362,31 @@ class MDLMForSequenceClassification(MDLMPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         D = config.hidden_size
-        dropout = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+        dropout = (
+            config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+        )
         self.mdlm = MDLMModel(config)
         self.classifier = nn.Sequential(
-            nn.LayerNorm(D, eps=config.layer_norm_eps, elementwise_affine=False), nn.Linear(D, D), nn.GELU(),
-            nn.LayerNorm(D, eps=config.layer_norm_eps, elementwise_affine=False), nn.Dropout(dropout),
-            nn.Linear(D, config.num_labels))
+            nn.LayerNorm(D, eps=config.layer_norm_eps, elementwise_affine=False),
+            nn.Linear(D, D),
+            nn.GELU(),
+            nn.LayerNorm(D, eps=config.layer_norm_eps, elementwise_affine=False),
+            nn.Dropout(dropout),
+            nn.Linear(D, config.num_labels),
+        )
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, rate=None, token_type_ids=None,
-                output_hidden_states=None, return_dict=None, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        labels=None,
+        rate=None,
+        token_type_ids=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
         out = self.mdlm(input_ids, attention_mask, rate=rate, output_hidden_states=output_hidden_states)
         logits = self.classifier(out.last_hidden_state[:, 0])
         loss = None
@@ -313,8 +394,11 @@ class MDLMForSequenceClassification(MDLMPreTrainedModel):
             problem = self.config.problem_type
             if problem is None:
                 integer = labels.dtype in (torch.long, torch.int)
-                problem = "regression" if self.num_labels == 1 else (
-                    "single_label_classification" if integer else "multi_label_classification")
+                problem = (
+                    "regression"
+                    if self.num_labels == 1
+                    else ("single_label_classification" if integer else "multi_label_classification")
+                )
                 self.config.problem_type = problem
             if problem == "regression":
                 loss = F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1))

@@ -30,19 +30,40 @@ RAW_FILES = ("model.safetensors", "pytorch_model.bin")  # the first one present 
 EMA_FILES = ("model_ema.safetensors", "pytorch_model_ema.bin")
 # released config.json key -> ours
 CONFIG_KEYS = {
-    "hidden_size": "model.hidden_size", "num_hidden_layers": "model.num_layers",
-    "num_layers": "model.num_layers", "num_attention_heads": "model.num_heads",
-    "intermediate_size": "model.ffn_size", "vocab_size": "data.vocab_size",
-    "max_position_embeddings": "model.max_position", "position_bucket_size": "model.position_buckets",
-    "layer_norm_eps": "model.layer_norm_eps", "cond_dim": "model.cond_dim",
-    "hidden_dropout_prob": "model.dropout", "attention_probs_dropout_prob": "model.attention_dropout",
+    "hidden_size": "model.hidden_size",
+    "num_hidden_layers": "model.num_layers",
+    "num_layers": "model.num_layers",
+    "num_attention_heads": "model.num_heads",
+    "intermediate_size": "model.ffn_size",
+    "vocab_size": "data.vocab_size",
+    "max_position_embeddings": "model.max_position",
+    "position_bucket_size": "model.position_buckets",
+    "layer_norm_eps": "model.layer_norm_eps",
+    "cond_dim": "model.cond_dim",
+    "hidden_dropout_prob": "model.dropout",
+    "attention_probs_dropout_prob": "model.attention_dropout",
 }
 # Everything that fixes a tensor's shape or the model's output (and the layer count, under either
 # name); the dropouts default to the released 0.1 and a missing cond_dim is read off the weights.
-REQUIRED_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size", "vocab_size",
-                 "max_position_embeddings", "position_bucket_size", "layer_norm_eps")
-HF_BOOKKEEPING = {"architectures", "auto_map", "model_type", "torch_dtype", "transformers_version",
-                  "_name_or_path", "tie_word_embeddings", "use_cache"}
+REQUIRED_KEYS = (
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "position_bucket_size",
+    "layer_norm_eps",
+)
+HF_BOOKKEEPING = {
+    "architectures",
+    "auto_map",
+    "model_type",
+    "torch_dtype",
+    "transformers_version",
+    "_name_or_path",
+    "tie_word_embeddings",
+    "use_cache",
+}
 ANCHOR = "embedding.word_embedding.weight"  # the first tensor of the released `Bert`, found under any prefix
 TIME_INPUT = "sigma_map.mlp.0.weight"
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -59,8 +80,13 @@ class Imported:
     only_file: bool  # model_from was the source's only weights file
 
 
-def import_released(source: str, run_dir: Path, tokenizer: Path | None = None, config: Path | None = None,
-                    weights: str = "both") -> Imported:
+def import_released(
+    source: str,
+    run_dir: Path,
+    tokenizer: Path | None = None,
+    config: Path | None = None,
+    weights: str = "both",
+) -> Imported:
     if weights not in ("ema", "raw", "both"):
         raise UserError(f"--weights must be ema, raw or both, got '{weights}'.")
     run_dir = Path(run_dir).expanduser()
@@ -113,8 +139,10 @@ def resolve_source(source: str) -> tuple[Path, str]:
     if path.exists():
         raise UserError(f"{source} is a file; give the folder that holds it.")
     if not HUB_ID.fullmatch(source):
-        raise UserError(f"{source} does not exist: give a released checkpoint folder, a model folder "
-                        "or a hub id owner/name.")
+        raise UserError(
+            f"{source} does not exist: give a released checkpoint folder, a model folder "
+            "or a hub id owner/name."
+        )
     return download(source), source.split("/")[1]
 
 
@@ -124,8 +152,10 @@ def download(repo_id: str) -> Path:
 
         return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.bin", "*.safetensors"]))
     except Exception as e:  # not installed, offline, unknown id: all end the same way
-        raise UserError(f"{repo_id} is not a folder here and the Hugging Face hub could not be reached "
-                        f"({_reason(e)}); download the model folder and pass its path.") from None
+        raise UserError(
+            f"{repo_id} is not a folder here and the Hugging Face hub could not be reached "
+            f"({_reason(e)}); download the model folder and pass its path."
+        ) from None
 
 
 def pick_weights(folder: Path, weights: str) -> tuple[Path, Path | None]:
@@ -140,8 +170,10 @@ def pick_weights(folder: Path, weights: str) -> tuple[Path, Path | None]:
         return raw, None
     if weights == "ema":
         if ema is None:
-            raise UserError(f"{folder} holds no EMA weights ({' or '.join(EMA_FILES)}); "
-                            f"import {raw.name} with --weights raw.")
+            raise UserError(
+                f"{folder} holds no EMA weights ({' or '.join(EMA_FILES)}); "
+                f"import {raw.name} with --weights raw."
+            )
         return ema, None
     if raw is None or ema is None:
         return raw or ema, None
@@ -167,12 +199,14 @@ def read_state(path: Path) -> dict[str, Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # weights_only met something other than tensors
-        raise UserError(f"{path} holds more than tensors (unpickling it would run code), "
-                        "so it was not loaded.") from None
+        raise UserError(
+            f"{path} holds more than tensors (unpickling it would run code), so it was not loaded."
+        ) from None
     except Exception as e:  # truncated or foreign files raise many kinds
         raise UserError(f"{path} cannot be read as weights ({_reason(e)}).") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor)
-                                              for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
         raise UserError(f"{path} is not a state dict of named tensors.")
     if ANCHOR not in state:  # a Hugging Face export keeps the model under an attribute such as "model."
         prefix = next((k[: -len(ANCHOR)] for k in state if k.endswith("." + ANCHOR)), "")
@@ -232,15 +266,17 @@ def convert_tokenizer(path: Path, vocab_size: int) -> str:
         found = tok.token_to_id(token)
         if found != expected:
             got = f"has no {token}" if found is None else f"gives {token} id {found}"
-            raise UserError(f"{path} {got}, but the model needs it at id {expected}: "
-                            "it is not the released tokenizer.")
+            raise UserError(
+                f"{path} {got}, but the model needs it at id {expected}: it is not the released tokenizer."
+            )
     added = {entry.get("id"): entry for entry in data.get("added_tokens") or []}
     vocab = data.get("model", {}).get("vocab")
     for i in range(len(NAMED_SPECIALS), NUM_SPECIAL):
         entry = added.get(i)
         if entry is None or not entry.get("special"):
-            raise UserError(f"{path} has no special token at id {i}; "
-                            f"ids 0-{NUM_SPECIAL - 1} must be reserved specials.")
+            raise UserError(
+                f"{path} has no special token at id {i}; ids 0-{NUM_SPECIAL - 1} must be reserved specials."
+            )
         old, entry["content"] = entry["content"], SPECIAL_TOKENS[i]
         if isinstance(vocab, dict) and vocab.get(old) == i:
             del vocab[old]
@@ -250,8 +286,10 @@ def convert_tokenizer(path: Path, vocab_size: int) -> str:
     tok = Tokenizer.from_str(text)
     check_tokenizer(tok, where=str(path))
     if tok.get_vocab_size() > vocab_size:
-        raise UserError(f"{path} has {tok.get_vocab_size():,} ids but the model only {vocab_size:,}: "
-                        "it belongs to another model.")
+        raise UserError(
+            f"{path} has {tok.get_vocab_size():,} ids but the model only {vocab_size:,}: "
+            "it belongs to another model."
+        )
     return text
 
 
@@ -277,20 +315,26 @@ def check_tensors(state: dict[str, Tensor], ours: dict[str, Tensor], num_layers:
     unused = [k for k in state if k not in expected and not k.endswith(DERIVED_BUFFER)]
     if unused:
         raise UserError(f"{path} has tensors the model its config describes does not use: {_few(unused)}.")
-    wrong = [f"{k} is {list(state[k].shape)}, not {list(shape)}" for k, shape in expected.items()
-             if k in state and tuple(state[k].shape) != shape]
+    wrong = [
+        f"{k} is {list(state[k].shape)}, not {list(shape)}"
+        for k, shape in expected.items()
+        if k in state and tuple(state[k].shape) != shape
+    ]
     if wrong:
         raise UserError(f"{path} does not fit its config: {_few(wrong)}.")
     if TIED_OUTPUT in state and not torch.equal(state[TIED_OUTPUT], state[ANCHOR]):
-        raise UserError(f"{path} has an output matrix ({TIED_OUTPUT}) that differs from the word embedding, "
-                        "which the model ties to it.")
+        raise UserError(
+            f"{path} has an output matrix ({TIED_OUTPUT}) that differs from the word embedding, "
+            "which the model ties to it."
+        )
 
 
 # ---------------------------------------------------------------- writing the run
 
 
-def write_run(run_dir: Path, cfg: Config, tokenizer_json: str, model, shadow: dict | None, step: int,
-              source: str) -> None:
+def write_run(
+    run_dir: Path, cfg: Config, tokenizer_json: str, model, shadow: dict | None, step: int, source: str
+) -> None:
     """Built in a hidden folder beside run_dir and renamed into place: a failure leaves no half run."""
     from core.checkpoint import save_checkpoint
     from core.runs import RunDir
@@ -306,12 +350,18 @@ def write_run(run_dir: Path, cfg: Config, tokenizer_json: str, model, shadow: di
         # No optimizer state comes with released weights: an empty one keeps the checkpoint format.
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
         state = {"step": step, "imported_from": source}
-        save_checkpoint(run.checkpoints_dir, step, model, ema, optimizer, state, keep=1,
-                        tokenizer=tmp / "tokenizer.json")
+        save_checkpoint(
+            run.checkpoints_dir, step, model, ema, optimizer, state, keep=1, tokenizer=tmp / "tokenizer.json"
+        )
         # Tells `run --resume` that this run has weights but no optimizer or data position to continue.
         (tmp / IMPORTED_MARKER).write_text(json.dumps({"source": source, "step": step}) + "\n")
-        run.update_status(state="finished", step=step, total_steps=step, checkpoint=f"step-{step}",
-                          message=f"imported from {source}")
+        run.update_status(
+            state="finished",
+            step=step,
+            total_steps=step,
+            checkpoint=f"step-{step}",
+            message=f"imported from {source}",
+        )
         if run_dir.exists():
             run_dir.rmdir()  # empty (checked before); os.replace cannot take its place on every system
         os.replace(tmp, run_dir)

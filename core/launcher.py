@@ -41,8 +41,13 @@ def _first_slurm_host() -> str | None:
         return None
     if shutil.which("scontrol"):
         try:
-            out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                                 timeout=30, check=True).stdout.split()
+            out = subprocess.run(
+                ["scontrol", "show", "hostnames", nodelist],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout.split()
             if out:
                 return out[0]
         except (OSError, subprocess.SubprocessError):
@@ -61,8 +66,10 @@ def nodes_from(count: int | None, rank: int | None, endpoint: str | None, run_id
         if endpoint is None and count > 1:
             host = os.environ.get("MASTER_ADDR") or _first_slurm_host()
             if host is None:
-                raise UserError("Cannot tell this SLURM job's first node (no scontrol, no MASTER_ADDR); "
-                                "give --rdzv-endpoint HOST:PORT.")
+                raise UserError(
+                    "Cannot tell this SLURM job's first node (no scontrol, no MASTER_ADDR); "
+                    "give --rdzv-endpoint HOST:PORT."
+                )
             endpoint = f"{host}:{os.environ.get('MASTER_PORT', '29500')}"
     count = count or 1
     if count < 1 or not 0 <= (rank or 0) < count:
@@ -77,9 +84,14 @@ def _config(nproc: int, nodes: Nodes, device: str):
 
     one_node = nodes.count == 1 and not nodes.endpoint
     return LaunchConfig(
-        min_nodes=nodes.count, max_nodes=nodes.count, nproc_per_node=nproc,
-        rdzv_backend="c10d", rdzv_endpoint="localhost:0" if one_node else nodes.endpoint,
-        run_id=nodes.run_id or str(uuid.uuid4()), max_restarts=0, shutdown_timeout=SHUTDOWN_S,
+        min_nodes=nodes.count,
+        max_nodes=nodes.count,
+        nproc_per_node=nproc,
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0" if one_node else nodes.endpoint,
+        run_id=nodes.run_id or str(uuid.uuid4()),
+        max_restarts=0,
+        shutdown_timeout=SHUTDOWN_S,
         # torchrun's own --node-rank: the order of nodes, so global ranks follow it
         rdzv_configs={"rank": nodes.rank} if not one_node else {},
     )
@@ -95,17 +107,25 @@ def launch(nproc: int, nodes: Nodes, device: str, worker_args: list[str], run: R
     from torch.distributed.launcher.api import elastic_launch
 
     if device.startswith("cuda") and not _cuda_available():
-        raise UserError(f"--device {device} was asked for, but PyTorch sees no CUDA GPU on this machine; "
-                        "use --device cpu (gloo) or auto.")
+        raise UserError(
+            f"--device {device} was asked for, but PyTorch sees no CUDA GPU on this machine; "
+            "use --device cpu (gloo) or auto."
+        )
     if device.startswith("cuda:"):
-        raise UserError(f"--device {device} names one GPU, but each of the {nproc} workers takes the GPU of its "
-                        "local rank; use --device cuda.")
+        raise UserError(
+            f"--device {device} names one GPU, but each of the {nproc} workers takes the GPU of its "
+            "local rank; use --device cuda."
+        )
     if device == "cpu" or device == "auto" and not _cuda_available():
         # Workers share the cores; torchrun itself gives each one thread unless told otherwise.
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     elif _cuda_available() and nproc > _cuda_count():
-        raise UserError(f"--nproc-per-node {nproc} asks for a GPU per worker, but {_cuda_count()} GPU(s) are visible.")
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the workers and we say what failed
+        raise UserError(
+            f"--nproc-per-node {nproc} asks for a GPU per worker, but {_cuda_count()} GPU(s) are visible."
+        )
+    logging.getLogger("torch.distributed.elastic").setLevel(
+        logging.CRITICAL
+    )  # the workers and we say what failed
     try:
         elastic_launch(_config(nproc, nodes, device), sys.executable)("-m", "mdlm_tui", *worker_args)
         return 0
@@ -119,13 +139,18 @@ def launch(nproc: int, nodes: Nodes, device: str, worker_args: list[str], run: R
         # The worker said why, above; or the folder belongs to another trainer, alive (the refusal).
         if failure.exitcode > 0 and (state not in ACTIVE_STATES or run.live_pid() is not None):
             return failure.exitcode
-        how = (f"was killed by {signal.Signals(-failure.exitcode).name}" if failure.exitcode < 0
-               else f"exited with code {failure.exitcode}")
+        how = (
+            f"was killed by {signal.Signals(-failure.exitcode).name}"
+            if failure.exitcode < 0
+            else f"exited with code {failure.exitcode}"
+        )
         reason = f"worker {rank} {how}"
         _claim_failure(run, f"The run ended because {reason}; continue it with --resume.")
         said = " (its own message is above)" if failure.exitcode > 0 else ""
-        error = TrainingFailed(f"The run ended because {reason}{said}; "
-                               f"continue it with `mdlm-tui run --resume --run-dir {run.path}`.")
+        error = TrainingFailed(
+            f"The run ended because {reason}{said}; "
+            f"continue it with `mdlm-tui run --resume --run-dir {run.path}`."
+        )
         error.exit_code = failure.exitcode if failure.exitcode > 0 else 1
         raise error from None
 

@@ -61,8 +61,9 @@ def _rescale(softened: Tensor, mu: Tensor, rates: Tensor) -> Tensor:
     return torch.where(mu > r, scaled_down, torch.where(mu < r, scaled_up, softened))
 
 
-def frequency_mask_probs(ids: Tensor, rates: Tensor, scores: Tensor, p: float,
-                         statistics: str = "sequence") -> Tensor:
+def frequency_mask_probs(
+    ids: Tensor, rates: Tensor, scores: Tensor, p: float, statistics: str = "sequence"
+) -> Tensor:
     """q_bl from the global frequency scores: min-max normalised per sequence, softened by n^p, then
     rescaled so the sequence's mean of q is r_b.
 
@@ -101,23 +102,30 @@ def curriculum_power(p_freq: float, epoch: int, total_epochs: int, enabled: bool
     return p_freq * epoch / (total_epochs - 1)
 
 
-def sample_mask(ids: Tensor, probs: Tensor, generator: torch.Generator | None = None,
-                rows: tuple[int, int] | None = None) -> Tensor:
+def sample_mask(
+    ids: Tensor, probs: Tensor, generator: torch.Generator | None = None, rows: tuple[int, int] | None = None
+) -> Tensor:
     """Mask position l iff U_l < q_l; specials never, whatever probs says.
 
     rows=(first, total): these sequences are rows first.. of a batch of `total` shared by several
     workers; every worker draws the whole batch's U and keeps its own rows, so the masks do not
     depend on how the batch is split."""
     first, total = rows or (0, probs.shape[0])
-    u = draw_uniform((total, *probs.shape[1:]), generator, probs.device)[first:first + probs.shape[0]]
+    u = draw_uniform((total, *probs.shape[1:]), generator, probs.device)[first : first + probs.shape[0]]
     return (u < probs) & maskable(ids)
 
 
 class Masker:
     """Turns per-sequence rates into a boolean mask, uniformly or frequency-informed."""
 
-    def __init__(self, kind: str, scores: Tensor | None = None, p_freq: float = 0.02, curriculum: bool = True,
-                 statistics: str = "sequence"):
+    def __init__(
+        self,
+        kind: str,
+        scores: Tensor | None = None,
+        p_freq: float = 0.02,
+        curriculum: bool = True,
+        statistics: str = "sequence",
+    ):
         if kind not in ("uniform", "frequency"):
             raise ValueError(f"Unknown masking kind '{kind}'; choose uniform or frequency.")
         if kind == "frequency" and scores is None:
@@ -137,12 +145,21 @@ class Masker:
             self.scores = self.scores.to(ids.device)  # moved once, not every step
         return frequency_mask_probs(ids, rates, self.scores, self.power(epoch, total_epochs), self.statistics)
 
-    def __call__(self, ids: Tensor, rates: Tensor, epoch: int, total_epochs: int,
-                 generator: torch.Generator | None = None, rows: tuple[int, int] | None = None) -> Tensor:
+    def __call__(
+        self,
+        ids: Tensor,
+        rates: Tensor,
+        epoch: int,
+        total_epochs: int,
+        generator: torch.Generator | None = None,
+        rows: tuple[int, int] | None = None,
+    ) -> Tensor:
         return sample_mask(ids, self.probs(ids, rates, epoch, total_epochs), generator, rows)
 
     def __repr__(self) -> str:
         if self.kind == "uniform":
             return "Masker(uniform)"
-        return (f"Masker(frequency, p_freq={self.p_freq}, curriculum={self.curriculum}, "
-                f"statistics={self.statistics})")
+        return (
+            f"Masker(frequency, p_freq={self.p_freq}, curriculum={self.curriculum}, "
+            f"statistics={self.statistics})"
+        )

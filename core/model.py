@@ -25,17 +25,22 @@ def relative_bucket_index(length: int, buckets: int, max_position: int) -> torch
     offset = torch.arange(length)[None, :] - torch.arange(length)[:, None]
     half = buckets // 2
     distance = offset.abs().clamp(min=1, max=max_position - 1).double()
-    log_bucket = half + torch.ceil(torch.log(distance / half) / math.log((max_position - 1) / half) * (half - 1))
+    log_bucket = half + torch.ceil(
+        torch.log(distance / half) / math.log((max_position - 1) / half) * (half - 1)
+    )
     bucket = torch.where(offset.abs() <= half, offset, offset.sign() * log_bucket.long())
     return bucket + buckets - 1
 
 
-def time_features(rate: torch.Tensor, scale: float = 1.0, dim: int = TIME_FEATURES,
-                  max_period: float = 10000.0) -> torch.Tensor:
+def time_features(
+    rate: torch.Tensor, scale: float = 1.0, dim: int = TIME_FEATURES, max_period: float = 10000.0
+) -> torch.Tensor:
     """cos and sin of rate * scale at dim / 2 frequencies. The released model feeds the rate in [0, 1]
     unscaled (scale 1); DiT-style models stretch it to integer timesteps (scale 1000)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=rate.device, dtype=torch.float32) / half)
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=rate.device, dtype=torch.float32) / half
+    )
     angles = rate.float()[:, None] * scale * freqs[None, :]
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
@@ -124,7 +129,9 @@ class Attention(nn.Module):
         # bucket_index[0] gathers over key rows (position_to_content[j, i] at bucket(i - j)), and
         # bucket_index[1] over query rows (content_to_position[i, j]); see MDLM.bucket_index.
         key_index, query_index = (index.expand(H, B, L, L) for index in bucket_index.unbind(0))
-        content_to_position = torch.matmul(q.view(H, B * L, d), pos_k).view(H, B, L, -1).gather(-1, query_index)
+        content_to_position = (
+            torch.matmul(q.view(H, B * L, d), pos_k).view(H, B, L, -1).gather(-1, query_index)
+        )
         position_to_content = torch.matmul(k.view(H, B * L, d), pos_q).view(H, B, L, -1).gather(-1, key_index)
         scores_bias = content_to_position + position_to_content.transpose(-1, -2)
         if key_padding is not None:
@@ -170,11 +177,17 @@ class Block(nn.Module):
     def forward(self, x, cond, positions, bucket_index, key_padding):
         eps = self.eps
         if self.modulation is None:
-            x = x + self.attention_dropout(self.attention(layer_norm(x, eps), positions, bucket_index, key_padding))
+            x = x + self.attention_dropout(
+                self.attention(layer_norm(x, eps), positions, bucket_index, key_padding)
+            )
             return x + self.dropout(self.feed_forward(layer_norm(x, eps)))
-        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.modulation(cond)[:, None, :].chunk(6, dim=-1)
+        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.modulation(cond)[:, None, :].chunk(
+            6, dim=-1
+        )
         h = torch.addcmul(shift_a, layer_norm(x, eps), 1 + scale_a)
-        x = torch.addcmul(x, gate_a, self.attention_dropout(self.attention(h, positions, bucket_index, key_padding)))
+        x = torch.addcmul(
+            x, gate_a, self.attention_dropout(self.attention(h, positions, bucket_index, key_padding))
+        )
         h = torch.addcmul(shift_f, layer_norm(x, eps), 1 + scale_f)
         return torch.addcmul(x, gate_f, self.dropout(self.feed_forward(h)))
 
@@ -193,7 +206,10 @@ class MDLM(nn.Module):
         self.head_dropout = Dropout(cfg.dropout if cfg.head_dropout else 0.0)
         if cfg.time_conditioning:
             self.time_mlp = nn.Sequential(
-                nn.Linear(TIME_FEATURES, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim), nn.SiLU()
+                nn.Linear(TIME_FEATURES, cfg.cond_dim),
+                nn.SiLU(),
+                nn.Linear(cfg.cond_dim, cfg.cond_dim),
+                nn.SiLU(),
             )
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.head_proj = nn.Linear(D, D)
@@ -239,7 +255,9 @@ class MDLM(nn.Module):
     def forward(self, input_ids, attention_mask=None, rate=None, output_mask=None):
         B, L = input_ids.shape
         x = self.dropout(layer_norm(self.word_embedding(input_ids), self.cfg.layer_norm_eps))
-        positions = dropout(self.relative_norm(self.relative_embedding), self.shared_position_dropout, self.training)
+        positions = dropout(
+            self.relative_norm(self.relative_embedding), self.shared_position_dropout, self.training
+        )
         bucket_index = self.bucket_index(L, input_ids.device)
 
         # [B, 1, L], True at padding keys. On CPU a batch without padding skips the masking pass
@@ -293,7 +311,8 @@ def forward_flops_per_sequence(
         + 2 * L * L * D * 2  # content scores and attention-weighted values
         + 2 * L * R * D * 2  # content-to-position and position-to-content scores
         + 2 * L * D * D  # output projection
-        + 2 * L * D * 2 * F_ + 2 * L * F_ * D  # GEGLU
+        + 2 * L * D * 2 * F_
+        + 2 * L * F_ * D  # GEGLU
     )
     shared_per_layer = 2 * R * D * 2 * D  # projecting the position table
     if model_cfg.time_conditioning:

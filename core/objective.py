@@ -67,14 +67,29 @@ class NoisedBatch:
         def move(tensor: Tensor) -> Tensor:
             return tensor.pin_memory().to(device, non_blocking=True)
 
-        return replace(self, noised=move(self.noised), attention_mask=move(self.attention_mask),
-                       rates=move(self.rates), targets=move(self.targets), token_weights=move(self.token_weights),
-                       positions=move(self.masked.flatten().nonzero().squeeze(1)))
+        return replace(
+            self,
+            noised=move(self.noised),
+            attention_mask=move(self.attention_mask),
+            rates=move(self.rates),
+            targets=move(self.targets),
+            token_weights=move(self.token_weights),
+            positions=move(self.masked.flatten().nonzero().squeeze(1)),
+        )
 
 
-def noise_batch(ids: Tensor, *, schedule: Schedule, masker: Masker, power: float, progress: float, epoch: int,
-                total_epochs: int, generator: torch.Generator | None = None,
-                rows: tuple[int, int] | None = None) -> NoisedBatch:
+def noise_batch(
+    ids: Tensor,
+    *,
+    schedule: Schedule,
+    masker: Masker,
+    power: float,
+    progress: float,
+    epoch: int,
+    total_epochs: int,
+    generator: torch.Generator | None = None,
+    rows: tuple[int, int] | None = None,
+) -> NoisedBatch:
     """The forward process on a micro-batch, where `ids` are (the trainer keeps it on the host, so its
     counts are known without waiting for a GPU). Every random draw (t, the bimodal component, the
     mask) comes from `generator`, so one seed reproduces the whole step.
@@ -90,21 +105,35 @@ def noise_batch(ids: Tensor, *, schedule: Schedule, masker: Masker, power: float
     rates, abs_dalpha = rates[own].to(ids.device), abs_dalpha[own].to(ids.device)
     weights = nelbo_weight(rates, abs_dalpha, power)
     masked = masker(ids, rates, epoch, total_epochs, generator, rows)
-    stats = torch.stack([masked.sum(), maskable(ids).sum(), attention_mask.sum(), weights.mean(), rates.mean()])
+    stats = torch.stack(
+        [masked.sum(), maskable(ids).sum(), attention_mask.sum(), weights.mean(), rates.mean()]
+    )
     n_masked, n_maskable, n_tokens, mean_weight, schedule_rate = stats.double().tolist()
     return NoisedBatch(
-        noised=ids.masked_fill(masked, MASK_ID), attention_mask=attention_mask, rates=rates, masked=masked,
+        noised=ids.masked_fill(masked, MASK_ID),
+        attention_mask=attention_mask,
+        rates=rates,
+        masked=masked,
         # The same boolean index as the targets, so each masked token meets its own sequence's weight.
-        targets=ids[masked], token_weights=weights[:, None].expand_as(masked)[masked],
-        n_masked=int(n_masked), n_maskable=int(n_maskable), n_tokens=int(n_tokens), mean_weight=mean_weight,
-        schedule_rate=schedule_rate)
+        targets=ids[masked],
+        token_weights=weights[:, None].expand_as(masked)[masked],
+        n_masked=int(n_masked),
+        n_maskable=int(n_maskable),
+        n_tokens=int(n_tokens),
+        mean_weight=mean_weight,
+        schedule_rate=schedule_rate,
+    )
 
 
-def noised_loss(model: nn.Module, batch: NoisedBatch, subs: bool = True, normaliser: int | None = None) -> LossOutput:
+def noised_loss(
+    model: nn.Module, batch: NoisedBatch, subs: bool = True, normaliser: int | None = None
+) -> LossOutput:
     """Predict the masked tokens of a noised batch and weigh their CE. `normaliser` is the non-pad token
     count of a micro-batch shared by several workers (default: this batch's): their losses add up to it."""
     where = batch.masked if batch.positions is None else batch.positions
-    logits = model(batch.noised, attention_mask=batch.attention_mask, rate=batch.rates, output_mask=where)  # [M, V]
+    logits = model(
+        batch.noised, attention_mask=batch.attention_mask, rate=batch.rates, output_mask=where
+    )  # [M, V]
     ce = masked_cross_entropy(logits, batch.targets, subs)
     # An empty ce sums to a zero that still carries the graph, so a step without masks backprops.
     loss = (batch.token_weights * ce).sum() / max(batch.n_tokens if normaliser is None else normaliser, 1)
@@ -120,11 +149,31 @@ def noised_loss(model: nn.Module, batch: NoisedBatch, subs: bool = True, normali
     )
 
 
-def diffusion_loss(model: nn.Module, ids: Tensor, *, schedule: Schedule, masker: Masker, power: float,
-                   progress: float, epoch: int, total_epochs: int, generator: torch.Generator | None = None,
-                   subs: bool = True, rows: tuple[int, int] | None = None,
-                   normaliser: int | None = None) -> LossOutput:
+def diffusion_loss(
+    model: nn.Module,
+    ids: Tensor,
+    *,
+    schedule: Schedule,
+    masker: Masker,
+    power: float,
+    progress: float,
+    epoch: int,
+    total_epochs: int,
+    generator: torch.Generator | None = None,
+    subs: bool = True,
+    rows: tuple[int, int] | None = None,
+    normaliser: int | None = None,
+) -> LossOutput:
     """Noise a micro-batch where it lies and take its loss: noise_batch, then noised_loss."""
-    batch = noise_batch(ids, schedule=schedule, masker=masker, power=power, progress=progress, epoch=epoch,
-                        total_epochs=total_epochs, generator=generator, rows=rows)
+    batch = noise_batch(
+        ids,
+        schedule=schedule,
+        masker=masker,
+        power=power,
+        progress=progress,
+        epoch=epoch,
+        total_epochs=total_epochs,
+        generator=generator,
+        rows=rows,
+    )
     return noised_loss(model, batch, subs, normaliser)

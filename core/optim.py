@@ -21,10 +21,19 @@ class Lamb(torch.optim.Optimizer):
     `row_blocks` maps a parameter to a number n of equal row blocks that each get their own trust
     ratio, for a fused tensor that stands for n separate matrices (default: one ratio per tensor)."""
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, row_blocks: dict[nn.Parameter, int] | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        row_blocks: dict[nn.Parameter, int] | None = None,
+    ):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"Invalid LAMB settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}.")
+            raise ValueError(
+                f"Invalid LAMB settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}."
+            )
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         # Kept on the instance, keyed by the parameter object, not in the param groups: load_state_dict
         # swaps the group dicts for saved ones, and the blocks always come from the model anyway.
@@ -83,8 +92,10 @@ class Lamb(torch.optim.Optimizer):
                 if n > 1:  # one ratio per row block; splitting dim 0 is always a view, whatever the strides
                     w_blocks, u_blocks = p.unflatten(0, (n, -1)), u.unflatten(0, (n, -1))
                     dims = tuple(range(1, u_blocks.ndim))
-                    ratios = _trust_ratios(torch.linalg.vector_norm(w_blocks, dim=dims),
-                                           torch.linalg.vector_norm(u_blocks, dim=dims))
+                    ratios = _trust_ratios(
+                        torch.linalg.vector_norm(w_blocks, dim=dims),
+                        torch.linalg.vector_norm(u_blocks, dim=dims),
+                    )
                     u_blocks.mul_(ratios.view(n, *[1] * len(dims)))
         torch._foreach_add_(params, updates, alpha=-group["lr"])
 
@@ -166,8 +177,11 @@ class EMA:
         torch._foreach_lerp_(shadows, [p.detach().float() for _, p in named], 1 - decay)
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "num_updates": self.num_updates,
-                "shadow": {name: t.clone() for name, t in self.shadow.items()}}
+        return {
+            "decay": self.decay,
+            "num_updates": self.num_updates,
+            "shadow": {name: t.clone() for name, t in self.shadow.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         missing = set(self.shadow) ^ set(state["shadow"])

@@ -89,8 +89,13 @@ def _word(row: dict) -> ReadingWord:
         raise BadRow("'word' is empty")
     prev_context, prev_word = row.get("prev_item") or "", (row.get("prev_word") or "").strip()
     has_prev = bool(prev_context.strip() and prev_word)
-    return ReadingWord(context.strip(), word, prev_context.strip() if has_prev else None, prev_word if has_prev else None,
-                       {key: _number(row, key) for key in NUMBERS})
+    return ReadingWord(
+        context.strip(),
+        word,
+        prev_context.strip() if has_prev else None,
+        prev_word if has_prev else None,
+        {key: _number(row, key) for key in NUMBERS},
+    )
 
 
 def load_reading(path: Path, on_bad_line: str = "refuse", warn: Callable[[str], None] = print):
@@ -103,7 +108,9 @@ def load_reading(path: Path, on_bad_line: str = "refuse", warn: Callable[[str], 
             reader = csv.DictReader(handle)
             missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
             if missing:
-                raise UserError(f"{path} is not the BabyLM reading file: it has no column {', '.join(missing)}.")
+                raise UserError(
+                    f"{path} is not the BabyLM reading file: it has no column {', '.join(missing)}."
+                )
             for row in reader:
                 try:
                     word = _word(row)
@@ -111,10 +118,14 @@ def load_reading(path: Path, on_bad_line: str = "refuse", warn: Callable[[str], 
                     if on_bad_line == "skip":
                         warn(f"warning: {path}:{reader.line_num}: {e}; line skipped")
                         continue
-                    raise UserError(f"{path}:{reader.line_num}: {e} (pass --on-bad-line skip to skip such lines).") from None
+                    raise UserError(
+                        f"{path}:{reader.line_num}: {e} (pass --on-bad-line skip to skip such lines)."
+                    ) from None
                 # words arrive shuffled: gather each sentence's, in the file's order of sentences
                 key = row.get("sent_id") or row.get("sentence") or word.context
-                sentence = sentences.setdefault(key, ReadingSentence("reading", (row.get("sentence") or "").strip()))
+                sentence = sentences.setdefault(
+                    key, ReadingSentence("reading", (row.get("sentence") or "").strip())
+                )
                 sentence.words.append(word)
     except OSError as e:
         raise UserError(f"Cannot read {path}: {e.strerror}.") from None
@@ -130,17 +141,30 @@ def load_reading(path: Path, on_bad_line: str = "refuse", warn: Callable[[str], 
 # ---------------------------------------------------------------- surprisal
 
 
-def surprisals(model, tokenizer, device, pairs: list[tuple[str, str]], rate_value: float | str = 0.0,
-               subs: bool = True, batch_tokens: int = 8192, progress: Callable[[int, int], None] | None = None) -> list[float]:
+def surprisals(
+    model,
+    tokenizer,
+    device,
+    pairs: list[tuple[str, str]],
+    rate_value: float | str = 0.0,
+    subs: bool = True,
+    batch_tokens: int = 8192,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[float]:
     """-ln p(word | context) for each (context, word), by the masked method above."""
     previous = tokenizer.encode_special_tokens
     tokenizer.encode_special_tokens = True  # "<mask>" in a sentence is text, as in training data
     try:
         contexts = [e.ids for e in tokenizer.encode_batch([c for c, _ in pairs], add_special_tokens=False)]
-        words = [e.ids for e in tokenizer.encode_batch([f" {w}" if c else w for c, w in pairs], add_special_tokens=False)]
+        words = [
+            e.ids
+            for e in tokenizer.encode_batch([f" {w}" if c else w for c, w in pairs], add_special_tokens=False)
+        ]
     finally:
         tokenizer.encode_special_tokens = previous
-    rows_by_length: dict[int, list[tuple[int, list[int], int, int]]] = defaultdict(list)  # (pair, ids, slot, target)
+    rows_by_length: dict[int, list[tuple[int, list[int], int, int]]] = defaultdict(
+        list
+    )  # (pair, ids, slot, target)
     for index, (context, word) in enumerate(zip(contexts, words)):
         for k, target in enumerate(word):
             ids = [BOS_ID] + context + word[:k] + [MASK_ID] * MASKS
@@ -157,7 +181,7 @@ def surprisals(model, tokenizer, device, pairs: list[tuple[str, str]], rate_valu
                 rate = MASKS / (length - 1) if rate_value == "realised" else float(rate_value)
                 step = max(1, batch_tokens // length)
                 for first in range(0, len(rows), step):
-                    batch = rows[first:first + step]
+                    batch = rows[first : first + step]
                     ids = torch.tensor([row[1] for row in batch], dtype=torch.long)
                     at = torch.zeros_like(ids, dtype=torch.bool)
                     at[torch.arange(len(batch)), [row[2] for row in batch]] = True
@@ -196,8 +220,11 @@ def r_squared(y: list[float], columns: list[list[float]]) -> float:
 def r2_gain(rows: list[dict[str, float]], measure: str, predictors: tuple[str, ...]) -> dict:
     """The baseline fit (predictors and their pairwise products) and the one with surprisal added,
     each on its own complete rows; the gain as a share of the variance the baseline left."""
+
     def fit(names: tuple[str, ...], extra: tuple[str, ...]) -> tuple[float, int]:
-        complete = [row for row in rows if not any(math.isnan(row[name]) for name in (measure, *names, *extra))]
+        complete = [
+            row for row in rows if not any(math.isnan(row[name]) for name in (measure, *names, *extra))
+        ]
         columns = [[row[name] for row in complete] for name in names]
         columns += [[row[a] * row[b] for row in complete] for a, b in itertools.combinations(names, 2)]
         columns += [[row[name] for row in complete] for name in extra]
@@ -212,33 +239,66 @@ def r2_gain(rows: list[dict[str, float]], measure: str, predictors: tuple[str, .
 def reading_results(rows: list[dict[str, float]]) -> dict[str, dict]:
     """Per measure: the pipeline's reported regressions; rows hold the file's numbers plus "pred"
     (the word's surprisal) and "prev_pred" (the previous word's)."""
-    results = {measure: {**r2_gain(rows, measure, BASELINE), "field": "eye_tracking"} for measure in EYE_TRACKING}
+    results = {
+        measure: {**r2_gain(rows, measure, BASELINE), "field": "eye_tracking"} for measure in EYE_TRACKING
+    }
     results[SELF_PACED] = {**r2_gain(rows, SELF_PACED, SPILLOVER), "field": "self_paced_reading"}
     return {measure: {**result, "term": None, "metric": "delta_r2"} for measure, result in results.items()}
 
 
-def evaluate_reading(scorer, suite, progress=None, checkpoint: str = "", predictions: list[dict] | None = None):
+def evaluate_reading(
+    scorer, suite, progress=None, checkpoint: str = "", predictions: list[dict] | None = None
+):
     from core.evaluate import EvalReport, report_settings
 
     started = time.perf_counter()
     words = [word for sentence in suite.items for word in sentence.words]
-    wanted = list(dict.fromkeys([(w.context, w.word) for w in words] +
-                                [(w.prev_context, w.prev_word) for w in words if w.prev_context is not None]))
+    wanted = list(
+        dict.fromkeys(
+            [(w.context, w.word) for w in words]
+            + [(w.prev_context, w.prev_word) for w in words if w.prev_context is not None]
+        )
+    )
     # the scorer's model and settings; the masked method is the same whatever its backend
-    values = surprisals(scorer.model, scorer.tokenizer, scorer.device, wanted, getattr(scorer, "rate_value", 0.0),
-                        getattr(scorer, "subs", True), getattr(scorer, "batch_tokens", 8192), progress)
+    values = surprisals(
+        scorer.model,
+        scorer.tokenizer,
+        scorer.device,
+        wanted,
+        getattr(scorer, "rate_value", 0.0),
+        getattr(scorer, "subs", True),
+        getattr(scorer, "batch_tokens", 8192),
+        progress,
+    )
     surprisal = dict(zip(wanted, values))
     rows = []
     for index, w in enumerate(words):
         prev = surprisal[(w.prev_context, w.prev_word)] if w.prev_context is not None else float("nan")
         rows.append({**w.values, "pred": surprisal[(w.context, w.word)], "prev_pred": prev})
         if predictions is not None:
-            predictions.append({"suite": suite.name, "uid": "reading", "index": index, "context": w.context,
-                                "word": w.word, "surprisal": rows[-1]["pred"],
-                                "prev_surprisal": None if math.isnan(prev) else prev})
+            predictions.append(
+                {
+                    "suite": suite.name,
+                    "uid": "reading",
+                    "index": index,
+                    "context": w.context,
+                    "word": w.word,
+                    "surprisal": rows[-1]["pred"],
+                    "prev_surprisal": None if math.isnan(prev) else prev,
+                }
+            )
     per_uid = reading_results(rows)
     eye = [per_uid[m]["accuracy"] for m in EYE_TRACKING]
     per_field = {"eye_tracking": sum(eye) / len(eye), "self_paced_reading": per_uid[SELF_PACED]["accuracy"]}
-    return EvalReport(suite=suite.name, per_uid=per_uid, per_field=per_field, macro=sum(per_field.values()) / 2,
-                      n=len(words), seconds=time.perf_counter() - started, checkpoint=checkpoint,
-                      skipped=getattr(suite, "skipped", 0), metric="delta_r2", **report_settings(scorer, suite))
+    return EvalReport(
+        suite=suite.name,
+        per_uid=per_uid,
+        per_field=per_field,
+        macro=sum(per_field.values()) / 2,
+        n=len(words),
+        seconds=time.perf_counter() - started,
+        checkpoint=checkpoint,
+        skipped=getattr(suite, "skipped", 0),
+        metric="delta_r2",
+        **report_settings(scorer, suite),
+    )

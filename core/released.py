@@ -34,8 +34,11 @@ _PER_LAYER = {
     "blocks.{i}.modulation.bias": "transformer.adaLN_modulations.{i}.bias",
 }
 # Fused in ours, two matrices there: in_proj = cat(in_proj_qk, in_proj_vg) along the output rows.
-_FUSED = ("blocks.{i}.attention.in_proj.{kind}",
-          "transformer.attention_layers.{i}.in_proj_qk.{kind}", "transformer.attention_layers.{i}.in_proj_vg.{kind}")
+_FUSED = (
+    "blocks.{i}.attention.in_proj.{kind}",
+    "transformer.attention_layers.{i}.in_proj_qk.{kind}",
+    "transformer.attention_layers.{i}.in_proj_vg.{kind}",
+)
 # The head's output matrix is the word embedding (tied); the relative bucket table is a derived buffer.
 TIED_OUTPUT = "classifier.nonlinearity.5.weight"
 DERIVED_BUFFER = ".position_indices"
@@ -50,7 +53,11 @@ def name_pairs(num_layers: int) -> list[tuple[str, str]]:
 
 
 def fused_names(num_layers: int) -> list[tuple[str, str, str]]:
-    return [tuple(n.format(i=i, kind=kind) for n in _FUSED) for i in range(num_layers) for kind in ("weight", "bias")]
+    return [
+        tuple(n.format(i=i, kind=kind) for n in _FUSED)
+        for i in range(num_layers)
+        for kind in ("weight", "bias")
+    ]
 
 
 def to_released(state: dict[str, Tensor], num_layers: int) -> dict[str, Tensor]:

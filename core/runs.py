@@ -107,26 +107,54 @@ def _text(value) -> bool:
 # What a reader of status.json relies on, field by field: a value failing its check is dropped, so
 # arithmetic on a heartbeat or os.kill on a pid never meets a string (or a pid no system has).
 STATUS_CHECKS = {
-    "state": _text, "host": _text, "error": _text, "message": _text, "checkpoint": _text,
-    "pid": lambda v: _count(v) and 0 < v < 2**31, "step": _count, "total_steps": _count, "tokens": _count,
+    "state": _text,
+    "host": _text,
+    "error": _text,
+    "message": _text,
+    "checkpoint": _text,
+    "pid": lambda v: _count(v) and 0 < v < 2**31,
+    "step": _count,
+    "total_steps": _count,
+    "tokens": _count,
     "words": _count,
-    "heartbeat": _finite, **{key: is_number for key in ("loss", "dev_loss", "eta_s", "elapsed_s")},
+    "heartbeat": _finite,
+    **{key: is_number for key in ("loss", "dev_loss", "eta_s", "elapsed_s")},
 }
 
 # The same for a metrics record, except that a record failing any check is skipped whole: its step
 # would otherwise be plotted against text, or its time formatted as a date that does not exist.
 METRICS_CHECKS = {
-    "step": _count, "event": _text, "suite": _text, "time": _finite, "words": _count,
-    **{key: is_number for key in ("tokens", "epoch", "loss", "masked_ce", "lr", "grad_norm", "tokens_per_s",
-                                "mask_rate", "dev_loss", "dev_masked_ce", "macro")},
-    "sys": lambda v: isinstance(v, dict), "per_uid": lambda v: isinstance(v, dict),
+    "step": _count,
+    "event": _text,
+    "suite": _text,
+    "time": _finite,
+    "words": _count,
+    **{
+        key: is_number
+        for key in (
+            "tokens",
+            "epoch",
+            "loss",
+            "masked_ce",
+            "lr",
+            "grad_norm",
+            "tokens_per_s",
+            "mask_rate",
+            "dev_loss",
+            "dev_masked_ce",
+            "macro",
+        )
+    },
+    "sys": lambda v: isinstance(v, dict),
+    "per_uid": lambda v: isinstance(v, dict),
 }
 
 
 def valid_metrics_record(record) -> bool:
     """A metrics.jsonl record whose known fields have the types a reader relies on (None = absent)."""
     return isinstance(record, dict) and all(
-        check(record[key]) for key, check in METRICS_CHECKS.items() if record.get(key) is not None)
+        check(record[key]) for key, check in METRICS_CHECKS.items() if record.get(key) is not None
+    )
 
 
 class RunDir:
@@ -166,12 +194,18 @@ class RunDir:
         if not isinstance(status, dict):
             _note(problems, "status.json is not a JSON object")
             return {}
-        bad = [key for key, check in STATUS_CHECKS.items()
-               if status.get(key) is not None and not check(status[key])]
+        bad = [
+            key
+            for key, check in STATUS_CHECKS.items()
+            if status.get(key) is not None and not check(status[key])
+        ]
         if bad:
             _note(problems, f"status.json: {', '.join(bad)} ignored (wrong type)")
-        return {key: value for key, value in status.items()
-                if key not in STATUS_CHECKS or (value is not None and key not in bad)}
+        return {
+            key: value
+            for key, value in status.items()
+            if key not in STATUS_CHECKS or (value is not None and key not in bad)
+        }
 
     def update_status(self, **fields) -> dict:
         """Merge fields into status.json and stamp the heartbeat."""
@@ -237,7 +271,9 @@ class RunDir:
             records = read_jsonl(path)
             # a record whose step is no number is not ours to judge: it stays where it was
             kept = [r for r in records if not is_number(r.get("step", 0)) or r.get("step", 0) <= last_step]
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))  # also drops a torn last line
+            atomic_write_text(
+                path, "".join(json.dumps(r) + "\n" for r in kept)
+            )  # also drops a torn last line
             if path == self.metrics_path:
                 dropped = len(records) - len(kept)
         return dropped
@@ -252,8 +288,14 @@ class RunDir:
         describe a run that can never be continued."""
         self.close()
         self._status = {}
-        for path in (self.config_path, self.status_path, self.metrics_path, self.samples_path,
-                     self.path / "control.json", self.path / "config-history.jsonl"):
+        for path in (
+            self.config_path,
+            self.status_path,
+            self.metrics_path,
+            self.samples_path,
+            self.path / "control.json",
+            self.path / "config-history.jsonl",
+        ):
             path.unlink(missing_ok=True)
         for folder in (self.eval_dir, self.checkpoints_dir):
             shutil.rmtree(folder, ignore_errors=True)
@@ -296,6 +338,8 @@ def restore_run(trashed: str | Path) -> Path:
     trashed = Path(trashed)
     target = trashed.parent.parent / original_name(trashed)
     if target.exists():
-        raise UserError(f"{target} already exists; rename or move it first, then restore {trashed.name} again.")
+        raise UserError(
+            f"{target} already exists; rename or move it first, then restore {trashed.name} again."
+        )
     os.rename(trashed, target)
     return target

@@ -93,8 +93,10 @@ def check_length(model, length: int) -> None:
     last relative-position bucket (text the model never saw), and each step costs length squared."""
     limit = getattr(getattr(model, "cfg", None), "max_position", None)
     if limit is not None and length > limit:
-        raise UserError(f"Sample length {length} exceeds the model's {limit} positions (model.max_position); "
-                        f"ask for {limit} tokens or fewer.")
+        raise UserError(
+            f"Sample length {length} exceeds the model's {limit} positions (model.max_position); "
+            f"ask for {limit} tokens or fewer."
+        )
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -115,23 +117,30 @@ def template_from_prompt(tokenizer, prompt: str | None, length: int) -> tuple[Te
         for marker in MASK_MARKER.finditer(prompt):
             count = int(marker.group(1) or 1)
             if count < 1:
-                raise UserError(f"Mask marker '{marker.group(0).strip()}' asks for no position; "
-                                "use a count of 1 or more.")
+                raise UserError(
+                    f"Mask marker '{marker.group(0).strip()}' asks for no position; use a count of 1 or more."
+                )
             if count > length:  # checked before building the list: a huge count would exhaust memory
-                raise UserError(f"Mask marker '{marker.group(0).strip()}' asks for {count} positions, more than "
-                                f"the sample length {length}.")
+                raise UserError(
+                    f"Mask marker '{marker.group(0).strip()}' asks for {count} positions, more than "
+                    f"the sample length {length}."
+                )
             ids += _encode(tokenizer, prompt[start : marker.start()]) + [MASK_ID] * count
             start = marker.end()
         ids += _encode(tokenizer, prompt[start:])
         if len(ids) > length:
-            raise UserError(f"The infill template needs {len(ids)} tokens with <s> but the length is {length}; "
-                            "raise the length.")
+            raise UserError(
+                f"The infill template needs {len(ids)} tokens with <s> but the length is {length}; "
+                "raise the length."
+            )
         ids += [PAD_ID] * (length - len(ids))
     else:
         ids += _encode(tokenizer, prompt or "")
         if len(ids) >= length:
-            raise UserError(f"The prompt takes {len(ids)} tokens with <s>, leaving nothing to sample "
-                            f"in length {length}; raise the length.")
+            raise UserError(
+                f"The prompt takes {len(ids)} tokens with <s>, leaving nothing to sample "
+                f"in length {length}; raise the length."
+            )
         ids += [MASK_ID] * (length - len(ids))
     tokens = torch.tensor(ids, dtype=torch.long)
     return tokens, tokens != MASK_ID
@@ -192,8 +201,14 @@ def confidence_plan(masked: int, rates: Tensor) -> list[int]:
 
 
 @torch.no_grad()
-def sample(model, tokenizer, cfg: SampleConfig, prompt: str | None = None, device="cpu",
-           on_step: Callable[[TraceStep], None] | None = None) -> SampleResult:
+def sample(
+    model,
+    tokenizer,
+    cfg: SampleConfig,
+    prompt: str | None = None,
+    device="cpu",
+    on_step: Callable[[TraceStep], None] | None = None,
+) -> SampleResult:
     """Sample one sequence; every step's state goes to the trace and to on_step.
 
     Caching: with cfg.cache the model runs only at steps that unmask at least one position. That is
@@ -224,7 +239,9 @@ def sample(model, tokenizer, cfg: SampleConfig, prompt: str | None = None, devic
 
     def record(step: int) -> None:
         current = ids[0].tolist()
-        entry = TraceStep(step, float(times[step]), current, current.count(MASK_ID), render_text(tokenizer, current))
+        entry = TraceStep(
+            step, float(times[step]), current, current.count(MASK_ID), render_text(tokenizer, current)
+        )
         trace.append(entry)
         if on_step is not None:
             on_step(entry)
@@ -254,7 +271,9 @@ def sample(model, tokenizer, cfg: SampleConfig, prompt: str | None = None, devic
                 if unmask.any() or last or not cfg.cache:
                     log_probs = predict(rate)
                 if unmask.any():
-                    ids[where[0][unmask], where[1][unmask]] = draw_tokens(log_probs[unmask], generator, greedy)
+                    ids[where[0][unmask], where[1][unmask]] = draw_tokens(
+                        log_probs[unmask], generator, greedy
+                    )
                 if last and not unmask.all():
                     keep = ~unmask
                     ids[where[0][keep], where[1][keep]] = log_probs[keep].argmax(dim=-1)
@@ -267,8 +286,14 @@ def sample(model, tokenizer, cfg: SampleConfig, prompt: str | None = None, devic
 
 def sample_record(result: SampleResult, **fields) -> dict:
     """One samples.jsonl line for the TUI to replay; fields add context such as the training step."""
-    return {**fields, "text": result.text, "tokens": result.tokens, "forward_passes": result.forward_passes,
-            "seconds": result.seconds, "trace": [asdict(step) for step in result.trace]}
+    return {
+        **fields,
+        "text": result.text,
+        "tokens": result.tokens,
+        "forward_passes": result.forward_passes,
+        "seconds": result.seconds,
+        "trace": [asdict(step) for step in result.trace],
+    }
 
 
 def append_sample(path, result: SampleResult, **fields) -> None:
@@ -279,10 +304,21 @@ def append_sample(path, result: SampleResult, **fields) -> None:
 
 def trace_to_jsonl(result: SampleResult, path_or_file) -> None:
     """One JSON object per step ({"step", "t", "masked", "tokens", "text"}), then {"final": true, ...}."""
-    lines = [json.dumps({"step": s.step, "t": s.t, "masked": s.masked, "tokens": s.tokens, "text": s.text})
-             for s in result.trace]
-    lines.append(json.dumps({"final": True, "text": result.text, "tokens": result.tokens,
-                             "forward_passes": result.forward_passes, "seconds": result.seconds}))
+    lines = [
+        json.dumps({"step": s.step, "t": s.t, "masked": s.masked, "tokens": s.tokens, "text": s.text})
+        for s in result.trace
+    ]
+    lines.append(
+        json.dumps(
+            {
+                "final": True,
+                "text": result.text,
+                "tokens": result.tokens,
+                "forward_passes": result.forward_passes,
+                "seconds": result.seconds,
+            }
+        )
+    )
     if isinstance(path_or_file, (str, Path)):
         with open(path_or_file, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")

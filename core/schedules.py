@@ -50,8 +50,9 @@ class Schedule:
 
     name = "schedule"
 
-    def sample(self, t: Tensor, progress: float = 0.0,
-               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def sample(
+        self, t: Tensor, progress: float = 0.0, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Per-sequence mask rate r (= 1 - alpha_t) and |alpha'_t| for times t."""
         # float64 because Phi^-1(1 - 1e-8) needs it: in float32, 1 - 1e-8 rounds to 1 and z becomes inf.
         rate, abs_dalpha = self._rate_and_slope(t.double(), progress, generator)
@@ -140,21 +141,38 @@ class BimodalGaussian(Schedule):
 
     name = "bimodal"
 
-    def __init__(self, w_left=0.6, mu_left=0.12, sigma_left=0.02, mu_right_start=0.40,
-                 mu_right_end=0.85, sigma_right=0.08, k=1.0):
+    def __init__(
+        self,
+        w_left=0.6,
+        mu_left=0.12,
+        sigma_left=0.02,
+        mu_right_start=0.40,
+        mu_right_end=0.85,
+        sigma_right=0.08,
+        k=1.0,
+    ):
         self.w_left, self.mu_left, self.sigma_left = w_left, mu_left, sigma_left
-        self.mu_right_start, self.mu_right_end, self.sigma_right, self.k = mu_right_start, mu_right_end, sigma_right, k
+        self.mu_right_start, self.mu_right_end, self.sigma_right, self.k = (
+            mu_right_start,
+            mu_right_end,
+            sigma_right,
+            k,
+        )
 
     def mu_right(self, progress: float) -> float:
         # With k = 1 the right mode only gets to 0.685 by the end, not to mu_right_end (released code).
-        return self.mu_right_start + (self.mu_right_end - self.mu_right_start) * (1 - math.exp(-self.k * progress))
+        return self.mu_right_start + (self.mu_right_end - self.mu_right_start) * (
+            1 - math.exp(-self.k * progress)
+        )
 
     def mean_rate(self, progress: float = 0.0) -> float:
         return self.w_left * self.mu_left + (1 - self.w_left) * self.mu_right(progress)
 
     def rate(self, t: Tensor) -> Tensor:
-        raise TypeError("The bimodal schedule draws a mode per sequence, so no single rate belongs to a time t; "
-                        "sample with sampling_schedule(name) instead.")
+        raise TypeError(
+            "The bimodal schedule draws a mode per sequence, so no single rate belongs to a time t; "
+            "sample with sampling_schedule(name) instead."
+        )
 
     def _rate_and_slope(self, t, progress, generator):
         left = draw_uniform(t.shape, generator, t.device).double() < self.w_left
@@ -163,8 +181,10 @@ class BimodalGaussian(Schedule):
         return _gaussian_rate(t, mu, sigma)
 
     def __repr__(self) -> str:
-        return (f"BimodalGaussian(w_left={self.w_left}, left=N({self.mu_left}, {self.sigma_left}^2), "
-                f"right=N({self.mu_right_start}->{self.mu_right_end}, {self.sigma_right}^2), k={self.k})")
+        return (
+            f"BimodalGaussian(w_left={self.w_left}, left=N({self.mu_left}, {self.sigma_left}^2), "
+            f"right=N({self.mu_right_start}->{self.mu_right_end}, {self.sigma_right}^2), k={self.k})"
+        )
 
 
 def build_schedule(cfg: ScheduleConfig) -> Schedule:
@@ -174,8 +194,15 @@ def build_schedule(cfg: ScheduleConfig) -> Schedule:
         "cosine-squared": lambda: CosineSquared(),
         "log-linear": lambda: LogLinear(cfg.eps),
         "gaussian": lambda: Gaussian(cfg.mu, cfg.sigma),
-        "bimodal": lambda: BimodalGaussian(cfg.w_left, cfg.mu_left, cfg.sigma_left, cfg.mu_right_start,
-                                           cfg.mu_right_end, cfg.sigma_right, cfg.k),
+        "bimodal": lambda: BimodalGaussian(
+            cfg.w_left,
+            cfg.mu_left,
+            cfg.sigma_left,
+            cfg.mu_right_start,
+            cfg.mu_right_end,
+            cfg.sigma_right,
+            cfg.k,
+        ),
     }
     if cfg.name not in builders:
         raise ValueError(f"Unknown schedule '{cfg.name}'; choose one of {', '.join(builders)}.")
@@ -194,8 +221,10 @@ def sampling_schedule(name: str) -> Schedule:
     """A schedule with a deterministic `rate(t)` for the reverse (unmasking) process."""
     builders = {"linear": Linear, "cosine": Cosine, "cosine-squared": CosineSquared, "log-linear": LogLinear}
     if name not in builders:
-        raise UserError(f"Sampling schedule '{name}' is not one of {', '.join(SAMPLING_SCHEDULES)} "
-                        "(models trained with gaussian or bimodal schedules are sampled along one of these).")
+        raise UserError(
+            f"Sampling schedule '{name}' is not one of {', '.join(SAMPLING_SCHEDULES)} "
+            "(models trained with gaussian or bimodal schedules are sampled along one of these)."
+        )
     return builders[name]()
 
 

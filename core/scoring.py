@@ -38,7 +38,9 @@ class ScoredSequence:
         return [p for p in range(self.start, len(self.ids)) if self.ids[p] >= NUM_SPECIAL]
 
 
-def encode_for_scoring(tokenizer: Tokenizer, texts: list[str], contexts: list[str | None] | None = None) -> list[ScoredSequence]:
+def encode_for_scoring(
+    tokenizer: Tokenizer, texts: list[str], contexts: list[str | None] | None = None
+) -> list[ScoredSequence]:
     if contexts is None:
         contexts = [None] * len(texts)
     if len(contexts) != len(texts):
@@ -71,8 +73,11 @@ def drop_long_items(suite, tokenizer: Tokenizer, max_tokens: int) -> int:
     contexts = [item.context for item in suite.items for _ in item.texts()]
     lengths = iter([len(sequence.ids) for sequence in encode_for_scoring(tokenizer, texts, contexts)])
     # extra_tokens: what a scorer appends (the reading suite's masks)
-    kept = [item for item in suite.items
-            if max(next(lengths) for _ in item.texts()) + getattr(item, "extra_tokens", 0) <= max_tokens]
+    kept = [
+        item
+        for item in suite.items
+        if max(next(lengths) for _ in item.texts()) + getattr(item, "extra_tokens", 0) <= max_tokens
+    ]
     dropped = len(suite.items) - len(kept)
     suite.items, suite.skipped = kept, suite.skipped + dropped
     return dropped
@@ -130,14 +135,23 @@ class _RowScorer:
             self.model.train(was_training)
         return scores.tolist()
 
-    def _score_group(self, group: list[ScoredSequence], owners: torch.Tensor, length: int, scores: torch.Tensor) -> None:
+    def _score_group(
+        self, group: list[ScoredSequence], owners: torch.Tensor, length: int, scores: torch.Tensor
+    ) -> None:
         raise NotImplementedError
 
     def rows_per_batch(self, length: int) -> int:
         return max(1, self.batch_tokens // length)
 
-    def _run_rows(self, base: torch.Tensor, masked: torch.Tensor, rates: torch.Tensor, row_weights: torch.Tensor,
-                  owners: torch.Tensor, scores: torch.Tensor) -> None:
+    def _run_rows(
+        self,
+        base: torch.Tensor,
+        masked: torch.Tensor,
+        rates: torch.Tensor,
+        row_weights: torch.Tensor,
+        owners: torch.Tensor,
+        scores: torch.Tensor,
+    ) -> None:
         """base [R, T] clean ids, masked [R, T], rates [R]; adds sum_l log p(x_l) * weight to scores[owner]."""
         device = self.device
         noised = base.masked_fill(masked, MASK_ID).to(device)
@@ -145,7 +159,9 @@ class _RowScorer:
         logits = self.model(noised, rate=rates.to(device), output_mask=output_mask)  # [M, V], row-major order
         log_probs = -masked_cross_entropy(logits, base[masked].to(device), self.subs)  # fp32 log-softmax
         row_of_token = masked.nonzero()[:, 0].to(device)
-        per_row = torch.zeros(len(base), dtype=torch.float64, device=device).index_add_(0, row_of_token, log_probs.double())
+        per_row = torch.zeros(len(base), dtype=torch.float64, device=device).index_add_(
+            0, row_of_token, log_probs.double()
+        )
         scores.index_add_(0, owners, (per_row.cpu() * row_weights.double()))
 
 
@@ -154,8 +170,15 @@ class PLLScorer(_RowScorer):
 
     backend = "pll"
 
-    def __init__(self, model, tokenizer: Tokenizer, device, batch_tokens: int = 8192, rate_value: float | str = 0.0,
-                 subs: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer: Tokenizer,
+        device,
+        batch_tokens: int = 8192,
+        rate_value: float | str = 0.0,
+        subs: bool = True,
+    ):
         super().__init__(model, tokenizer, device, batch_tokens, subs)
         # The time-conditioning input while scoring: 0 (a clean sentence) or "realised" (1/L, the
         # fraction one mask really hides); a config key because neither is right for every schedule.
@@ -166,14 +189,18 @@ class PLLScorer(_RowScorer):
         scored = torch.zeros_like(base, dtype=torch.bool)
         for row, sequence in enumerate(group):
             scored[row, sequence.scored_positions()] = True
-        sentence_rates = torch.tensor([resolve_rate(self.rate_value, s.ids) for s in group], dtype=torch.float32)
+        sentence_rates = torch.tensor(
+            [resolve_rate(self.rate_value, s.ids) for s in group], dtype=torch.float32
+        )
         sentence, position = scored.nonzero(as_tuple=True)  # one row per scored token
         step = self.rows_per_batch(length)
         for first in range(0, len(sentence), step):
-            rows, slots = sentence[first:first + step], position[first:first + step]
+            rows, slots = sentence[first : first + step], position[first : first + step]
             masked = torch.zeros(len(rows), length, dtype=torch.bool)
             masked[torch.arange(len(rows)), slots] = True
-            self._run_rows(base[rows], masked, sentence_rates[rows], torch.ones(len(rows)), owners[rows], scores)
+            self._run_rows(
+                base[rows], masked, sentence_rates[rows], torch.ones(len(rows)), owners[rows], scores
+            )
 
 
 class NELBOScorer(_RowScorer):
@@ -184,8 +211,18 @@ class NELBOScorer(_RowScorer):
     backend = "nelbo"
     UNIFORM_BLOCK = 64  # positions per block of the fixed uniform table
 
-    def __init__(self, model, tokenizer: Tokenizer, device, schedule: Schedule, draws: int = 16, seed: int = 0,
-                 batch_tokens: int = 8192, progress: float = 1.0, subs: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer: Tokenizer,
+        device,
+        schedule: Schedule,
+        draws: int = 16,
+        seed: int = 0,
+        batch_tokens: int = 8192,
+        progress: float = 1.0,
+        subs: bool = True,
+    ):
         super().__init__(model, tokenizer, device, batch_tokens, subs)
         if draws < 1:
             raise ValueError(f"draws must be at least 1, got {draws}")
@@ -218,13 +255,26 @@ class NELBOScorer(_RowScorer):
         sentence, draw, masked = sentence[keep], draw[keep], masked[keep]
         step = self.rows_per_batch(length)
         for first in range(0, len(sentence), step):
-            rows, draws = sentence[first:first + step], draw[first:first + step]
-            self._run_rows(base[rows], masked[first:first + step], self.rates[draws], self.weights[draws],
-                           owners[rows], scores)
+            rows, draws = sentence[first : first + step], draw[first : first + step]
+            self._run_rows(
+                base[rows],
+                masked[first : first + step],
+                self.rates[draws],
+                self.weights[draws],
+                owners[rows],
+                scores,
+            )
 
 
-def naive_pll(model, tokenizer: Tokenizer, text: str, device, rate_value: float | str = 0.0,
-              context: str | None = None, subs: bool = True) -> float:
+def naive_pll(
+    model,
+    tokenizer: Tokenizer,
+    text: str,
+    device,
+    rate_value: float | str = 0.0,
+    context: str | None = None,
+    subs: bool = True,
+) -> float:
     """The reference PLL, written for clarity: for each scored token, mask it, run the whole model
     (the head at every position), log-softmax over the full vocabulary, pick the token, sum."""
     device = torch.device(device)

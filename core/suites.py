@@ -27,9 +27,15 @@ from core.errors import UserError
 
 # The BabyLM 2025 pipeline's folder names, by the short name users type (its task names), in the order
 # its eval_zero_shot.sh runs them.
-LAYOUT_FOLDERS = {"blimp": "blimp_filtered", "supplement": "supplement_filtered", "ewok": "ewok_filtered",
-                  "entity_tracking": "entity_tracking", "wug_adj": "wug_adj_nominalization",
-                  "wug_past": "wug_past_tense", "reading": "reading"}
+LAYOUT_FOLDERS = {
+    "blimp": "blimp_filtered",
+    "supplement": "supplement_filtered",
+    "ewok": "ewok_filtered",
+    "entity_tracking": "entity_tracking",
+    "wug_adj": "wug_adj_nominalization",
+    "wug_past": "wug_past_tense",
+    "reading": "reading",
+}
 # fast_eval names this one differently (eval_zero_shot_fast.sh)
 FAST_FOLDERS = {"entity_tracking": "entity_tracking_fast"}
 # Where under --data DIR those folders may sit: DIR itself (pointing at full_eval/ or fast_eval/), the
@@ -123,8 +129,13 @@ def record_to_item(record, default_uid: str) -> Item:
     raise BadRecord("has neither sentence_good/sentence_bad nor Context1/Target1/Target2")
 
 
-def _collect(records: Iterable[tuple[str, object]], default_uid: str, on_bad_line: str,
-             warn: Callable[[str], None], convert: Callable[[object, str], Item] = record_to_item) -> list[Item]:
+def _collect(
+    records: Iterable[tuple[str, object]],
+    default_uid: str,
+    on_bad_line: str,
+    warn: Callable[[str], None],
+    convert: Callable[[object, str], Item] = record_to_item,
+) -> list[Item]:
     """Items from (location, record or exception) pairs, refusing or skipping the bad ones."""
     items = []
     for where, record in records:
@@ -163,12 +174,16 @@ def _check_mode(on_bad_line: str) -> None:
         raise UserError(f"on_bad_line must be 'refuse' or 'skip', got '{on_bad_line}'.")
 
 
-def read_jsonl_items(path: Path, on_bad_line: str = "refuse", warn: Callable[[str], None] = print) -> list[Item]:
+def read_jsonl_items(
+    path: Path, on_bad_line: str = "refuse", warn: Callable[[str], None] = print
+) -> list[Item]:
     """A JSONL file's items; UID from each record, else the file stem (the BLiMP supplement's rule)."""
     path = Path(path)
     items = _collect(_jsonl_records(path), path.stem, on_bad_line, warn)
     if not items:
-        raise UserError(f"{path} holds no items: expected JSON lines with sentence_good and sentence_bad, or EWoK rows.")
+        raise UserError(
+            f"{path} holds no items: expected JSON lines with sentence_good and sentence_bad, or EWoK rows."
+        )
     return items
 
 
@@ -196,7 +211,11 @@ def find_layout_folder(name: str, data_dir: str | None) -> Path | None:
         for folder in (LAYOUT_FOLDERS[name], FAST_FOLDERS.get(name)):
             candidate = root / sub / folder if folder else None
             # "reading" is a common folder name: only one holding the pipeline's file counts
-            if candidate and candidate.is_dir() and (name != "reading" or (candidate / "reading_data.csv").is_file()):
+            if (
+                candidate
+                and candidate.is_dir()
+                and (name != "reading" or (candidate / "reading_data.csv").is_file())
+            ):
                 return candidate
     return None
 
@@ -243,14 +262,18 @@ def _load_one(spec: str, data_dir: str | None, on_bad_line: str, warn: Callable[
         if folder is None:
             where = Path(data_dir or ".").expanduser()
             wanted = "reading/reading_data.csv" if spec == "reading" else f"{LAYOUT_FOLDERS[spec]}/"
-            raise UserError(f"Suite '{spec}' not found: no {wanted} under {where}, its full_eval/ or "
-                            f"fast_eval/ (or evaluation_data/); pass --data pointing at the BabyLM evaluation_data folder.")
+            raise UserError(
+                f"Suite '{spec}' not found: no {wanted} under {where}, its full_eval/ or "
+                f"fast_eval/ (or evaluation_data/); pass --data pointing at the BabyLM evaluation_data folder."
+            )
         return [_load_layout(spec, folder, on_bad_line, warn)]
     if spec in ("all", "babylm"):
         found = [name for name in LAYOUT_FOLDERS if find_layout_folder(name, data_dir) is not None]
         if not found:
-            raise UserError(f"No evaluation suites ({', '.join(LAYOUT_FOLDERS.values())}) under {Path(data_dir or '.')}: "
-                            "pass --data pointing at the BabyLM evaluation_data folder, or use the builtin suite.")
+            raise UserError(
+                f"No evaluation suites ({', '.join(LAYOUT_FOLDERS.values())}) under {Path(data_dir or '.')}: "
+                "pass --data pointing at the BabyLM evaluation_data folder, or use the builtin suite."
+            )
         missing = [name for name in LAYOUT_FOLDERS if name not in found]
         if spec == "babylm" and missing:  # a submission reports every task: say which are left out
             warn(f"warning: babylm: no data for {', '.join(missing)} under {Path(data_dir or '.')}; left out")
@@ -264,13 +287,24 @@ def _load_one(spec: str, data_dir: str | None, on_bad_line: str, warn: Callable[
         return [_load_layout(_layout_name(path), path, on_bad_line, warn)]
     if path.is_dir():
         return [load_folder(path, _suite_name(path), on_bad_line, warn)]
-    raise UserError(f"Unknown suite '{spec}': use {SUITE_NAMES}, a .jsonl file or folder, or hf:<dataset id>.")
+    raise UserError(
+        f"Unknown suite '{spec}': use {SUITE_NAMES}, a .jsonl file or folder, or hf:<dataset id>."
+    )
 
 
-def load_suite(spec: str, data_dir: str | None = None, limit: int | None = None, on_bad_line: str = "refuse",
-               warn: Callable[[str], None] = print) -> list[Suite]:
+def load_suite(
+    spec: str,
+    data_dir: str | None = None,
+    limit: int | None = None,
+    on_bad_line: str = "refuse",
+    warn: Callable[[str], None] = print,
+) -> list[Suite]:
     _check_mode(on_bad_line)
-    parts = [part.strip() for part in str(spec).split(",") if part.strip()] if not str(spec).startswith("hf:") else [spec]
+    parts = (
+        [part.strip() for part in str(spec).split(",") if part.strip()]
+        if not str(spec).startswith("hf:")
+        else [spec]
+    )
     if not parts:
         raise UserError(f"No suite given: use {SUITE_NAMES}, a .jsonl file or folder, or hf:<dataset id>.")
     suites = [suite for part in parts for suite in _load_one(part, data_dir, on_bad_line, warn)]
@@ -289,7 +323,9 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
     """'hf:nyu-mll/blimp:adjunct_island:train' -> (id, config, split); split defaults to train."""
     parts = spec[3:].split(":")
     if not parts[0] or len(parts) > 3:
-        raise UserError(f"'{spec}' must look like hf:<dataset id>[:config][:split], for example hf:nyu-mll/blimp:adjunct_island.")
+        raise UserError(
+            f"'{spec}' must look like hf:<dataset id>[:config][:split], for example hf:nyu-mll/blimp:adjunct_island."
+        )
     name = parts[0]
     config = (parts[1] or None) if len(parts) > 1 else None
     split = parts[2] if len(parts) > 2 and parts[2] else "train"
@@ -329,13 +365,21 @@ def _hf_rows(name: str, config: str | None, split: str):
         with _quiet_hub():
             if where.is_file():
                 # A local data file; "json" reads .json and .jsonl alike.
-                builder = "csv" if where.suffix == ".csv" else "parquet" if where.suffix == ".parquet" else "json"
-                return datasets.load_dataset(builder, data_files=str(where), split=split,
-                                             cache_dir=str(cache_root(DataConfig()) / "hf-datasets"))
+                builder = (
+                    "csv" if where.suffix == ".csv" else "parquet" if where.suffix == ".parquet" else "json"
+                )
+                return datasets.load_dataset(
+                    builder,
+                    data_files=str(where),
+                    split=split,
+                    cache_dir=str(cache_root(DataConfig()) / "hf-datasets"),
+                )
             return datasets.load_dataset(name, config, split=split)
     except Exception as e:  # network, authentication, unknown id, config or split: all the user's to fix
         reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"Cannot load Hugging Face dataset '{name}' (config {config}, split {split}): {reason}.") from None
+        raise UserError(
+            f"Cannot load Hugging Face dataset '{name}' (config {config}, split {split}): {reason}."
+        ) from None
 
 
 def load_hf_suite(spec: str, on_bad_line: str = "refuse", warn: Callable[[str], None] = print) -> Suite:
@@ -345,7 +389,9 @@ def load_hf_suite(spec: str, on_bad_line: str = "refuse", warn: Callable[[str], 
     records = ((f"{spec} row {index}", row) for index, row in enumerate(rows))
     items = _collect(records, default_uid, on_bad_line, warn)
     if not items:
-        raise UserError(f"{spec} holds no items: expected rows with sentence_good and sentence_bad, or EWoK rows.")
+        raise UserError(
+            f"{spec} holds no items: expected rows with sentence_good and sentence_bad, or EWoK rows."
+        )
     return Suite(name=config or Path(name).stem, items=items, source=spec)
 
 
@@ -355,8 +401,20 @@ def load_hf_suite(spec: str, on_bad_line: str = "refuse", warn: Callable[[str], 
 # by a fixed-seed sample to BUILTIN_PER_UID pairs: deterministic, and spread over the words.
 
 BUILTIN_PER_UID = 60
-REGULAR_NOUNS = ["king", "servant", "prophet", "priest", "brother", "daughter", "son", "shepherd",
-                 "stranger", "widow", "elder", "captain"]
+REGULAR_NOUNS = [
+    "king",
+    "servant",
+    "prophet",
+    "priest",
+    "brother",
+    "daughter",
+    "son",
+    "shepherd",
+    "stranger",
+    "widow",
+    "elder",
+    "captain",
+]
 PLACES = ["in the city", "at the gate", "in the house", "by the river", "in the field", "on the mountain"]
 ATTRACTORS = {"singular": ["king", "priest", "city"], "plural": ["kings", "priests", "cities"]}
 MALE = ["king", "man", "prophet", "priest", "son", "brother", "father"]
@@ -366,15 +424,42 @@ REFLEXIVE_VERBS = ["hid", "washed", "humbled", "saw", "blessed", "praised"]
 DETERMINERS = {"singular": ["this", "that"], "plural": ["these", "those"]}
 DET_SUBJECTS = ["The people", "He", "She", "They"]
 DET_VERBS = ["saw", "blessed", "called", "found", "sent", "heard"]
-IRREGULAR_PAST = [("went", "goed", "to the city"), ("came", "comed", "to the house"), ("took", "taked", "the bread"),
-                  ("gave", "gived", "the bread to them"), ("ate", "eated", "the bread"), ("knew", "knowed", "the way"),
-                  ("found", "finded", "the sheep"), ("brought", "bringed", "the gold"), ("told", "telled", "the people"),
-                  ("sent", "sended", "a letter"), ("stood", "standed", "at the gate"), ("made", "maked", "a feast")]
+IRREGULAR_PAST = [
+    ("went", "goed", "to the city"),
+    ("came", "comed", "to the house"),
+    ("took", "taked", "the bread"),
+    ("gave", "gived", "the bread to them"),
+    ("ate", "eated", "the bread"),
+    ("knew", "knowed", "the way"),
+    ("found", "finded", "the sheep"),
+    ("brought", "bringed", "the gold"),
+    ("told", "telled", "the people"),
+    ("sent", "sended", "a letter"),
+    ("stood", "standed", "at the gate"),
+    ("made", "maked", "a feast"),
+]
 PAST_SUBJECTS = ["The king", "The woman", "The servants", "He", "They"]
-IRREGULAR_PLURALS = [("children", "childs"), ("men", "mans"), ("women", "womans"), ("feet", "foots"),
-                     ("oxen", "oxes"), ("sheep", "sheeps"), ("mice", "mouses"), ("geese", "gooses"), ("teeth", "tooths")]
-PLURAL_FRAMES = ["The {} were in the field.", "All the {} went out.", "I saw the {}.", "Many {} came to the city.",
-                 "The {} are here.", "He counted the {}.", "She found the {} at the gate.", "There were many {}."]
+IRREGULAR_PLURALS = [
+    ("children", "childs"),
+    ("men", "mans"),
+    ("women", "womans"),
+    ("feet", "foots"),
+    ("oxen", "oxes"),
+    ("sheep", "sheeps"),
+    ("mice", "mouses"),
+    ("geese", "gooses"),
+    ("teeth", "tooths"),
+]
+PLURAL_FRAMES = [
+    "The {} were in the field.",
+    "All the {} went out.",
+    "I saw the {}.",
+    "Many {} came to the city.",
+    "The {} are here.",
+    "He counted the {}.",
+    "She found the {} at the gate.",
+    "There were many {}.",
+]
 
 
 def _plural(noun: str) -> str:
@@ -396,7 +481,9 @@ def _subject_verb_pairs() -> list[tuple[str, str]]:
         for place in PLACES:
             for singular, plural in (("is", "are"), ("was", "were")):
                 pairs.append((f"The {noun} {singular} {place}.", f"The {noun} {plural} {place}."))
-                pairs.append((f"The {_plural(noun)} {plural} {place}.", f"The {_plural(noun)} {singular} {place}."))
+                pairs.append(
+                    (f"The {_plural(noun)} {plural} {place}.", f"The {_plural(noun)} {singular} {place}.")
+                )
     return pairs
 
 
@@ -407,7 +494,12 @@ def _attractor_pairs() -> list[tuple[str, str]]:
         for place in PLACES:
             for singular, plural in (("is", "are"), ("was", "were")):
                 for other in ATTRACTORS["plural"]:
-                    pairs.append((f"The {noun} of the {other} {singular} {place}.", f"The {noun} of the {other} {plural} {place}."))
+                    pairs.append(
+                        (
+                            f"The {noun} of the {other} {singular} {place}.",
+                            f"The {noun} of the {other} {plural} {place}.",
+                        )
+                    )
                 for other in ATTRACTORS["singular"]:
                     subject = f"The {_plural(noun)} of the {other}"
                     pairs.append((f"{subject} {plural} {place}.", f"{subject} {singular} {place}."))
@@ -420,9 +512,13 @@ def _determiner_pairs() -> list[tuple[str, str]]:
         for verb in DET_VERBS:
             for noun in REGULAR_NOUNS:
                 for det in DETERMINERS["singular"]:
-                    pairs.append((f"{subject} {verb} {det} {noun}.", f"{subject} {verb} {det} {_plural(noun)}."))
+                    pairs.append(
+                        (f"{subject} {verb} {det} {noun}.", f"{subject} {verb} {det} {_plural(noun)}.")
+                    )
                 for det in DETERMINERS["plural"]:
-                    pairs.append((f"{subject} {verb} {det} {_plural(noun)}.", f"{subject} {verb} {det} {noun}."))
+                    pairs.append(
+                        (f"{subject} {verb} {det} {_plural(noun)}.", f"{subject} {verb} {det} {noun}.")
+                    )
     return pairs
 
 
@@ -443,12 +539,17 @@ def _anaphor_number_pairs() -> list[tuple[str, str]]:
 
 
 def _irregular_past_pairs() -> list[tuple[str, str]]:
-    return [(f"{subject} {good} {rest}.", f"{subject} {bad} {rest}.")
-            for good, bad, rest in IRREGULAR_PAST for subject in PAST_SUBJECTS]
+    return [
+        (f"{subject} {good} {rest}.", f"{subject} {bad} {rest}.")
+        for good, bad, rest in IRREGULAR_PAST
+        for subject in PAST_SUBJECTS
+    ]
 
 
 def _irregular_plural_pairs() -> list[tuple[str, str]]:
-    return [(frame.format(good), frame.format(bad)) for good, bad in IRREGULAR_PLURALS for frame in PLURAL_FRAMES]
+    return [
+        (frame.format(good), frame.format(bad)) for good, bad in IRREGULAR_PLURALS for frame in PLURAL_FRAMES
+    ]
 
 
 BUILTIN_PHENOMENA = [
@@ -465,6 +566,9 @@ BUILTIN_PHENOMENA = [
 
 def builtin_suite() -> Suite:
     """A few hundred template-generated minimal pairs, so a run can be evaluated with no data at all."""
-    items = [Item(uid=uid, field=field, term=term, good=good, bad=bad)
-             for uid, field, term, generate in BUILTIN_PHENOMENA for good, bad in _thin(generate())]
+    items = [
+        Item(uid=uid, field=field, term=term, good=good, bad=bad)
+        for uid, field, term, generate in BUILTIN_PHENOMENA
+        for good, bad in _thin(generate())
+    ]
     return Suite(name="builtin", items=items, source="builtin templates (core/suites.py)")

@@ -40,7 +40,10 @@ class LiveStats:
 
     def machine(self) -> dict:
         cpu = psutil.cpu_percent(None)
-        stats = {"cpu_percent": cpu if self._cpu_primed else None, "ram_used_percent": psutil.virtual_memory().percent}
+        stats = {
+            "cpu_percent": cpu if self._cpu_primed else None,
+            "ram_used_percent": psutil.virtual_memory().percent,
+        }
         self._cpu_primed = True
         if self._gpus is None:
             self._gpus = _nvml_handles()

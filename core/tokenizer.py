@@ -57,7 +57,9 @@ def new_tokenizer() -> Tokenizer:
 def train_tokenizer(documents: Iterable[str], vocab_size: int) -> Tokenizer:
     """A byte-level BPE of at most vocab_size ids (fewer when the corpus runs out of pairs to merge)."""
     if vocab_size <= len(SPECIAL_TOKENS) + 256:
-        raise UserError(f"data.vocab_size must exceed {len(SPECIAL_TOKENS) + 256} (16 specials + 256 bytes), got {vocab_size}.")
+        raise UserError(
+            f"data.vocab_size must exceed {len(SPECIAL_TOKENS) + 256} (16 specials + 256 bytes), got {vocab_size}."
+        )
     tok = new_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -96,7 +98,9 @@ def encode_documents(tok: Tokenizer, documents: list[str]) -> tuple[np.ndarray, 
     return stream, lengths
 
 
-def _encode_batch(tok: Tokenizer, batch: list[str], owners: list[int], ids: list[np.ndarray], lengths: np.ndarray) -> None:
+def _encode_batch(
+    tok: Tokenizer, batch: list[str], owners: list[int], ids: list[np.ndarray], lengths: np.ndarray
+) -> None:
     if not batch:
         return
     # encode_batch_fast skips offset tracking, which we never use.
@@ -110,11 +114,15 @@ def _encode_batch(tok: Tokenizer, batch: list[str], owners: list[int], ids: list
 def load_tokenizer(path) -> Tokenizer:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"Tokenizer file {path} does not exist: prepare the data again or point at the run's tokenizer.json.")
+        raise UserError(
+            f"Tokenizer file {path} does not exist: prepare the data again or point at the run's tokenizer.json."
+        )
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception for malformed JSON
-        raise UserError(f"{path} is not a valid tokenizer file ({str(e).splitlines()[0][:120]}): delete it to have it rebuilt.") from None
+        raise UserError(
+            f"{path} is not a valid tokenizer file ({str(e).splitlines()[0][:120]}): delete it to have it rebuilt."
+        ) from None
     check_tokenizer(tok, where=str(path))
     return tok
 
@@ -124,4 +132,6 @@ def check_tokenizer(tok: Tokenizer, where: str = "The tokenizer") -> None:
         found = tok.token_to_id(token)
         if found != expected:
             got = "is missing" if found is None else f"has id {found}"
-            raise UserError(f"{where} is not an mdlm-tui tokenizer: special token {token} {got}, expected id {expected}.")
+            raise UserError(
+                f"{where} is not an mdlm-tui tokenizer: special token {token} {got}, expected id {expected}."
+            )

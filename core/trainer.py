@@ -31,14 +31,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from core import checkpoint as ckpt
+from core.allocator import release_free_memory, tune_allocator
 from core.config import Config, milestone_name, parse_budget, parse_milestones, to_yaml
 from core.control import ControlReader
 from core.corpus import find_corpus
 from core.dataset import BatchStream, PreparedData, masking_counts, prepare_data
+from core.distributed import Alone, Group, World, join, launched_worker, stop_with_launcher, worker_device
 from core.errors import TrainingFailed, UserError
 from core.masking import Masker, curriculum_power, frequency_scores
-from core.allocator import release_free_memory, tune_allocator
-from core.distributed import Alone, Group, World, join, launched_worker, stop_with_launcher, worker_device
 from core.memory import check_fits
 from core.model import build_model
 from core.objective import noise_batch, noised_loss
@@ -55,10 +55,14 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError(f"--device {name} was asked for, but PyTorch sees no CUDA GPU on this machine; use --device cpu or auto.")
+            raise UserError(
+                f"--device {name} was asked for, but PyTorch sees no CUDA GPU on this machine; use --device cpu or auto."
+            )
         index = torch.device(name).index or 0
         if index >= torch.cuda.device_count():
-            raise UserError(f"--device {name} was asked for, but only {torch.cuda.device_count()} GPU(s) are visible.")
+            raise UserError(
+                f"--device {name} was asked for, but only {torch.cuda.device_count()} GPU(s) are visible."
+            )
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
@@ -72,7 +76,9 @@ class Plan:
     steps_per_epoch: float
 
 
-def plan_steps(cfg: Config, steps_per_epoch: int, steps_for_words: Callable[[float], int] | None = None) -> Plan:
+def plan_steps(
+    cfg: Config, steps_per_epoch: int, steps_for_words: Callable[[float], int] | None = None
+) -> Plan:
     """Turn the budget ('N steps', 'N tokens', 'N words', 'N epochs') into optimizer steps, each a global
     batch. steps_for_words (BatchStream.batches_for_words) makes a words budget exact: the first step at
     or past N words; without it the words are estimated as nominal tokens."""
@@ -154,9 +160,11 @@ def accumulation(cfg: Config, workers: int) -> int:
     """Micro-batch rounds per optimizer step: global batch / (workers x micro-batch)."""
     per_round = workers * cfg.train.micro_batch
     if cfg.train.global_batch % per_round:
-        raise UserError(f"train.global_batch ({cfg.train.global_batch}) does not split into {workers} worker(s) x "
-                        f"train.micro_batch ({cfg.train.micro_batch}); choose a global batch that is a multiple of "
-                        f"{per_round}, or another micro-batch.")
+        raise UserError(
+            f"train.global_batch ({cfg.train.global_batch}) does not split into {workers} worker(s) x "
+            f"train.micro_batch ({cfg.train.micro_batch}); choose a global batch that is a multiple of "
+            f"{per_round}, or another micro-batch."
+        )
     return cfg.train.global_batch // per_round
 
 
@@ -183,9 +191,17 @@ def default_threads() -> int:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run: RunDir, device: torch.device, resume: bool,
-                 log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None,
-                 overrides: list[str] | None = None, group: Group | Alone | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        run: RunDir,
+        device: torch.device,
+        resume: bool,
+        log: Callable[[str], None] = print,
+        progress: Callable[[int, int], None] | None = None,
+        overrides: list[str] | None = None,
+        group: Group | Alone | None = None,
+    ):
         self.cfg, self.run, self.device, self.resume = cfg, run, device, resume
         self.group = group or Alone()
         self.world = self.group.world
@@ -194,7 +210,9 @@ class Trainer:
         self.started_ns = time.time_ns()
         self.log = log
         self.progress = progress or (lambda step, total: None)
-        self.stop_reason: str | None = None  # why the run ends early (all workers agreed): a signal or a request
+        self.stop_reason: str | None = (
+            None  # why the run ends early (all workers agreed): a signal or a request
+        )
         self.stop_signum: int | None = None  # a stop signal this worker received
         self.step = 0
         self.tokens = 0
@@ -220,24 +238,34 @@ class Trainer:
             self.data: PreparedData = prepare_data(cfg.data, log=self.log)
         produced = self.data.tokenizer.get_vocab_size()
         if produced < cfg.data.vocab_size:  # the extra rows are never an input: wasted parameters
-            self.log(f"warning: data.vocab_size is {cfg.data.vocab_size:,} but this corpus gives a tokenizer of "
-                     f"{produced:,} ids; set data.vocab_size={produced} to drop the unused embedding rows")
+            self.log(
+                f"warning: data.vocab_size is {cfg.data.vocab_size:,} but this corpus gives a tokenizer of "
+                f"{produced:,} ids; set data.vocab_size={produced} to drop the unused embedding rows"
+            )
         self._copy_data_files()
         self.accum = accumulation(cfg, self.world.size)
-        self.log(f"batch: {cfg.train.global_batch:,} sequences a step = {self.world.size} worker(s) x micro-batch "
-                 f"{cfg.train.micro_batch} x {self.accum} accumulation")
+        self.log(
+            f"batch: {cfg.train.global_batch:,} sequences a step = {self.world.size} worker(s) x micro-batch "
+            f"{cfg.train.micro_batch} x {self.accum} accumulation"
+        )
         # The stream serves whole global batches, the same on every worker, so the order of samples does
         # not depend on how many workers share them; each worker trains on its own rows of each.
-        self.stream = BatchStream(self.data.train, cfg.train.global_batch, cfg.seed, words=self.data.train_words)
+        self.stream = BatchStream(
+            self.data.train, cfg.train.global_batch, cfg.seed, words=self.data.train_words
+        )
         self.plan = plan_steps(cfg, self.stream.batches_per_epoch, self.stream.batches_for_words)
         epochs = self.plan.total_steps / self.plan.steps_per_epoch
         if epochs > BABYLM_EPOCHS:
-            self.log(f"warning: this run reads {epochs:.3f} epochs of its corpus, more than the {BABYLM_EPOCHS} "
-                     "the BabyLM rules allow")
+            self.log(
+                f"warning: this run reads {epochs:.3f} epochs of its corpus, more than the {BABYLM_EPOCHS} "
+                "the BabyLM rules allow"
+            )
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg).to(device)
-        self.stepper = self._forward_model()  # what the training step calls: the model, wrapped by DDP or compiled
+        self.stepper = (
+            self._forward_model()
+        )  # what the training step calls: the model, wrapped by DDP or compiled
         if self.world.rank:  # dropout differs between workers; rank 0 keeps a one-process run's stream
             torch.manual_seed(cfg.seed + 1_000_003 * self.world.rank)
         self.optimizer = build_optimizer(self.model, cfg.train)
@@ -246,16 +274,25 @@ class Trainer:
         self.schedule = build_schedule(cfg.schedule)
         scores = None
         if cfg.masking.kind == "frequency":
-            scores = frequency_scores(masking_counts(self.data, cfg.masking.statistics))  # masks are drawn on the host
-        self.masker = Masker(cfg.masking.kind, scores, cfg.masking.p_freq, cfg.masking.curriculum,
-                             statistics=cfg.masking.statistics)
+            scores = frequency_scores(
+                masking_counts(self.data, cfg.masking.statistics)
+            )  # masks are drawn on the host
+        self.masker = Masker(
+            cfg.masking.kind,
+            scores,
+            cfg.masking.p_freq,
+            cfg.masking.curriculum,
+            statistics=cfg.masking.statistics,
+        )
         self.noise = torch.Generator().manual_seed(cfg.seed + 1)  # on the host, as the forward process
         # On CUDA a step never waits for the device; a non-finite loss is then caught at the next logging
         # interval or save, which is before anything trained on it is written. Skipping needs each step.
         self.check_every_step = device.type != "cuda" or cfg.objective.on_nonfinite == "skip"
         self.monitor = SystemMonitor(use_gpu=device.type == "cuda")
         self.autocast = self._autocast_context()
-        self.probes = Probes(cfg, self.run, self.data.tokenizer, device, self.log) if self.world.main else None
+        self.probes = (
+            Probes(cfg, self.run, self.data.tokenizer, device, self.log) if self.world.main else None
+        )
         self.control = ControlReader(self.run.path, since_ns=self.started_ns)
         if self.resume:
             self._restore()
@@ -291,17 +328,26 @@ class Trainer:
             np.save(self.run.path / "token_counts.npy", self.data.token_counts)
         except OSError as e:
             reason = e.strerror or str(e) or type(e).__name__
-            raise UserError(f"Cannot write the tokenizer into the run folder {self.run.path} ({reason}); "
-                            "free some space or fix its permissions.") from None
+            raise UserError(
+                f"Cannot write the tokenizer into the run folder {self.run.path} ({reason}); "
+                "free some space or fix its permissions."
+            ) from None
 
     def _restore(self) -> None:
-        where, state, ema_state = ckpt.load_latest(self.run.checkpoints_dir, self.model, self.optimizer,
-                                                   self.device, warn=lambda m: self.log(f"warning: {m}"))
+        where, state, ema_state = ckpt.load_latest(
+            self.run.checkpoints_dir,
+            self.model,
+            self.optimizer,
+            self.device,
+            warn=lambda m: self.log(f"warning: {m}"),
+        )
         # The data's tokenizer trains on; the run's own copy is what eval and sample will read.
         for tokenizer in (self.data.tokenizer_path, self.run.path / "tokenizer.json"):
             if tokenizer.is_file() and not ckpt.tokenizer_matches(where, tokenizer):
-                raise UserError(f"{tokenizer} is not the tokenizer {where.name} was trained with (its sha256 differs "
-                                "from the one in meta.json): resume with the run's own data and tokenizer.json.")
+                raise UserError(
+                    f"{tokenizer} is not the tokenizer {where.name} was trained with (its sha256 differs "
+                    "from the one in meta.json): resume with the run's own data and tokenizer.json."
+                )
         self.resumed_from = where  # kept by every later rotation: the last checkpoint known good
         self._copy_data_files(checked=True)
         if self.ema is not None and ema_state is not None:
@@ -312,13 +358,19 @@ class Trainer:
         self.words = state.get("words")
         if self.words is None:  # saved before words were counted: the data position gives them exactly
             self.words = self.stream.words_before(self.stream.epoch, self.stream.index)
-            self.log(f"{where.name} predates counting words: {self.words:,} words seen, counted from its "
-                     "data position")
+            self.log(
+                f"{where.name} predates counting words: {self.words:,} words seen, counted from its "
+                "data position"
+            )
         passed = [m for m in self.milestones if m <= self.words]
-        missing = [milestone_name(m) for m in passed if not (self.run.checkpoints_dir / milestone_name(m)).is_dir()]
+        missing = [
+            milestone_name(m) for m in passed if not (self.run.checkpoints_dir / milestone_name(m)).is_dir()
+        ]
         if missing:
-            self.log(f"warning: {', '.join(missing)} passed before this resume without a checkpoint; "
-                     "they are not written")
+            self.log(
+                f"warning: {', '.join(missing)} passed before this resume without a checkpoint; "
+                "they are not written"
+            )
         self.milestones = [m for m in self.milestones if m > self.words]
         self._restore_rng(state, where.name)
         self.last_saved = self.step
@@ -327,14 +379,19 @@ class Trainer:
         self.log(f"resumed from step {self.step} ({where.name}){extra}")
 
     def _rng_state(self) -> dict:
-        return {"cpu": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+        return {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
 
     def _restore_rng(self, state: dict, name: str) -> None:
         """Each worker's own streams where the worker count and micro-batch are unchanged (an exact
         continuation); otherwise the data position still holds, but the noise is drawn in other groups."""
         ranks = state.get("rng_ranks")
-        saved_world, saved_micro = state.get("world_size", 1), state.get("micro_batch", self.cfg.train.micro_batch)
+        saved_world, saved_micro = (
+            state.get("world_size", 1),
+            state.get("micro_batch", self.cfg.train.micro_batch),
+        )
         if ranks and saved_world == self.world.size:
             torch.set_rng_state(ranks[self.world.rank]["cpu"])
             if self.device.type == "cuda" and ranks[self.world.rank]["cuda"] is not None:
@@ -345,9 +402,11 @@ class Trainer:
                 torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.noise.set_state(state["rng_noise"])
         if (saved_world, saved_micro) != (self.world.size, self.cfg.train.micro_batch):
-            self.log(f"warning: {name} was trained by {saved_world} worker(s) with micro-batch {saved_micro}, this "
-                     f"run has {self.world.size} with {self.cfg.train.micro_batch}: it continues from the same global "
-                     "sample position, but the noise and dropout random streams differ from an uninterrupted run")
+            self.log(
+                f"warning: {name} was trained by {saved_world} worker(s) with micro-batch {saved_micro}, this "
+                f"run has {self.world.size} with {self.cfg.train.micro_batch}: it continues from the same global "
+                "sample position, but the noise and dropout random streams differ from an uninterrupted run"
+            )
 
     # ------------------------------------------------------------ checkpoints
 
@@ -360,18 +419,36 @@ class Trainer:
                 self.last_saved = self.step
             return
         state = {
-            "step": self.step, "tokens": self.tokens, "words": self.words, "skipped": self.skipped,
+            "step": self.step,
+            "tokens": self.tokens,
+            "words": self.words,
+            "skipped": self.skipped,
             "elapsed": self._elapsed(),
-            "stream": self.stream.state_dict(), "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" and not rng_ranks else None,
-            "rng_noise": self.noise.get_state(), "total_steps": self.plan.total_steps,
-            "world_size": self.world.size, "micro_batch": self.cfg.train.micro_batch, "rng_ranks": rng_ranks,
+            "stream": self.stream.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all()
+            if self.device.type == "cuda" and not rng_ranks
+            else None,
+            "rng_noise": self.noise.get_state(),
+            "total_steps": self.plan.total_steps,
+            "world_size": self.world.size,
+            "micro_batch": self.cfg.train.micro_batch,
+            "rng_ranks": rng_ranks,
         }
         ema_state = self.ema.state_dict() if self.ema is not None else None
-        path = ckpt.save_checkpoint(self.run.checkpoints_dir, self.step, self.model, ema_state,
-                                    self.optimizer, state, self.cfg.train.keep_checkpoints,
-                                    tokenizer=self.data.tokenizer_path,
-                                    protect=self.resumed_from, milestone=milestone, info={"words": self.words})
+        path = ckpt.save_checkpoint(
+            self.run.checkpoints_dir,
+            self.step,
+            self.model,
+            ema_state,
+            self.optimizer,
+            state,
+            self.cfg.train.keep_checkpoints,
+            tokenizer=self.data.tokenizer_path,
+            protect=self.resumed_from,
+            milestone=milestone,
+            info={"words": self.words},
+        )
         if milestone is None:
             self.last_saved = self.step
             self.run.update_status(checkpoint=path.name)
@@ -389,8 +466,12 @@ class Trainer:
         model = self.model
         if self.cfg.train.compile if compiled is None else compiled:
             model = torch.compile(model)
-        if self.world.several:  # gradients averaged over workers by DDP's all-reduce, overlapped with backward
-            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if (
+            self.world.several
+        ):  # gradients averaged over workers by DDP's all-reduce, overlapped with backward
+            model = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         return model
 
     def _train_step(self) -> dict:
@@ -432,14 +513,21 @@ class Trainer:
         masked = maskable = tokens = 0
         rate_sum = 0.0
         for round_ in range(accum):
-            shared = batch[round_ * per_round:(round_ + 1) * per_round]
+            shared = batch[round_ * per_round : (round_ + 1) * per_round]
             normaliser = int((shared != PAD_ID).sum())
             # The forward process runs on the host, where its counts are known without waiting for
             # the device; the noised batch then goes over in non-blocking copies.
-            noised = noise_batch(shared[rank * micro:(rank + 1) * micro], schedule=self.schedule,
-                                 masker=self.masker, power=cfg.schedule.power, progress=progress, epoch=epoch,
-                                 total_epochs=self.plan.total_epochs, generator=self.noise,
-                                 rows=(rank * micro, per_round)).to_device(self.device)
+            noised = noise_batch(
+                shared[rank * micro : (rank + 1) * micro],
+                schedule=self.schedule,
+                masker=self.masker,
+                power=cfg.schedule.power,
+                progress=progress,
+                epoch=epoch,
+                total_epochs=self.plan.total_epochs,
+                generator=self.noise,
+                rows=(rank * micro, per_round),
+            ).to_device(self.device)
             # Gradients are all-reduced once a step, on the last round's backward.
             sync = self.stepper.no_sync() if workers > 1 and round_ < accum - 1 else contextlib.nullcontext()
             with sync:
@@ -456,12 +544,15 @@ class Trainer:
         if cfg.train.clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip)
         else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+            grad_norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.model.parameters() if p.grad is not None]
+            )
         # As released, the n-th update (from 0) takes the schedule's lr at n, so the first is 0 under
         # warm-up; train.first_lr_zero=false shifts by one so that every update moves the weights.
         lr_step = self.step if cfg.train.first_lr_zero else self.step + 1
-        lr = cfg.train.lr * lr_multiplier(lr_step, self.plan.total_steps, cfg.train.warmup,
-                                          cfg.train.cooldown, cfg.train.min_lr_ratio)
+        lr = cfg.train.lr * lr_multiplier(
+            lr_step, self.plan.total_steps, cfg.train.warmup, cfg.train.cooldown, cfg.train.min_lr_ratio
+        )
         loss, ce, gnorm = loss_sum / accum, ce_sum, grad_norm.float()
         if self.check_every_step:
             loss, ce, gnorm = torch.stack([loss, ce, gnorm]).tolist()
@@ -483,8 +574,16 @@ class Trainer:
         self.step += 1
         self.tokens += tokens
         self.words += self.stream.last_words
-        return {"loss": loss, "ce_sum": ce, "masked": masked, "maskable": maskable, "rate_sum": rate_sum,
-                "rows": micro * accum, "grad_norm": gnorm, "tokens": tokens}
+        return {
+            "loss": loss,
+            "ce_sum": ce,
+            "masked": masked,
+            "maskable": maskable,
+            "rate_sum": rate_sum,
+            "rows": micro * accum,
+            "grad_norm": gnorm,
+            "tokens": tokens,
+        }
 
     def _check_finite(self) -> None:
         """The deferred check of the steps since the last one (one wait for the device): a non-finite
@@ -496,9 +595,13 @@ class Trainer:
         good = torch.stack(flags).tolist()
         if not all(good):
             step = steps[good.index(False)]
-            last = f" the last good checkpoint is step-{self.last_saved};" if self.last_saved is not None else ""
-            raise TrainingFailed(f"Step {step} gave a non-finite loss or gradient norm:{last} lower train.lr, or "
-                                 "set objective.on_nonfinite=skip to skip such steps.")
+            last = (
+                f" the last good checkpoint is step-{self.last_saved};" if self.last_saved is not None else ""
+            )
+            raise TrainingFailed(
+                f"Step {step} gave a non-finite loss or gradient norm:{last} lower train.lr, or "
+                "set objective.on_nonfinite=skip to skip such steps."
+            )
 
     def _nonfinite(self, loss: float, gnorm: float) -> None:
         what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
@@ -508,16 +611,24 @@ class Trainer:
             self.log(f"warning: step {self.step + 1}: {what}; update skipped ({self.skipped} so far)")
             if self.skipped <= self.cfg.objective.max_skipped:
                 return
-            raise TrainingFailed(f"{self.skipped} steps had a non-finite loss or gradient (more than objective.max_skipped = {self.cfg.objective.max_skipped}); training diverged.")
+            raise TrainingFailed(
+                f"{self.skipped} steps had a non-finite loss or gradient (more than objective.max_skipped = {self.cfg.objective.max_skipped}); training diverged."
+            )
         saved = f" the last good checkpoint is step-{last};" if last is not None else ""
-        raise TrainingFailed(f"Step {self.step + 1} gave a non-finite {what}:{saved} lower train.lr, or set objective.on_nonfinite=skip to skip such steps.")
+        raise TrainingFailed(
+            f"Step {self.step + 1} gave a non-finite {what}:{saved} lower train.lr, or set objective.on_nonfinite=skip to skip such steps."
+        )
 
     # ------------------------------------------------------------ dev loss
 
     @contextlib.contextmanager
     def inference(self, weights: str = "ema"):
         """EMA (or raw) weights, eval mode, no grad, the run's precision; training state restored after."""
-        swap = self.ema.swapped(self.model) if weights == "ema" and self.ema is not None else contextlib.nullcontext()
+        swap = (
+            self.ema.swapped(self.model)
+            if weights == "ema" and self.ema is not None
+            else contextlib.nullcontext()
+        )
         self.model.eval()
         try:
             with swap, torch.no_grad(), self.autocast():
@@ -535,17 +646,27 @@ class Trainer:
         loss = ce = tokens = masked = 0.0
         with self.inference("ema"):
             for start in range(0, n, cfg.train.micro_batch):
-                noised = noise_batch(chunks[start:start + cfg.train.micro_batch], schedule=self.schedule,
-                                     masker=self.masker, power=cfg.schedule.power,
-                                     progress=self.step / self.plan.total_steps, epoch=self.stream.epoch,
-                                     total_epochs=self.plan.total_epochs, generator=generator)
+                noised = noise_batch(
+                    chunks[start : start + cfg.train.micro_batch],
+                    schedule=self.schedule,
+                    masker=self.masker,
+                    power=cfg.schedule.power,
+                    progress=self.step / self.plan.total_steps,
+                    epoch=self.stream.epoch,
+                    total_epochs=self.plan.total_epochs,
+                    generator=generator,
+                )
                 out = noised_loss(self.model, noised.to_device(self.device), cfg.objective.subs)
                 loss += out.loss.item() * out.n_tokens
                 ce += out.masked_ce.item() * out.n_masked
                 tokens += out.n_tokens
                 masked += out.n_masked
-        return {"dev_loss": loss / max(tokens, 1), "dev_masked_ce": ce / max(masked, 1),
-                "dev_weights": "ema" if self.ema is not None else "raw", "dev_sequences": n}
+        return {
+            "dev_loss": loss / max(tokens, 1),
+            "dev_masked_ce": ce / max(masked, 1),
+            "dev_weights": "ema" if self.ema is not None else "raw",
+            "dev_sequences": n,
+        }
 
     # ------------------------------------------------------------ the loop
 
@@ -556,8 +677,10 @@ class Trainer:
         if self.stop_signum is not None:
             raise StopAtOnce(signum)  # `latest` still names a whole checkpoint
         self.stop_signum = signum  # acted on at the end of this step, by every worker together
-        self.log(f"{signal.Signals(signum).name} received: saving a checkpoint and stopping after this step "
-                 "(send it again to stop at once)")
+        self.log(
+            f"{signal.Signals(signum).name} received: saving a checkpoint and stopping after this step "
+            "(send it again to stop at once)"
+        )
 
     def _launcher_gone(self, signum, frame) -> None:
         """The launcher died (Linux repeats this signal as its threads end): stop once, after a checkpoint."""
@@ -568,27 +691,47 @@ class Trainer:
         cfg, plan = self.cfg, self.plan
         self._check_finite()
         sums = iv.on_host()
-        run = dict(zip(WORKER_SUMS, self.group.total([sums[key] for key in WORKER_SUMS])))  # every worker's rows
+        run = dict(
+            zip(WORKER_SUMS, self.group.total([sums[key] for key in WORKER_SUMS]))
+        )  # every worker's rows
         if not self.world.main:
             return
         seconds = time.perf_counter() - iv.start
         n = max(iv.steps, 1)
         record = {
-            "event": "train", "step": self.step, "epoch": round(self.step / plan.steps_per_epoch, 4),
-            "tokens": self.tokens, "words": self.words, "loss": run["loss"] / n,
+            "event": "train",
+            "step": self.step,
+            "epoch": round(self.step / plan.steps_per_epoch, 4),
+            "tokens": self.tokens,
+            "words": self.words,
+            "loss": run["loss"] / n,
             "masked_ce": run["ce_sum"] / max(run["masked"], 1),
-            "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": sums["grad_norm"] / n,
-            "tokens_per_s": sums["tokens"] / max(seconds, 1e-9), "world_size": self.world.size,
-            "mask_rate": run["masked"] / max(run["maskable"], 1), "schedule_rate": run["rate_sum"] / max(run["rows"], 1),
-            "p_freq": curriculum_power(cfg.masking.p_freq, self.stream.epoch, plan.total_epochs, cfg.masking.curriculum) if cfg.masking.kind == "frequency" else None,
-            "skipped": self.skipped, "time": time.time(), "elapsed": self._elapsed(), "sys": self.monitor.sample(),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "grad_norm": sums["grad_norm"] / n,
+            "tokens_per_s": sums["tokens"] / max(seconds, 1e-9),
+            "world_size": self.world.size,
+            "mask_rate": run["masked"] / max(run["maskable"], 1),
+            "schedule_rate": run["rate_sum"] / max(run["rows"], 1),
+            "p_freq": curriculum_power(
+                cfg.masking.p_freq, self.stream.epoch, plan.total_epochs, cfg.masking.curriculum
+            )
+            if cfg.masking.kind == "frequency"
+            else None,
+            "skipped": self.skipped,
+            "time": time.time(),
+            "elapsed": self._elapsed(),
+            "sys": self.monitor.sample(),
         }
         self.run.append_metrics(record)
         eta = (plan.total_steps - self.step) * seconds / n
-        self.run.update_status(step=self.step, tokens=self.tokens, words=self.words, loss=record["loss"], eta_s=eta)
-        self.log(f"step {self.step}/{plan.total_steps} | epoch {record['epoch']:.2f} | loss {record['loss']:.4f} | "
-                 f"masked CE {record['masked_ce']:.4f} | lr {record['lr']:.2e} | {record['tokens_per_s']:,.0f} tok/s | "
-                 f"mask {record['mask_rate']:.3f} (schedule {record['schedule_rate']:.3f}) | eta {_fmt_duration(eta)}")
+        self.run.update_status(
+            step=self.step, tokens=self.tokens, words=self.words, loss=record["loss"], eta_s=eta
+        )
+        self.log(
+            f"step {self.step}/{plan.total_steps} | epoch {record['epoch']:.2f} | loss {record['loss']:.4f} | "
+            f"masked CE {record['masked_ce']:.4f} | lr {record['lr']:.2e} | {record['tokens_per_s']:,.0f} tok/s | "
+            f"mask {record['mask_rate']:.3f} (schedule {record['schedule_rate']:.3f}) | eta {_fmt_duration(eta)}"
+        )
 
     def _log_dev(self) -> None:
         result = self.dev_loss()
@@ -596,13 +739,17 @@ class Trainer:
             return
         self.run.append_metrics({"event": "dev", "step": self.step, **result, "time": time.time()})
         self.run.update_status(dev_loss=result["dev_loss"])
-        self.log(f"step {self.step} | dev loss {result['dev_loss']:.4f} | dev masked CE {result['dev_masked_ce']:.4f} ({result['dev_weights']} weights)")
+        self.log(
+            f"step {self.step} | dev loss {result['dev_loss']:.4f} | dev masked CE {result['dev_masked_ce']:.4f} ({result['dev_weights']} weights)"
+        )
 
     def train(self) -> str:
         """Run to the end of the budget or a stop signal; returns the final state."""
         # Handlers first: a signal during data preparation also ends the run cleanly.
-        previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._handle_signal),
-                    signal.SIGTERM: signal.signal(signal.SIGTERM, self._handle_signal)}
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, self._handle_signal),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, self._handle_signal),
+        }
         if launched_worker():
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._launcher_gone)
             stop_with_launcher(signal.SIGHUP)
@@ -616,13 +763,23 @@ class Trainer:
         """The command every worker acts on now: rank 0 reads control.json, each worker its own signals;
         a stop on one is a stop on all."""
         command = self.control.poll() if self.world.main else None
-        stop, pause, checkpoint, resume = self.group.agree([
-            self.stop_signum is not None or command == "stop", command == "pause", command == "checkpoint",
-            command == "resume"])
+        stop, pause, checkpoint, resume = self.group.agree(
+            [
+                self.stop_signum is not None or command == "stop",
+                command == "pause",
+                command == "checkpoint",
+                command == "resume",
+            ]
+        )
         if stop:
             if self.stop_reason is None:
-                self.stop_reason = (signal.Signals(self.stop_signum).name if self.stop_signum is not None
-                                    else "stop request" if command == "stop" else "a signal to another worker")
+                self.stop_reason = (
+                    signal.Signals(self.stop_signum).name
+                    if self.stop_signum is not None
+                    else "stop request"
+                    if command == "stop"
+                    else "a signal to another worker"
+                )
             return "stop"
         return "pause" if pause else "checkpoint" if checkpoint else "resume" if resume else None
 
@@ -649,10 +806,17 @@ class Trainer:
         self.run.update_status(state="starting", step=self.step, message="preparing data", error=None)
         self._setup()
         plan = self.plan
-        self.log(f"model: {sum(p.numel() for p in self.model.parameters()):,} parameters on {self.device}; "
-                 f"{plan.total_steps:,} steps ({plan.total_epochs} epoch(s), {plan.steps_per_epoch:,.1f} steps an epoch)")
-        self.run.update_status(state="running", total_steps=plan.total_steps, step=self.step, message="",
-                               world_size=self.world.size)
+        self.log(
+            f"model: {sum(p.numel() for p in self.model.parameters()):,} parameters on {self.device}; "
+            f"{plan.total_steps:,} steps ({plan.total_epochs} epoch(s), {plan.steps_per_epoch:,.1f} steps an epoch)"
+        )
+        self.run.update_status(
+            state="running",
+            total_steps=plan.total_steps,
+            step=self.step,
+            message="",
+            world_size=self.world.size,
+        )
         self._t0 = time.perf_counter()
         self.interval = _Interval()
         self._obey(self._agreed_command())  # a stop sent while the data was being prepared
@@ -683,10 +847,17 @@ class Trainer:
         if self.last_saved != self.step:
             self.save()
         state = "stopped" if self.stop_reason else "finished"
-        self.run.update_status(state=state, step=self.step, tokens=self.tokens, words=self.words,
-                               elapsed_s=self._elapsed(),
-                               message=f"stopped by {self.stop_reason}" if self.stop_reason else "")
-        self.log(f"{state} at step {self.step} after {_fmt_duration(self._elapsed())}; checkpoint {self.run.checkpoints_dir / ('step-%d' % self.step)}")
+        self.run.update_status(
+            state=state,
+            step=self.step,
+            tokens=self.tokens,
+            words=self.words,
+            elapsed_s=self._elapsed(),
+            message=f"stopped by {self.stop_reason}" if self.stop_reason else "",
+        )
+        self.log(
+            f"{state} at step {self.step} after {_fmt_duration(self._elapsed())}; checkpoint {self.run.checkpoints_dir / ('step-%d' % self.step)}"
+        )
         return state
 
 
@@ -696,18 +867,27 @@ def _prepare_folder(cfg: Config, run: RunDir, resume: bool, log: Callable[[str],
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"--run-dir {run.path} is a file, not a folder; give a folder for the run.")
     if (pid := run.live_pid()) is not None:
-        raise UserError(f"{run.path} is still being trained by process {pid}; stop it (kill {pid}), watch it "
-                        f"with `mdlm-tui watch {run.path}` or choose another --run-dir.")
+        raise UserError(
+            f"{run.path} is still being trained by process {pid}; stop it (kill {pid}), watch it "
+            f"with `mdlm-tui watch {run.path}` or choose another --run-dir."
+        )
     status = run.read_status() if run.is_run() else {}
     # A trainer on another host sharing this disk: its pid cannot be checked here, its heartbeat can.
     host = status.get("host", socket.gethostname())
-    if (status.get("state") in ACTIVE_STATES and host != socket.gethostname()
-            and time.time() - status.get("heartbeat", 0) <= LIVE_HEARTBEAT_S):
-        raise UserError(f"{run.path} is still being trained on {host} (its heartbeat is fresh); watch it with "
-                        f"`mdlm-tui watch {run.path}` or choose another --run-dir.")
+    if (
+        status.get("state") in ACTIVE_STATES
+        and host != socket.gethostname()
+        and time.time() - status.get("heartbeat", 0) <= LIVE_HEARTBEAT_S
+    ):
+        raise UserError(
+            f"{run.path} is still being trained on {host} (its heartbeat is fresh); watch it with "
+            f"`mdlm-tui watch {run.path}` or choose another --run-dir."
+        )
     if resume and (run.path / IMPORTED_MARKER).is_file():
-        raise UserError(f"{run.path} holds imported weights without optimizer state or data position: "
-                        "evaluate and sample it, or start a new run to train.")
+        raise UserError(
+            f"{run.path} holds imported weights without optimizer state or data position: "
+            "evaluate and sample it, or start a new run to train."
+        )
     has_checkpoint = bool(ckpt.step_dirs(run.checkpoints_dir)) if run.is_run() else False
     state = status.get("state")
     # Only a folder a trainer wrote (its status says how it ended) is cleared; a config.yaml alone
@@ -718,7 +898,9 @@ def _prepare_folder(cfg: Config, run: RunDir, resume: bool, log: Callable[[str],
         run.clear()
         resume = False
     elif not resume and run.is_run():
-        raise UserError(f"{run.path} already holds a run; continue it with --resume or choose another --run-dir.")
+        raise UserError(
+            f"{run.path} already holds a run; continue it with --resume or choose another --run-dir."
+        )
     if not resume:
         run.create(to_yaml(cfg))
     return resume
@@ -727,17 +909,24 @@ def _prepare_folder(cfg: Config, run: RunDir, resume: bool, log: Callable[[str],
 def config_summary(cfg: Config, config_path) -> str:
     """One line for the console; the full config is config.yaml (and `mdlm-tui inspect`)."""
     m, s = cfg.model, cfg.schedule
-    masking = (f"frequency masking (p_freq {cfg.masking.p_freq:g}{', curriculum' if cfg.masking.curriculum else ''})"
-               if cfg.masking.kind == "frequency" else f"{cfg.masking.kind} masking")
-    return (f"config: {cfg.name} preset, {s.name} schedule (p={s.power:g}), {masking}, {m.num_layers} layers x "
-            f"{m.hidden_size} ({m.num_heads} heads), budget {cfg.train.budget}; in full: {config_path}")
+    masking = (
+        f"frequency masking (p_freq {cfg.masking.p_freq:g}{', curriculum' if cfg.masking.curriculum else ''})"
+        if cfg.masking.kind == "frequency"
+        else f"{cfg.masking.kind} masking"
+    )
+    return (
+        f"config: {cfg.name} preset, {s.name} schedule (p={s.power:g}), {masking}, {m.num_layers} layers x "
+        f"{m.hidden_size} ({m.num_heads} heads), budget {cfg.train.budget}; in full: {config_path}"
+    )
 
 
 def _lost_worker(e: BaseException) -> bool:
     """A collective failed because another worker ended or its connection broke."""
     text = str(e)
     return isinstance(e, torch.distributed.DistError) or (
-        isinstance(e, RuntimeError) and any(word in text for word in ("gloo", "NCCL", "Connection", "connection")))
+        isinstance(e, RuntimeError)
+        and any(word in text for word in ("gloo", "NCCL", "Connection", "connection"))
+    )
 
 
 def _main_worker_gone(run: RunDir | FollowerRun) -> bool:
@@ -752,9 +941,16 @@ def _main_worker_gone(run: RunDir | FollowerRun) -> bool:
         return True
 
 
-def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callable[[str], None] = print,
-          progress: Callable[[int, int], None] | None = None, overrides: list[str] | None = None,
-          world: World | None = None) -> Trainer:
+def start(
+    cfg: Config,
+    run: RunDir,
+    device_name: str,
+    resume: bool,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
+    overrides: list[str] | None = None,
+    world: World | None = None,
+) -> Trainer:
     """Create or reopen the run directory, train, and keep status.json true whatever happens.
     Returns the trainer: its `stop_reason` says whether a signal or a stop request ended it early.
 
@@ -776,8 +972,10 @@ def start(cfg: Config, run: RunDir, device_name: str, resume: bool, log: Callabl
             try:
                 resume = _prepare_folder(cfg, run, resume, log)
             except OSError as e:
-                raise UserError(f"Cannot write the run folder {run.path} ({e.strerror or e}); "
-                                "choose a writable --run-dir.") from None
+                raise UserError(
+                    f"Cannot write the run folder {run.path} ({e.strerror or e}); "
+                    "choose a writable --run-dir."
+                ) from None
         try:
             resume = group.from_main(resume)  # rank 0 may have found a failed start to begin afresh
         except Exception as e:
@@ -800,7 +998,9 @@ def _train(trainer: Trainer, run: RunDir | FollowerRun, world: World, log: Calla
         how it ended (killed), so that status.json never claims a dead run is training."""
         if not world.main and not _main_worker_gone(run):
             return
-        with contextlib.suppress(OSError):  # status.json may itself be unwritable (a read-only or deleted folder)
+        with contextlib.suppress(
+            OSError
+        ):  # status.json may itself be unwritable (a read-only or deleted folder)
             RunDir(run.path).update_status(**fields)
 
     try:
@@ -813,7 +1013,11 @@ def _train(trainer: Trainer, run: RunDir | FollowerRun, world: World, log: Calla
         trainer.stop_signum = e.signum
         step = trainer.last_saved or 0
         name = signal.Signals(e.signum).name
-        last_word(state="stopped", step=step, message=f"stopped at once by a second {name}; resumes from step {step}")
+        last_word(
+            state="stopped",
+            step=step,
+            message=f"stopped at once by a second {name}; resumes from step {step}",
+        )
         log(f"stopped at once by a second {name}; --resume continues from step {step}")
         return trainer
     except KeyboardInterrupt:
@@ -827,9 +1031,11 @@ def _train(trainer: Trainer, run: RunDir | FollowerRun, world: World, log: Calla
         if world.several and _lost_worker(e):
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0][:160]  # gloo's "[file:line] " prefix
-            reason = (f"Worker {world.rank} lost the other workers of this run at step {trainer.step} ({first}); "
-                      f"one of them ended or lost its connection: continue with --resume from step "
-                      f"{trainer.last_saved or 0}.")
+            reason = (
+                f"Worker {world.rank} lost the other workers of this run at step {trainer.step} ({first}); "
+                f"one of them ended or lost its connection: continue with --resume from step "
+                f"{trainer.last_saved or 0}."
+            )
             last_word(state="failed", error=reason, step=trainer.step)
             if not world.main:  # the worker that ended is the one to report (it, the launcher or torchrun)
                 raise SystemExit(0) from None

@@ -26,15 +26,26 @@ def entity_tracking_item(record, file_stem: str) -> Item:
     prefix, options, numops = record.get("input_prefix"), record.get("options"), record.get("numops")
     if not isinstance(prefix, str):
         raise BadRecord("'input_prefix' is missing or not text")
-    if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) and o.strip() for o in options):
+    if (
+        not isinstance(options, list)
+        or len(options) < 2
+        or not all(isinstance(o, str) and o.strip() for o in options)
+    ):
         raise BadRecord("'options' must be a list of at least two texts")
     if not isinstance(numops, int) or isinstance(numops, bool):
         raise BadRecord("'numops' is missing or not a whole number")
     # The pipeline scores prefix + option; the files put one space between them (the prefix ends
     # with it), which is exactly context + " " + option as EWoK targets are scored.
     options = [option.removeprefix(" ") for option in options]
-    return Item(uid=f"{file_stem}_{numops}_ops", field=file_stem, term=None, good=options[0], bad=options[1],
-                context=prefix.removesuffix(" "), options=options)
+    return Item(
+        uid=f"{file_stem}_{numops}_ops",
+        field=file_stem,
+        term=None,
+        good=options[0],
+        bad=options[1],
+        context=prefix.removesuffix(" "),
+        options=options,
+    )
 
 
 def wug_item(record, task: str) -> Item:
@@ -63,12 +74,16 @@ def _read(folder: Path, convert, default_uid, on_bad_line: str, warn: Callable[[
     return items
 
 
-def load_entity_tracking(folder: Path, on_bad_line: str = "refuse", warn: Callable[[str], None] = print) -> Suite:
+def load_entity_tracking(
+    folder: Path, on_bad_line: str = "refuse", warn: Callable[[str], None] = print
+) -> Suite:
     items = _read(folder, entity_tracking_item, lambda path: path.stem, on_bad_line, warn)
     return Suite(name="entity_tracking", items=items, source=str(folder), macro_by_field=True)
 
 
-def load_wug(folder: Path, task: str, on_bad_line: str = "refuse", warn: Callable[[str], None] = print) -> Suite:
+def load_wug(
+    folder: Path, task: str, on_bad_line: str = "refuse", warn: Callable[[str], None] = print
+) -> Suite:
     items = _read(folder, wug_item, lambda path: task, on_bad_line, warn)
     return Suite(name=task, items=items, source=str(folder), metric="spearman")
 

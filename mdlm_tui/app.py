@@ -73,16 +73,28 @@ class MdlmCommands(Provider):
 
     def _commands(self) -> list[tuple[str, object, str]]:
         app: MdlmApp = self.app  # type: ignore[assignment]
-        commands = [(f"Screen: {name}", partial(app.action_show, name), title) for name, title in SCREEN_TITLES.items()]
-        commands += [(f"Open run: {run.name}", partial(app.open_run, run), str(run)) for run in find_runs(app.runs_root)]
+        commands = [
+            (f"Screen: {name}", partial(app.action_show, name), title)
+            for name, title in SCREEN_TITLES.items()
+        ]
+        commands += [
+            (f"Open run: {run.name}", partial(app.open_run, run), str(run))
+            for run in find_runs(app.runs_root)
+        ]
         if app.current_run is not None:
             # only a trainer at work takes requests: a finished or crashed run is offered none of them
             health = run_health(RunDir(app.current_run).read_status())
             moot = {"running": "resume", "paused": "pause"}
             if health in moot:
-                commands += [(f"Train: {command}", partial(app.action_control, command),
-                              f"send '{command}' to {app.current_run.name}")
-                             for command in CONTROL_COMMANDS if command != moot[health]]
+                commands += [
+                    (
+                        f"Train: {command}",
+                        partial(app.action_control, command),
+                        f"send '{command}' to {app.current_run.name}",
+                    )
+                    for command in CONTROL_COMMANDS
+                    if command != moot[health]
+                ]
         return commands
 
     async def discover(self) -> Hits:
@@ -221,8 +233,13 @@ class MdlmApp(TypeAhead, Guarded, App):
         key, now = f"{type(error).__name__}: {error}", time.monotonic()
         if now - self._notified_at.get(key, -REPEAT_QUIET_S) >= REPEAT_QUIET_S:
             self._notified_at[key] = now
-            self.notify(f"{text}. The app goes on.", title="Something failed", severity="error", timeout=15,
-                        markup=False)
+            self.notify(
+                f"{text}. The app goes on.",
+                title="Something failed",
+                severity="error",
+                timeout=15,
+                markup=False,
+            )
 
     def _handle_exception(self, error: Exception) -> None:
         """Textual ends the app on any error it catches outside a guarded handler (a render, a timer,
@@ -252,8 +269,12 @@ class MdlmApp(TypeAhead, Guarded, App):
         train = self._screen("train")
         if train is not self.screen:
             self.action_show("train")
-        actions = {"stop": train.action_stop_run, "checkpoint": train.action_checkpoint,
-                   "pause": train.action_pause, "resume": train.action_resume}
+        actions = {
+            "stop": train.action_stop_run,
+            "checkpoint": train.action_checkpoint,
+            "pause": train.action_pause,
+            "resume": train.action_resume,
+        }
         actions[command]()
 
 
@@ -267,6 +288,7 @@ def run_app(runs_root: Path, watch: Path | None = None) -> None:
         # an error whose text is only an object's repr (a stylesheet's errors) is named by its type alone
         detail = f": {text}" if text and not text.startswith("<") else ""
         cause = f" ({type(error).__name__}{detail})" if error is not None else ""
-        print(f"error: mdlm-tui stopped on an unexpected error{cause}; the details are above.",
-              file=sys.stderr)
+        print(
+            f"error: mdlm-tui stopped on an unexpected error{cause}; the details are above.", file=sys.stderr
+        )
         raise SystemExit(1)

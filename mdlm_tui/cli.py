@@ -53,14 +53,30 @@ def open_workbench(
 def run(
     preset: Optional[str] = PresetOpt,
     overrides: List[str] = SetOpt,
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Run folder (default: runs/<preset>-<time>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its latest checkpoint."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: the config's train.device)."),
-    nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="Workers on this node (one per GPU) through torchrun's launcher."),
-    nnodes: Optional[int] = typer.Option(None, "--nnodes", help="Nodes of a multi-node run (default: 1, or SLURM's count)."),
-    node_rank: Optional[int] = typer.Option(None, "--node-rank", help="This node's place among them (default: SLURM's)."),
-    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT where the nodes meet (default: SLURM's first node)."),
-    rdzv_id: Optional[str] = typer.Option(None, "--rdzv-id", help="The same id on every node (default: SLURM's job id)."),
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run-dir", "-o", help="Run folder (default: runs/<preset>-<time>)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --run-dir from its latest checkpoint."
+    ),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="auto | cpu | cuda | cuda:N (default: the config's train.device)."
+    ),
+    nproc_per_node: Optional[int] = typer.Option(
+        None, "--nproc-per-node", help="Workers on this node (one per GPU) through torchrun's launcher."
+    ),
+    nnodes: Optional[int] = typer.Option(
+        None, "--nnodes", help="Nodes of a multi-node run (default: 1, or SLURM's count)."
+    ),
+    node_rank: Optional[int] = typer.Option(
+        None, "--node-rank", help="This node's place among them (default: SLURM's)."
+    ),
+    rdzv_endpoint: Optional[str] = typer.Option(
+        None, "--rdzv-endpoint", help="HOST:PORT where the nodes meet (default: SLURM's first node)."
+    ),
+    rdzv_id: Optional[str] = typer.Option(
+        None, "--rdzv-id", help="The same id on every node (default: SLURM's job id)."
+    ),
 ):
     """Train headless, writing a run folder that `mdlm-tui watch` and the TUI can follow."""
     from core.config import apply_overrides, check_resume_changes, load_config, load_saved_config
@@ -86,7 +102,9 @@ def run(
             check_resume_changes(saved, cfg)
     else:
         if preset is None:
-            raise UserError("Choose a preset with --preset NAME (see `mdlm-tui presets`), or continue a run with --resume.")
+            raise UserError(
+                "Choose a preset with --preset NAME (see `mdlm-tui presets`), or continue a run with --resume."
+            )
         cfg = load_config(preset, overrides)
         if run_dir is None and world.several:
             raise UserError("With several workers give --run-dir: the one folder they all train into.")
@@ -95,7 +113,6 @@ def run(
     if launching:
         from core.corpus import find_corpus
         from core.launcher import launch, nodes_from
-
         from core.trainer import accumulation
 
         if nproc_per_node < 1:
@@ -104,8 +121,15 @@ def run(
         nodes = nodes_from(nnodes, node_rank, rdzv_endpoint, rdzv_id)
         accumulation(cfg, nproc_per_node * nodes.count)
         device = device or cfg.train.device
-        worker_args = ["run", "--run-dir", str(run.path), "--device", device,
-                       *(["--resume"] if resume else ["--preset", preset]), *[f"--set={o}" for o in overrides]]
+        worker_args = [
+            "run",
+            "--run-dir",
+            str(run.path),
+            "--device",
+            device,
+            *(["--resume"] if resume else ["--preset", preset]),
+            *[f"--set={o}" for o in overrides],
+        ]
         print(f"starting {nproc_per_node} worker(s) on this node ({nodes.count} node(s) in all)", flush=True)
         code = launch(nproc_per_node, nodes, device, worker_args, run)
         if code:
@@ -117,8 +141,16 @@ def run(
     from core.trainer import start
 
     try:
-        trainer = start(cfg, run, device or cfg.train.device, resume, log=log, progress=progress,
-                        overrides=overrides if resume else None, world=world)
+        trainer = start(
+            cfg,
+            run,
+            device or cfg.train.device,
+            resume,
+            log=log,
+            progress=progress,
+            overrides=overrides if resume else None,
+            world=world,
+        )
     finally:
         done()
     if trainer.stop_signum:  # the shell convention for "ended by a signal": 128 + its number
@@ -126,7 +158,11 @@ def run(
 
 
 @app.command(short_help="Attach the workbench to a run.")
-def watch(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/bimodal-p0; also one trained headless on this server.")):
+def watch(
+    run_dir: Path = typer.Argument(
+        ..., help="A run folder, e.g. runs/bimodal-p0; also one trained headless on this server."
+    ),
+):
     """Attach the workbench to a run: live curves, system stats, log; stop, pause and checkpoint keys."""
     from core.runs import RunDir
 
@@ -151,14 +187,18 @@ def control(
         raise UserError(f"{run_dir} holds no run (no config.yaml).")
     pid = run.live_pid()
     if pid is None:
-        raise UserError(f"No trainer is working on {run_dir} now (state: {run.read_status().get('state', 'unknown')}).")
+        raise UserError(
+            f"No trainer is working on {run_dir} now (state: {run.read_status().get('state', 'unknown')})."
+        )
     send(run.path, command)
     print(f"sent '{command}' to the trainer of {run_dir} (process {pid}); it acts after the current step")
 
 
 @app.command(short_help="Bring back a run deleted in the TUI.")
 def restore(
-    name: Optional[str] = typer.Argument(None, help="A deleted run's name, or its folder name in the trash (default: list the trash)."),
+    name: Optional[str] = typer.Argument(
+        None, help="A deleted run's name, or its folder name in the trash (default: list the trash)."
+    ),
     runs: Path = typer.Option(Path("runs"), "--runs", help="The folder holding your runs."),
 ):
     """Bring back a run deleted in the TUI (kept in RUNS/.trash); without NAME, list what is there."""
@@ -173,19 +213,33 @@ def restore(
         return
     # a folder name in the trash picks that one; a run's own name, its most recently deleted copy
     chosen = next((p for p in trashed if p.name == name), None) or next(
-        (p for p in trashed if original_name(p) == name), None)
+        (p for p in trashed if original_name(p) == name), None
+    )
     if chosen is None:
-        raise UserError(f"No deleted run named {name} in {runs / TRASH_FOLDER}; `mdlm-tui restore --runs {runs}` lists them.")
+        raise UserError(
+            f"No deleted run named {name} in {runs / TRASH_FOLDER}; `mdlm-tui restore --runs {runs}` lists them."
+        )
     print(f"restored {chosen} to {restore_run(chosen)}")
 
 
 @app.command("import", short_help="Import the paper's released weights as a run folder.")
 def import_command(
-    source: str = typer.Argument(..., help="A released checkpoint folder (step_N/), a Hugging Face style model folder, or a hub id owner/name."),
-    run_dir: Path = typer.Option(..., "--run-dir", "-o", help="The run folder to write; it must not hold a run."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json (default: beside the weights or one folder up)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="The released config.json (default: beside the weights or one folder up)."),
-    weights: str = typer.Option("both", "--weights", help="ema | raw | both: which released weights become the run's."),
+    source: str = typer.Argument(
+        ...,
+        help="A released checkpoint folder (step_N/), a Hugging Face style model folder, or a hub id owner/name.",
+    ),
+    run_dir: Path = typer.Option(
+        ..., "--run-dir", "-o", help="The run folder to write; it must not hold a run."
+    ),
+    tokenizer: Optional[Path] = typer.Option(
+        None, "--tokenizer", help="tokenizer.json (default: beside the weights or one folder up)."
+    ),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="The released config.json (default: beside the weights or one folder up)."
+    ),
+    weights: str = typer.Option(
+        "both", "--weights", help="ema | raw | both: which released weights become the run's."
+    ),
 ):
     """Import the paper's released weights as a run folder that eval, sample and the TUI open."""
     from core.importer import import_released
@@ -193,12 +247,15 @@ def import_command(
     done = import_released(source, run_dir, tokenizer=tokenizer, config=config, weights=weights)
     ema = f", EMA weights from {done.ema_from}" if done.ema_from else ""
     only = " (the only weights file there; no EMA weights)" if done.only_file else ""
-    print(f"imported {source} into {done.run_dir}: {done.parameters:,} parameters, step {done.step}, "
-          f"model weights from {done.model_from}{only}{ema}")
+    print(
+        f"imported {source} into {done.run_dir}: {done.parameters:,} parameters, step {done.step}, "
+        f"model weights from {done.model_from}{only}{ema}"
+    )
 
 
 def _reporter():
     """One line per logging interval; on a terminal also a live progress bar under the lines."""
+
     def stamped(line: str) -> str:
         return f"[{time.strftime('%H:%M:%S')}] {line}"
 
@@ -209,7 +266,14 @@ def _reporter():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console()
-    bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True)
+    bar = Progress(
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
     task = bar.add_task("train", total=None)
     bar.start()
 
@@ -251,18 +315,33 @@ def inspect(
 
 @app.command(short_help="A schedule's mean mask rate and NELBO weights.")
 def schedule(
-    name: str = typer.Argument(..., help="linear | cosine | cosine-squared | log-linear | gaussian | bimodal"),
-    overrides: List[str] = typer.Option([], "--set", "-s", help="Schedule keys, e.g. --set power=0.1 (the schedule. prefix is optional)."),
-    progress: Optional[str] = typer.Option(None, "--progress", help="Training progress points, e.g. 0,0.5,1 (default: 0,0.5,1 for bimodal, else 0)."),
+    name: str = typer.Argument(
+        ..., help="linear | cosine | cosine-squared | log-linear | gaussian | bimodal"
+    ),
+    overrides: List[str] = typer.Option(
+        [], "--set", "-s", help="Schedule keys, e.g. --set power=0.1 (the schedule. prefix is optional)."
+    ),
+    progress: Optional[str] = typer.Option(
+        None,
+        "--progress",
+        help="Training progress points, e.g. 0,0.5,1 (default: 0,0.5,1 for bimodal, else 0).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Show a schedule's mean mask rate and NELBO weight quantiles, to see what p does before training."""
     from core.config import Config, apply_overrides
     from core.schedules import summarize
 
-    cfg = apply_overrides(Config(), [f"schedule.name={name}"] + [o if o.startswith("schedule.") else f"schedule.{o}" for o in overrides])
+    cfg = apply_overrides(
+        Config(),
+        [f"schedule.name={name}"] + [o if o.startswith("schedule.") else f"schedule.{o}" for o in overrides],
+    )
     try:
-        points = [float(p) for p in progress.split(",")] if progress else ([0.0, 0.5, 1.0] if name == "bimodal" else [0.0])
+        points = (
+            [float(p) for p in progress.split(",")]
+            if progress
+            else ([0.0, 0.5, 1.0] if name == "bimodal" else [0.0])
+        )
     except ValueError:
         raise UserError(f"--progress must be numbers separated by commas, got '{progress}'.") from None
     results = [summarize(cfg.schedule, progress=p) for p in points]
@@ -273,27 +352,59 @@ def schedule(
     from rich.table import Table
 
     table = Table(title=f"{name} schedule, p = {cfg.schedule.power:g}")
-    for col in ("progress", "E\\[r]", "w mean", "w p1", "w p50", "w p99", "w max"):  # escaped: "[r]" alone would be read as rich markup
+    for col in (
+        "progress",
+        "E\\[r]",
+        "w mean",
+        "w p1",
+        "w p50",
+        "w p99",
+        "w max",
+    ):  # escaped: "[r]" alone would be read as rich markup
         table.add_column(col, justify="right")
     for r in results:
         w = r["weight"]
-        table.add_row(f"{r['progress']:g}", f"{r['mean_rate']:.4f}", *(f"{w[k]:.4g}" for k in ("mean", "p1", "p50", "p99", "max")))
+        table.add_row(
+            f"{r['progress']:g}",
+            f"{r['mean_rate']:.4f}",
+            *(f"{w[k]:.4g}" for k in ("mean", "p1", "p50", "p99", "max")),
+        )
     Console().print(table)
 
 
 @app.command("eval", short_help="Score a checkpoint on zero-shot suites.")
 def eval_command(
-    target: str = typer.Argument(..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."),
-    suite: Optional[str] = typer.Option(None, "--suite", help="blimp, supplement, ewok, entity_tracking, wug_adj, wug_past, reading, all, babylm (every BabyLM zero-shot task, with a summary), builtin, dev (dev-set NELBO), a .jsonl file or folder, hf:<id>; comma-separated for several (default: the run's eval.suites)."),
-    data: Optional[str] = typer.Option(None, "--data", help="The BabyLM evaluation_data folder holding blimp_filtered, supplement_filtered, ewok_filtered, entity_tracking, wug_adj_nominalization, reading, ... (under full_eval/ or fast_eval/)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most N items per UID, for reading N sentences (default: all)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="pll | nelbo (default: the run's eval.backend)."),
-    rate_value: Optional[str] = typer.Option(None, "--rate-value", help="Time-conditioning input while scoring: a rate or 'realised'."),
+    target: str = typer.Argument(
+        ..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."
+    ),
+    suite: Optional[str] = typer.Option(
+        None,
+        "--suite",
+        help="blimp, supplement, ewok, entity_tracking, wug_adj, wug_past, reading, all, babylm (every BabyLM zero-shot task, with a summary), builtin, dev (dev-set NELBO), a .jsonl file or folder, hf:<id>; comma-separated for several (default: the run's eval.suites).",
+    ),
+    data: Optional[str] = typer.Option(
+        None,
+        "--data",
+        help="The BabyLM evaluation_data folder holding blimp_filtered, supplement_filtered, ewok_filtered, entity_tracking, wug_adj_nominalization, reading, ... (under full_eval/ or fast_eval/).",
+    ),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", help="At most N items per UID, for reading N sentences (default: all)."
+    ),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", help="pll | nelbo (default: the run's eval.backend)."
+    ),
+    rate_value: Optional[str] = typer.Option(
+        None, "--rate-value", help="Time-conditioning input while scoring: a rate or 'realised'."
+    ),
     draws: Optional[int] = typer.Option(None, "--draws", help="Monte-Carlo draws of the nelbo backend."),
     weights: str = typer.Option("ema", "--weights", help="ema | raw"),
     on_bad_line: str = typer.Option("refuse", "--on-bad-line", help="refuse | skip a malformed JSONL line."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the reports to this JSON file."),
-    predictions_out: Optional[Path] = typer.Option(None, "--predictions", help="Also write one JSON line per scored item (scores, choice, credit) to this file."),
+    predictions_out: Optional[Path] = typer.Option(
+        None,
+        "--predictions",
+        help="Also write one JSON line per scored item (scores, choice, credit) to this file.",
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
 ):
     """Score a checkpoint on zero-shot suites: a table per UID, per field and the macro average."""
@@ -301,14 +412,25 @@ def eval_command(
     from core.evaluate import checkpoint_step, evaluate, load_for_eval, make_scorer, save_report
     from mdlm_tui.widgets.eval_metrics import metric_of, print_report, print_summary
 
-    for option, path in (("--json", json_out), ("--predictions", predictions_out)):  # before minutes of scoring
+    for option, path in (
+        ("--json", json_out),
+        ("--predictions", predictions_out),
+    ):  # before minutes of scoring
         if path is not None and path.is_dir():
-            raise UserError(f"{option} {path} is a folder; give a file to write, such as {path / 'out.json'}.")
-    warn = lambda m: print(m if m.startswith("warning") else f"warning: {m}", file=sys.stderr)
+            raise UserError(
+                f"{option} {path} is a folder; give a file to write, such as {path / 'out.json'}."
+            )
+
+    def warn(m):
+        return print(m if m.startswith("warning") else f"warning: {m}", file=sys.stderr)
+
     model, tokenizer, cfg, ckpt = load_for_eval(target, weights=weights, device=device, warn=warn)
     # eval.weights: the weights loaded, which the saved reports record
-    keys = [f"eval.{k}={v}" for k, v in (("backend", backend), ("rate_value", rate_value), ("draws", draws),
-                                         ("weights", weights)) if v is not None]
+    keys = [
+        f"eval.{k}={v}"
+        for k, v in (("backend", backend), ("rate_value", rate_value), ("draws", draws), ("weights", weights))
+        if v is not None
+    ]
     cfg = apply_overrides(cfg, keys)  # the same validation and messages as --set
     specs = [part.strip() for part in (suite or cfg.eval.suites).split(",") if part.strip()]
     run_dir, step = ckpt.parent.parent, checkpoint_step(ckpt)
@@ -322,18 +444,24 @@ def eval_command(
         from core.scoring import drop_long_items
         from core.suites import load_suite
 
-        suites = load_suite(",".join(specs), data or cfg.eval.data_dir, limit=limit, on_bad_line=on_bad_line, warn=warn)
+        suites = load_suite(
+            ",".join(specs), data or cfg.eval.data_dir, limit=limit, on_bad_line=on_bad_line, warn=warn
+        )
         device_name = str(next(model.parameters()).device)
         scorer = make_scorer(model, tokenizer, cfg, device_name)
         longest = cfg.model.max_position
         for one in suites:
             if drop_long_items(one, tokenizer, longest):
-                print(f"{one.name}: {one.skipped:,} of {one.skipped + len(one.items):,} items skipped, longer than "
-                      f"the model's {longest} positions (model.max_position)")
+                print(
+                    f"{one.name}: {one.skipped:,} of {one.skipped + len(one.items):,} items skipped, longer than "
+                    f"the model's {longest} positions (model.max_position)"
+                )
             if not one.items:
                 continue
             with _progress_bar(f"{one.name}", len(one.items)) as progress:
-                report = evaluate(scorer, one, progress=progress, checkpoint=str(ckpt), predictions=predictions)
+                report = evaluate(
+                    scorer, one, progress=progress, checkpoint=str(ckpt), predictions=predictions
+                )
             if metric_of(report) == "accuracy":
                 _print_report(report)
             else:  # a correlation or an R^2 gain: its own header
@@ -345,8 +473,10 @@ def eval_command(
                 unsaved = unsaved or f"{run_dir / 'eval'} ({e.strerror or e})"
             reports.append({**report.to_dict(), "skipped": one.skipped})
         if not any(one.items for one in suites):
-            raise UserError(f"Every item is longer than the model's {longest} positions (model.max_position); "
-                            "nothing was scored.")
+            raise UserError(
+                f"Every item is longer than the model's {longest} positions (model.max_position); "
+                "nothing was scored."
+            )
         if "babylm" in specs:
             print_summary(scored, None if _stdout_is_terminal() else 120)
     if json_out is not None:
@@ -354,7 +484,9 @@ def eval_command(
     if predictions_out is not None:
         _write_lines(predictions_out, predictions)
     if unsaved:
-        raise UserError(f"The results above could not be saved in {unsaved}; pass --json FILE to keep them elsewhere.")
+        raise UserError(
+            f"The results above could not be saved in {unsaved}; pass --json FILE to keep them elsewhere."
+        )
 
 
 def _write_lines(path: Path, records: list, indent: int | None = None) -> None:
@@ -372,9 +504,15 @@ def _dev_report(model, cfg, ckpt, run_dir: Path, step) -> dict:
     from core.runs import atomic_write_json
 
     data = prepare_data(cfg.data, log=lambda m: print(m, file=sys.stderr))
-    result = {"suite": "dev", "checkpoint": str(ckpt), **dev_nelbo(model, data, cfg, next(model.parameters()).device)}
-    print(f"dev NELBO {result['dev_nelbo_per_token']:.4f} nats/token, perplexity bound {result['dev_ppl_bound']:.2f} "
-          f"({result['dev_tokens']:,} tokens, {result['dev_sequences']} sequences, seed {result['dev_seed']})")
+    result = {
+        "suite": "dev",
+        "checkpoint": str(ckpt),
+        **dev_nelbo(model, data, cfg, next(model.parameters()).device),
+    }
+    print(
+        f"dev NELBO {result['dev_nelbo_per_token']:.4f} nats/token, perplexity bound {result['dev_ppl_bound']:.2f} "
+        f"({result['dev_tokens']:,} tokens, {result['dev_sequences']} sequences, seed {result['dev_seed']})"
+    )
     path = run_dir / "eval" / f"dev-step-{step}-nelbo.json"
     try:  # printed first: a read-only run folder still shows the result
         atomic_write_json(path, result)
@@ -391,7 +529,9 @@ class _progress_bar:
         if _stdout_is_terminal():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+            self.bar = Progress(
+                TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+            )
             self.task = self.bar.add_task(label, total=total)
 
     def __enter__(self):
@@ -413,7 +553,9 @@ def _print_report(report) -> None:
     from rich.table import Table
 
     limit = f", at most {report.limit} items a UID" if report.limit else ""
-    table = Table(title=f"{report.suite} ({report.backend}, {report.n:,} items{limit}, {report.seconds:.0f} s)")
+    table = Table(
+        title=f"{report.suite} ({report.backend}, {report.n:,} items{limit}, {report.seconds:.0f} s)"
+    )
     for name, justify in (("UID", "left"), ("field", "left"), ("n", "right"), ("accuracy", "right")):
         table.add_column(name, justify=justify)
     for uid, row in sorted(report.per_uid.items()):
@@ -427,29 +569,52 @@ def _print_report(report) -> None:
 
 @app.command(short_help="Generate text by iterative unmasking.")
 def sample(
-    target: str = typer.Argument(..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."),
+    target: str = typer.Argument(
+        ..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."
+    ),
     length: int = typer.Option(64, "--length", help="Tokens in the sample, <s> included."),
     steps: int = typer.Option(32, "--steps", help="Unmasking steps."),
     sampler: str = typer.Option("ancestral", "--sampler", help="ancestral | confidence"),
     seed: int = typer.Option(0, "--seed"),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="A prefix, or an infill template with <mask> or <mask>*N where tokens are to be filled."),
+    prompt: Optional[str] = typer.Option(
+        None,
+        "--prompt",
+        help="A prefix, or an infill template with <mask> or <mask>*N where tokens are to be filled.",
+    ),
     temperature: float = typer.Option(1.0, "--temperature", help="0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p"),
-    schedule_name: str = typer.Option("linear", "--schedule", help="Reverse-process schedule: linear | cosine | cosine-squared | log-linear."),
-    trace: Optional[Path] = typer.Option(None, "--trace", help="Write every step's state as JSON lines to this file."),
+    schedule_name: str = typer.Option(
+        "linear",
+        "--schedule",
+        help="Reverse-process schedule: linear | cosine | cosine-squared | log-linear.",
+    ),
+    trace: Optional[Path] = typer.Option(
+        None, "--trace", help="Write every step's state as JSON lines to this file."
+    ),
     weights: str = typer.Option("ema", "--weights", help="ema | raw"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
 ):
     """Generate text by iterative unmasking and print it (live, step by step, on a terminal)."""
     from core.evaluate import load_for_eval
-    from core.sampling import MASK_TEXT, SampleConfig, sample as run_sampler, trace_to_jsonl
+    from core.sampling import MASK_TEXT, SampleConfig, trace_to_jsonl
+    from core.sampling import sample as run_sampler
 
     if trace is not None and trace.is_dir():
-        raise UserError(f"--trace {trace} is a folder; give a file to write, such as {trace / 'trace.jsonl'}.")
-    cfg = SampleConfig(length=length, steps=steps, sampler=sampler, temperature=temperature, top_p=top_p,
-                       seed=seed, schedule=schedule_name)
-    model, tokenizer, _, ckpt = load_for_eval(target, weights=weights, device=device,
-                                              warn=lambda m: print(m, file=sys.stderr))
+        raise UserError(
+            f"--trace {trace} is a folder; give a file to write, such as {trace / 'trace.jsonl'}."
+        )
+    cfg = SampleConfig(
+        length=length,
+        steps=steps,
+        sampler=sampler,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        schedule=schedule_name,
+    )
+    model, tokenizer, _, ckpt = load_for_eval(
+        target, weights=weights, device=device, warn=lambda m: print(m, file=sys.stderr)
+    )
     on_step, finish = None, lambda: None
     if _stdout_is_terminal():
         from rich.live import Live
@@ -465,10 +630,17 @@ def sample(
 
         live = Live(Text(""), auto_refresh=False, transient=True)
         live.start()
-        on_step = lambda step: live.update(Text(f"step {step.step}/{steps}, {step.masked} masked\n") + styled(step.text), refresh=True)
+
+        def on_step(step):
+            return live.update(
+                Text(f"step {step.step}/{steps}, {step.masked} masked\n") + styled(step.text), refresh=True
+            )
+
         finish = live.stop
     try:
-        result = run_sampler(model, tokenizer, cfg, prompt=prompt, device=str(next(model.parameters()).device), on_step=on_step)
+        result = run_sampler(
+            model, tokenizer, cfg, prompt=prompt, device=str(next(model.parameters()).device), on_step=on_step
+        )
     finally:
         finish()
     print(result.text)
@@ -482,15 +654,23 @@ def sample(
 
 @app.command("export", short_help="Write a Hugging Face model folder for the BabyLM pipeline.")
 def export_command(
-    target: str = typer.Argument(..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."),
+    target: str = typer.Argument(
+        ..., help="A run folder (its latest checkpoint) or a checkpoint folder runs/NAME/checkpoints/step-N."
+    ),
     out: Path = typer.Argument(..., help="The folder to write; it must not exist yet, or be empty."),
     weights: str = typer.Option("ema", "--weights", help="ema | raw"),
-    milestones: bool = typer.Option(False, "--milestones", help="Write OUT/main (the latest checkpoint) and one folder per milestone checkpoint (checkpoints/chck_*), each a hub revision."),
+    milestones: bool = typer.Option(
+        False,
+        "--milestones",
+        help="Write OUT/main (the latest checkpoint) and one folder per milestone checkpoint (checkpoints/chck_*), each a hub revision.",
+    ),
 ):
     """Write a Hugging Face model folder (config.json, modeling file, safetensors, tokenizer) for the BabyLM pipeline."""
     from core.export import export
 
-    written = export(target, out, weights=weights, milestones=milestones, log=lambda m: print(m, file=sys.stderr))
+    written = export(
+        target, out, weights=weights, milestones=milestones, log=lambda m: print(m, file=sys.stderr)
+    )
     for folder in written:
         print(folder)
 

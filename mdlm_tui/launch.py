@@ -64,8 +64,10 @@ def run_name_error(runs_root: Path, name: str) -> str | None:
     if not name:
         return None
     if not _RUN_NAME.fullmatch(name):
-        return (f"Run name '{name}' is not a simple folder name: use up to 100 letters, digits, '.', '_' "
-                "or '-', starting with a letter or digit.")
+        return (
+            f"Run name '{name}' is not a simple folder name: use up to 100 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit."
+        )
     folder = Path(runs_root) / name
     if folder.exists() and not ended_before_a_checkpoint(folder):
         return f"A run named '{name}' already exists in {runs_root}; choose another name."
@@ -76,8 +78,12 @@ def ended_before_a_checkpoint(folder: Path) -> bool:
     """A run whose trainer ended before its first checkpoint (a bad path, a kill in the first steps):
     `mdlm-tui run` starts it afresh in place, so its name may be given again."""
     run = RunDir(folder)
-    return (run.is_run() and run.read_status().get("state") is not None and run.live_pid() is None
-            and not any(run.checkpoints_dir.glob("step-*")))
+    return (
+        run.is_run()
+        and run.read_status().get("state") is not None
+        and run.live_pid() is None
+        and not any(run.checkpoints_dir.glob("step-*"))
+    )
 
 
 def new_run_dir(runs_root: Path, preset: str, name: str = "") -> Path:
@@ -104,7 +110,18 @@ def run_command(preset: str, overrides: list[str], run_dir: Path, nproc: int = 1
     sets = [arg for override in overrides for arg in ("--set", override)]
     # one process is an ordinary run: the flag appears only when the elastic launcher is wanted
     workers = ["--nproc-per-node", str(nproc)] if nproc > 1 else []
-    return [sys.executable, "-m", "mdlm_tui", "run", "--preset", preset, *sets, *workers, "--run-dir", str(run_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "mdlm_tui",
+        "run",
+        "--preset",
+        preset,
+        *sets,
+        *workers,
+        "--run-dir",
+        str(run_dir),
+    ]
 
 
 def spawn_run(preset: str, overrides: list[str], run_dir: Path, nproc: int = 1) -> subprocess.Popen:

@@ -44,7 +44,8 @@ class TypeAhead:
     async def _send(self, event: events.Event) -> None:
         screen = self.screen
         bound = isinstance(event, events.Key) and any(
-            event.key in bindings.key_to_bindings for _node, bindings in screen._modal_binding_chain)
+            event.key in bindings.key_to_bindings for _node, bindings in screen._modal_binding_chain
+        )
         await super().on_event(event)
         if bound and event.is_forwarded:  # handed to a widget: its binding acts when it comes back
             self._wait_for(event)

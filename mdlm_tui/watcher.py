@@ -64,7 +64,9 @@ class FileTail:
     that shrank is read again from the start, and `reset` says so, so the caller drops what it had.
     """
 
-    MAX_READ_BYTES = 8 * 2**20  # attaching to a days-long run loads its history over a few polls, in bounded memory
+    MAX_READ_BYTES = (
+        8 * 2**20
+    )  # attaching to a days-long run loads its history over a few polls, in bounded memory
 
     def __init__(self, path: Path, start_at_end_bytes: int | None = None):
         self.path = Path(path)
@@ -171,15 +173,23 @@ class Pace:
     def add(self, record: dict) -> None:
         rate, step, tokens = record.get("tokens_per_s"), record.get("step"), record.get("tokens")
         if _positive(rate):
-            self.tokens_per_s = rate if self.tokens_per_s is None else self.tokens_per_s + self.SMOOTHING * (rate - self.tokens_per_s)
+            self.tokens_per_s = (
+                rate
+                if self.tokens_per_s is None
+                else self.tokens_per_s + self.SMOOTHING * (rate - self.tokens_per_s)
+            )
         if _positive(step) and isinstance(tokens, (int, float)):
             if self._last is not None and step > self._last[0]:
                 self.tokens_per_step = (tokens - self._last[1]) / (step - self._last[0])
             self._last = (step, tokens)
 
     def eta_s(self, step, total_steps) -> float | None:
-        if not (_positive(self.tokens_per_s) and _positive(self.tokens_per_step)
-                and isinstance(step, (int, float)) and isinstance(total_steps, (int, float))):
+        if not (
+            _positive(self.tokens_per_s)
+            and _positive(self.tokens_per_step)
+            and isinstance(step, (int, float))
+            and isinstance(total_steps, (int, float))
+        ):
             return None
         return max(total_steps - step, 0) * self.tokens_per_step / self.tokens_per_s
 
@@ -206,7 +216,10 @@ class RunHistory:
         event, step = record.get("event"), record.get("step")
         if step is None:
             return
-        keys = {"train": ("loss", "masked_ce", "lr", "tokens_per_s"), "dev": ("dev_loss", "dev_masked_ce")}.get(event, ())
+        keys = {
+            "train": ("loss", "masked_ce", "lr", "tokens_per_s"),
+            "dev": ("dev_loss", "dev_masked_ce"),
+        }.get(event, ())
         for key in keys:
             value = record.get(key)
             if isinstance(value, (int, float)):
@@ -230,6 +243,7 @@ def latest_eval_report(eval_dir: Path) -> dict:
     asked for), then by the step in the name, as files written together may share a time. Any *.json
     is read whatever else its name holds (suite, limit, backend); a dev report (no macro) and a file
     that is no report are passed over."""
+
     def newest(path: Path) -> tuple[float, int]:
         step = re.search(r"-step-(\d+)", path.name)
         return mtime_or_zero(path), int(step[1]) if step else -1
@@ -257,6 +271,7 @@ def mtime_or_zero(path: Path) -> float:
 
 def headless_line(record: dict, total_steps: int | None) -> str | None:
     """The line the headless trainer would have logged for a metrics record (used when no train.log)."""
+
     def value(key: str, default: float = float("nan")) -> float:  # a field may be absent or null
         found = record.get(key)
         return found if isinstance(found, (int, float)) else default
@@ -266,9 +281,11 @@ def headless_line(record: dict, total_steps: int | None) -> str | None:
     event = record.get("event")
     if event == "train":
         total = f"/{total_steps}" if total_steps else ""
-        return (f"[{when}] step {step}{total} | loss {value('loss'):.4f} | "
-                f"masked CE {value('masked_ce'):.4f} | lr {value('lr', 0):.2e} | "
-                f"{value('tokens_per_s', 0):,.0f} tok/s")
+        return (
+            f"[{when}] step {step}{total} | loss {value('loss'):.4f} | "
+            f"masked CE {value('masked_ce'):.4f} | lr {value('lr', 0):.2e} | "
+            f"{value('tokens_per_s', 0):,.0f} tok/s"
+        )
     if event == "dev":
         return f"[{when}] step {step} | dev loss {value('dev_loss'):.4f}"
     if event == "eval":
@@ -295,12 +312,26 @@ def run_milestones(run_dir: Path) -> list[int]:
 class RunUpdated(Message):
     """Everything new about a run since the last message (coalesced)."""
 
-    def __init__(self, run_dir: Path, status: dict, history: dict, latest_train: dict, latest_dev: dict,
-                 latest_eval: dict, new_records: list[dict], new_samples: list[dict], log_lines: list[str],
-                 log_reset: bool, from_log_file: bool, metrics_changed: bool = True,
-                 problems: list[str] | None = None, latest_report: dict | None = None,
-                 tokens_per_s: float | None = None, eta_s: float | None = None,
-                 milestones: list[int] | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        status: dict,
+        history: dict,
+        latest_train: dict,
+        latest_dev: dict,
+        latest_eval: dict,
+        new_records: list[dict],
+        new_samples: list[dict],
+        log_lines: list[str],
+        log_reset: bool,
+        from_log_file: bool,
+        metrics_changed: bool = True,
+        problems: list[str] | None = None,
+        latest_report: dict | None = None,
+        tokens_per_s: float | None = None,
+        eta_s: float | None = None,
+        milestones: list[int] | None = None,
+    ):
         super().__init__()
         self.run_dir = run_dir
         self.status = status
@@ -329,10 +360,18 @@ class RunWatcher:
     the screen can notice a heartbeat going stale.
     """
 
-    MAX_RECORDS_PER_MESSAGE = 1000  # new_records is for listeners that want raw events; the history has it all
+    MAX_RECORDS_PER_MESSAGE = (
+        1000  # new_records is for listeners that want raw events; the history has it all
+    )
 
-    def __init__(self, run_dir: Path, target, interval: float = 0.25, heartbeat_every: float = 2.0,
-                 history_points: int = HISTORY_POINTS):
+    def __init__(
+        self,
+        run_dir: Path,
+        target,
+        interval: float = 0.25,
+        heartbeat_every: float = 2.0,
+        history_points: int = HISTORY_POINTS,
+    ):
         self.run = RunDir(run_dir)
         self.target = target
         self.interval = interval
@@ -407,17 +446,33 @@ class RunWatcher:
             return None
         metrics_changed = bool(records) or reset
         history = self.history.snapshot() if metrics_changed else {}  # copied only when the curves change
-        return RunUpdated(self.run.path, dict(self._status), history, self.history.latest_train,
-                          self.history.latest_dev, self.history.latest_eval, records[-self.MAX_RECORDS_PER_MESSAGE:],
-                          samples[-self.MAX_RECORDS_PER_MESSAGE:], log_lines, log_reset, from_log_file,
-                          metrics_changed=metrics_changed, problems=self.problems(), **self._latest())
+        return RunUpdated(
+            self.run.path,
+            dict(self._status),
+            history,
+            self.history.latest_train,
+            self.history.latest_dev,
+            self.history.latest_eval,
+            records[-self.MAX_RECORDS_PER_MESSAGE :],
+            samples[-self.MAX_RECORDS_PER_MESSAGE :],
+            log_lines,
+            log_reset,
+            from_log_file,
+            metrics_changed=metrics_changed,
+            problems=self.problems(),
+            **self._latest(),
+        )
 
     def _latest(self) -> dict:
         """The newest report and the smoothed pace, for every message."""
         pace, status = self.history.pace, self._status
         step = status.get("step", self.history.latest_train.get("step"))
-        return {"latest_report": self._report, "tokens_per_s": pace.tokens_per_s,
-                "eta_s": pace.eta_s(step, status.get("total_steps")), "milestones": self._milestones}
+        return {
+            "latest_report": self._report,
+            "tokens_per_s": pace.tokens_per_s,
+            "eta_s": pace.eta_s(step, status.get("total_steps")),
+            "milestones": self._milestones,
+        }
 
     def problems(self) -> list[str]:
         """What this watcher could not read so far, one sentence each."""
@@ -449,7 +504,19 @@ class RunWatcher:
 
     def _unchanged_message(self) -> RunUpdated:
         """Nothing new, but time passed: lets the screen re-judge the heartbeat (stale or not)."""
-        return RunUpdated(self.run.path, dict(self._status), {}, self.history.latest_train,
-                          self.history.latest_dev, self.history.latest_eval, [], [], [], False,
-                          self._log.identity is not None, metrics_changed=False, problems=self.problems(),
-                          **self._latest())
+        return RunUpdated(
+            self.run.path,
+            dict(self._status),
+            {},
+            self.history.latest_train,
+            self.history.latest_dev,
+            self.history.latest_eval,
+            [],
+            [],
+            [],
+            False,
+            self._log.identity is not None,
+            metrics_changed=False,
+            problems=self.problems(),
+            **self._latest(),
+        )

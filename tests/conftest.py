@@ -35,8 +35,18 @@ def finished_smoke_run(tmp_path_factory) -> Path:
     from tests.helpers import mdlm
 
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    settings = ["--set", "train.budget=8 steps", "--set", "train.checkpoint_every=4", "--set", "train.log_every=1",
-                "--set", "train.dev_every=0", "--set", "train.threads=1"]
+    settings = [
+        "--set",
+        "train.budget=8 steps",
+        "--set",
+        "train.checkpoint_every=4",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.dev_every=0",
+        "--set",
+        "train.threads=1",
+    ]
     result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *settings)
     assert result.returncode == 0, result.stderr
     return run_dir
@@ -51,8 +61,11 @@ def tmpfs(tmp_path):
     def mount(size: str = "64m") -> Path:
         point = tmp_path / f"tmpfs-{len(points)}"
         point.mkdir()
-        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-                              capture_output=True, text=True)
+        made = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
         if made.returncode:
             pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip() or 'not root'})")
         points.append(point)

@@ -23,16 +23,21 @@ def mdlm(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     argv = [str(a) for a in args]
     with tempfile.TemporaryDirectory() as scratch:
         out, err = Path(scratch) / "stdout", Path(scratch) / "stderr"
-        child = _forks().Process(target=_run_main, args=(argv, str(cwd or os.getcwd()), os.environ.copy(), out, err))
+        child = _forks().Process(
+            target=_run_main, args=(argv, str(cwd or os.getcwd()), os.environ.copy(), out, err)
+        )
         child.start()
         child.join(timeout)
         if child.is_alive():
             child.kill()
             child.join()
             raise subprocess.TimeoutExpired(["mdlm-tui", *argv], timeout)
-        code = child.exitcode if child.exitcode >= 0 else 128 - child.exitcode  # killed by a signal, as a shell says
-        return subprocess.CompletedProcess(["mdlm-tui", *argv], code, out.read_text(errors="replace"),
-                                           err.read_text(errors="replace"))
+        code = (
+            child.exitcode if child.exitcode >= 0 else 128 - child.exitcode
+        )  # killed by a signal, as a shell says
+        return subprocess.CompletedProcess(
+            ["mdlm-tui", *argv], code, out.read_text(errors="replace"), err.read_text(errors="replace")
+        )
 
 
 _FORKS = None
@@ -83,8 +88,14 @@ def _run_main(argv: list[str], cwd: str, env: dict, out: Path, err: Path) -> Non
 
 
 def start(*args, cwd=None) -> subprocess.Popen:
-    return subprocess.Popen(command() + [str(a) for a in args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    return subprocess.Popen(
+        command() + [str(a) for a in args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
 
 
 async def wait_for(pilot, condition, timeout: float, what: str) -> None:
@@ -105,14 +116,18 @@ async def show_weight_tab(pilot, app) -> None:
             break
         await pilot.press("tab")
     await pilot.press("right")
-    await wait_for(pilot, lambda: app.screen.query_one("#configure-plots").active == "tab-weight", 60, "the Weight tab")
+    await wait_for(
+        pilot, lambda: app.screen.query_one("#configure-plots").active == "tab-weight", 60, "the Weight tab"
+    )
 
 
 def error_line(result: subprocess.CompletedProcess, code: int = 2, alone: bool = False) -> str:
     """The one `error:` line of a command that failed cleanly with `code` (alone: nothing else on stderr)."""
     assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
     assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip() and (alone or line.startswith("error:"))]
+    lines = [
+        line for line in result.stderr.splitlines() if line.strip() and (alone or line.startswith("error:"))
+    ]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
 

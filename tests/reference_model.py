@@ -21,7 +21,9 @@ def bucket(offset: int, buckets: int, max_position: int) -> int:
     if abs(offset) <= half:
         return offset + buckets - 1
     distance = min(abs(offset), max_position - 1)
-    log_bucket = half + math.ceil(math.log(distance / half) / math.log((max_position - 1) / half) * (half - 1))
+    log_bucket = half + math.ceil(
+        math.log(distance / half) / math.log((max_position - 1) / half) * (half - 1)
+    )
     return int(math.copysign(log_bucket, offset)) + buckets - 1
 
 
@@ -32,9 +34,21 @@ def layer_norm(x, eps, weight=None, bias=None):
     return out * weight + bias if weight is not None else out
 
 
-def reference_logits(state: dict, *, num_layers: int, num_heads: int, buckets: int, max_position: int = 512,
-                     eps: float = 1e-7, input_ids, attention_mask=None, rate=None, time_scale: float = 1.0,
-                     ffn_gelu: str = "tanh", position_terms: str = "ltg") -> torch.Tensor:
+def reference_logits(
+    state: dict,
+    *,
+    num_layers: int,
+    num_heads: int,
+    buckets: int,
+    max_position: int = 512,
+    eps: float = 1e-7,
+    input_ids,
+    attention_mask=None,
+    rate=None,
+    time_scale: float = 1.0,
+    ffn_gelu: str = "tanh",
+    position_terms: str = "ltg",
+) -> torch.Tensor:
     """Logits [B, L, V] at every position. `rate` [B] conditions the model when the state has a time MLP."""
     S = {k: v.double() for k, v in state.items() if v.is_floating_point()}
     B, L = input_ids.shape
@@ -43,8 +57,12 @@ def reference_logits(state: dict, *, num_layers: int, num_heads: int, buckets: i
     keep = attention_mask.bool() if attention_mask is not None else torch.ones(B, L, dtype=torch.bool)
 
     x = layer_norm(S["embedding.word_embedding.weight"][input_ids], eps)
-    table = layer_norm(S["embedding.relative_embedding"], eps,
-                       S["embedding.relative_layer_norm.weight"], S["embedding.relative_layer_norm.bias"])
+    table = layer_norm(
+        S["embedding.relative_embedding"],
+        eps,
+        S["embedding.relative_layer_norm.weight"],
+        S["embedding.relative_layer_norm.bias"],
+    )
 
     cond = None
     if "sigma_map.mlp.0.weight" in S:
@@ -61,7 +79,10 @@ def reference_logits(state: dict, *, num_layers: int, num_heads: int, buckets: i
         a = f"transformer.attention_layers.{layer}."
         m = f"transformer.mlp_layers.{layer}."
         if cond is not None:
-            mod = cond @ S[f"transformer.adaLN_modulations.{layer}.weight"].T + S[f"transformer.adaLN_modulations.{layer}.bias"]
+            mod = (
+                cond @ S[f"transformer.adaLN_modulations.{layer}.weight"].T
+                + S[f"transformer.adaLN_modulations.{layer}.bias"]
+            )
             shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = (c[:, None, :] for c in mod.chunk(6, dim=-1))
         else:
             shift_a = scale_a = shift_f = scale_f = torch.zeros(B, 1, D, dtype=torch.float64)
@@ -86,8 +107,11 @@ def reference_logits(state: dict, *, num_layers: int, num_heads: int, buckets: i
                             continue
                         first = bucket(i - j if position_terms == "ltg" else j - i, buckets, max_position)
                         second = bucket(i - j, buckets, max_position)
-                        scores[i, j] = (q[b, i, s_] @ k[b, j, s_] + q[b, i, s_] @ pos_k[first, s_]
-                                        + k[b, j, s_] @ pos_q[second, s_]) / math.sqrt(3 * d)
+                        scores[i, j] = (
+                            q[b, i, s_] @ k[b, j, s_]
+                            + q[b, i, s_] @ pos_k[first, s_]
+                            + k[b, j, s_] @ pos_q[second, s_]
+                        ) / math.sqrt(3 * d)
                 context[b, :, s_] = torch.softmax(scores, dim=-1) @ v[b, :, s_]
         context = layer_norm(context * F.gelu(g), eps)
         x = x + gate_a * (context @ S[a + "out_proj.weight"].T + S[a + "out_proj.bias"])

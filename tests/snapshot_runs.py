@@ -32,8 +32,10 @@ RUNS = (
     ("bimodal-p0", "bimodal-p0", "failed", 840, 60000, 26, "gpu-server", "loss is not finite at step 840"),
     ("cpu-small", "cpu-small", "stopped", 450, 900, 50, "laptop", None),
 )
-TRACE_WORDS = ("And the LORD said unto Moses , Go in unto the people , and they shall know that I am "
-               "the LORD their God , which brought them out of the land .").split()
+TRACE_WORDS = (
+    "And the LORD said unto Moses , Go in unto the people , and they shall know that I am "
+    "the LORD their God , which brought them out of the land ."
+).split()
 TRACE_STEPS = 8
 TOKENS_PER_STEP = 16 * 128  # the smoke preset's batch
 CORPUS_TOKENS = 790_000  # about the embedded corpus: a little over 385 steps an epoch
@@ -64,26 +66,65 @@ def metrics_records(step: int, total: int, started: float) -> list[dict]:
     records = []
     for s in range(10, step + 1, 10):
         loss = loss_at(s, total)
-        records.append({"event": "train", "step": s, "epoch": epoch_at(s), "tokens": s * TOKENS_PER_STEP,
-                        "loss": round(loss, 4), "masked_ce": round(loss - 0.35, 4), "lr": lr_at(s, total),
-                        "grad_norm": 1.2, "tokens_per_s": 8400.0, "mask_rate": 0.5, "p_freq": 0.0,
-                        "time": started + s * 0.25,
-                        "sys": {"cpu_percent": 96.0, "process_cpu_percent": 188.0, "rss_mb": 612.0,
-                                "ram_used_percent": 41.0, "gpus": []}})
+        records.append(
+            {
+                "event": "train",
+                "step": s,
+                "epoch": epoch_at(s),
+                "tokens": s * TOKENS_PER_STEP,
+                "loss": round(loss, 4),
+                "masked_ce": round(loss - 0.35, 4),
+                "lr": lr_at(s, total),
+                "grad_norm": 1.2,
+                "tokens_per_s": 8400.0,
+                "mask_rate": 0.5,
+                "p_freq": 0.0,
+                "time": started + s * 0.25,
+                "sys": {
+                    "cpu_percent": 96.0,
+                    "process_cpu_percent": 188.0,
+                    "rss_mb": 612.0,
+                    "ram_used_percent": 41.0,
+                    "gpus": [],
+                },
+            }
+        )
         if s % 50 == 0:
             dev = loss_at(s, total) + 0.15
-            records.append({"event": "dev", "step": s, "dev_loss": round(dev, 4), "dev_masked_ce": round(dev - 0.3, 4),
-                            "time": started + s * 0.25})
+            records.append(
+                {
+                    "event": "dev",
+                    "step": s,
+                    "dev_loss": round(dev, 4),
+                    "dev_masked_ce": round(dev - 0.3, 4),
+                    "time": started + s * 0.25,
+                }
+            )
         if s % 250 == 0 and total <= 1000:  # the long server runs have not reached their first eval
             report = eval_report(s)
-            records.append({"event": "eval", "step": s, "suite": "builtin", "macro": report["macro"],
-                            "per_uid": report["per_uid"], "per_field": report["per_field"], "time": started + s * 0.25})
+            records.append(
+                {
+                    "event": "eval",
+                    "step": s,
+                    "suite": "builtin",
+                    "macro": report["macro"],
+                    "per_uid": report["per_uid"],
+                    "per_field": report["per_field"],
+                    "time": started + s * 0.25,
+                }
+            )
     return records
 
 
-BUILTIN_UIDS = ("subject_verb_agreement", "agreement_with_attractor", "determiner_noun_agreement",
-                "anaphor_gender_agreement", "anaphor_number_agreement", "irregular_past_tense",
-                "irregular_plural_nouns")
+BUILTIN_UIDS = (
+    "subject_verb_agreement",
+    "agreement_with_attractor",
+    "determiner_noun_agreement",
+    "anaphor_gender_agreement",
+    "anaphor_number_agreement",
+    "irregular_past_tense",
+    "irregular_plural_nouns",
+)
 
 
 def eval_report(step: int) -> dict:
@@ -93,10 +134,20 @@ def eval_report(step: int) -> dict:
         accuracy = round(0.5 + (0.03 + 0.02 * index) * step / 250, 4)
         per_uid[uid] = {"accuracy": accuracy, "n": 60, "field": "morphology", "term": uid}
     macro = sum(r["accuracy"] for r in per_uid.values()) / len(per_uid)
-    return {"suite": "builtin", "per_uid": per_uid, "per_field": {"morphology": macro}, "macro": macro,
-            "n": 60 * len(per_uid), "seconds": 41.5, "backend": "pll",
-            "checkpoint": f"runs/{DEMO_RUN}/checkpoints/step-{step}",
-            "limit": None, "weights": "ema", "rate_value": 0.0, "draws": None}
+    return {
+        "suite": "builtin",
+        "per_uid": per_uid,
+        "per_field": {"morphology": macro},
+        "macro": macro,
+        "n": 60 * len(per_uid),
+        "seconds": 41.5,
+        "backend": "pll",
+        "checkpoint": f"runs/{DEMO_RUN}/checkpoints/step-{step}",
+        "limit": None,
+        "weights": "ema",
+        "rate_value": 0.0,
+        "draws": None,
+    }
 
 
 def unmasking_trace(seed: int) -> list[dict]:
@@ -107,42 +158,77 @@ def unmasking_trace(seed: int) -> list[dict]:
     trace = []
     for step in range(TRACE_STEPS + 1):
         shown = set(order[: round(len(order) * step / TRACE_STEPS)])
-        words = [(" " if i and word not in ",." else "") + word if i in shown else MASK_TEXT
-                 for i, word in enumerate(TRACE_WORDS)]
-        trace.append({"step": step, "t": round(1 - step / TRACE_STEPS, 4),
-                      "tokens": [token_ids[i] if i in shown else MASK_ID for i in range(len(TRACE_WORDS))],
-                      "masked": len(TRACE_WORDS) - len(shown), "text": "".join(words).strip()})
+        words = [
+            (" " if i and word not in ",." else "") + word if i in shown else MASK_TEXT
+            for i, word in enumerate(TRACE_WORDS)
+        ]
+        trace.append(
+            {
+                "step": step,
+                "t": round(1 - step / TRACE_STEPS, 4),
+                "tokens": [token_ids[i] if i in shown else MASK_ID for i in range(len(TRACE_WORDS))],
+                "masked": len(TRACE_WORDS) - len(shown),
+                "text": "".join(words).strip(),
+            }
+        )
     return trace
 
 
 def train_log(step: int, total: int) -> str:
     """The lines the trainer logs (as in core/trainer.py), stamped from a fixed 09:00:00."""
+
     def stamped(seconds: int, line: str) -> str:
         clock = 9 * 3600 + seconds
         return f"[{clock // 3600:02d}:{clock % 3600 // 60:02d}:{clock % 60:02d}] {line}"
 
     per_epoch = CORPUS_TOKENS / TOKENS_PER_STEP
-    lines = [stamped(0, f"model: 1,106,048 parameters on cpu; {total:,} steps (2 epoch(s), "
-                        f"{per_epoch:,.1f} steps an epoch)")]
+    lines = [
+        stamped(
+            0,
+            f"model: 1,106,048 parameters on cpu; {total:,} steps (2 epoch(s), "
+            f"{per_epoch:,.1f} steps an epoch)",
+        )
+    ]
     for s in range(10, step + 1, 10):
         loss = loss_at(s, total)
-        lines.append(stamped(s // 4, f"step {s}/{total} | epoch {epoch_at(s):.2f} | loss {loss:.4f} | "
-                                     f"masked CE {loss - 0.35:.4f} | lr {lr_at(s, total):.2e} | 8,400 tok/s | "
-                                     f"mask 0.500 | eta {(total - s) // 4}s"))
+        lines.append(
+            stamped(
+                s // 4,
+                f"step {s}/{total} | epoch {epoch_at(s):.2f} | loss {loss:.4f} | "
+                f"masked CE {loss - 0.35:.4f} | lr {lr_at(s, total):.2e} | 8,400 tok/s | "
+                f"mask 0.500 | eta {(total - s) // 4}s",
+            )
+        )
         if s % 50 == 0:
             dev = loss_at(s, total) + 0.15
-            lines.append(stamped(s // 4, f"step {s} | dev loss {dev:.4f} | dev masked CE {dev - 0.3:.4f} "
-                                         "(ema weights)"))
-    lines.append(stamped(step // 4, f"finished at step {step} after 2m05s; "
-                                    f"checkpoint runs/{DEMO_RUN}/checkpoints/step-{step}"))
+            lines.append(
+                stamped(
+                    s // 4, f"step {s} | dev loss {dev:.4f} | dev masked CE {dev - 0.3:.4f} (ema weights)"
+                )
+            )
+    lines.append(
+        stamped(
+            step // 4,
+            f"finished at step {step} after 2m05s; checkpoint runs/{DEMO_RUN}/checkpoints/step-{step}",
+        )
+    )
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- folders
 
 
-def write_run(root: Path, name: str, preset: str, state: str, step: int, total: int, heartbeat_hours: float, host: str,
-              error: str | None) -> Path:
+def write_run(
+    root: Path,
+    name: str,
+    preset: str,
+    state: str,
+    step: int,
+    total: int,
+    heartbeat_hours: float,
+    host: str,
+    error: str | None,
+) -> Path:
     run = root / name
     (run / "checkpoints").mkdir(parents=True)
     (run / "eval").mkdir()
@@ -151,11 +237,21 @@ def write_run(root: Path, name: str, preset: str, state: str, step: int, total: 
     started = heartbeat - step * 0.25
     records = metrics_records(step, total, started)
     last_train = [r for r in records if r["event"] == "train"][-1]
-    status = {"state": state, "pid": 4242, "host": host, "step": step, "total_steps": total,
-              "tokens": last_train["tokens"], "loss": last_train["loss"], "heartbeat": heartbeat, "error": error,
-              "eta_s": None, "dev_loss": round(loss_at(step - step % 50, total) + 0.15, 4),
-              # a run that ended saved a checkpoint at its last step; the others have the last periodic one
-              "checkpoint": f"step-{step if state in ('finished', 'stopped') else step - step % 250}"}
+    status = {
+        "state": state,
+        "pid": 4242,
+        "host": host,
+        "step": step,
+        "total_steps": total,
+        "tokens": last_train["tokens"],
+        "loss": last_train["loss"],
+        "heartbeat": heartbeat,
+        "error": error,
+        "eta_s": None,
+        "dev_loss": round(loss_at(step - step % 50, total) + 0.15, 4),
+        # a run that ended saved a checkpoint at its last step; the others have the last periodic one
+        "checkpoint": f"step-{step if state in ('finished', 'stopped') else step - step % 250}",
+    }
     (run / "status.json").write_text(json.dumps(status, indent=1))
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return run
@@ -166,9 +262,17 @@ def write_demo_extras(run: Path) -> None:
     for step in (250, 500):
         (run / "checkpoints" / f"step-{step}").mkdir()
         (run / "eval" / f"builtin-step-{step}-pll.json").write_text(json.dumps(eval_report(step), indent=1))
-    samples = [{"step": step, "text": trace[-1]["text"], "tokens": trace[-1]["tokens"], "forward_passes": TRACE_STEPS,
-                "seconds": 0.4, "trace": trace}
-               for step, trace in ((250, unmasking_trace(1)), (500, unmasking_trace(2)))]
+    samples = [
+        {
+            "step": step,
+            "text": trace[-1]["text"],
+            "tokens": trace[-1]["tokens"],
+            "forward_passes": TRACE_STEPS,
+            "seconds": 0.4,
+            "trace": trace,
+        }
+        for step, trace in ((250, unmasking_trace(1)), (500, unmasking_trace(2)))
+    ]
     (run / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     (run / "train.log").write_text(train_log(500, 500))
 
@@ -249,7 +353,9 @@ def showing(pilot, class_name: str) -> bool:
 
 async def show_runs(pilot) -> None:
     await until(pilot, lambda: showing(pilot, "RunsScreen"), "the Runs screen")
-    await until(pilot, lambda: pilot.app.screen.query_one("#runs-table").row_count == len(RUNS), "every run listed")
+    await until(
+        pilot, lambda: pilot.app.screen.query_one("#runs-table").row_count == len(RUNS), "every run listed"
+    )
 
 
 async def show_train(pilot) -> None:
@@ -257,8 +363,11 @@ async def show_train(pilot) -> None:
     screen = pilot.app.screen
     # the numbers come with the first watcher message, the curves at the next replot
     await until(pilot, lambda: screen.query_one("#train-state").health == "finished", "the run's state")
-    await until(pilot, lambda: all(screen.query_one(f"#plot-{name}").points for name in ("loss", "dev", "lr")),
-                "the curves")
+    await until(
+        pilot,
+        lambda: all(screen.query_one(f"#plot-{name}").points for name in ("loss", "dev", "lr")),
+        "the curves",
+    )
     await until(pilot, lambda: screen.query_one("#train-log").line_count > 0, "the log")
     await pilot.pause()  # the state label and the log laid out anew before the picture is taken
 
@@ -269,16 +378,23 @@ async def show_configure(pilot) -> None:
     await until(pilot, lambda: showing(pilot, "ConfigureScreen"), "the Configure screen")
     screen = pilot.app.screen
     # the schedule plots and the parameter count are computed in a worker thread
-    await until(pilot, lambda: "parameters" in str(screen.query_one("#configure-verdict").render()), "the previews")
-    await until(pilot, lambda: screen.query_one("#configure-weight-plot").shown is not None, "the weight plot")
+    await until(
+        pilot, lambda: "parameters" in str(screen.query_one("#configure-verdict").render()), "the previews"
+    )
+    await until(
+        pilot, lambda: screen.query_one("#configure-weight-plot").shown is not None, "the weight plot"
+    )
 
 
 async def show_eval(pilot) -> None:
     await show_train(pilot)
     await pilot.press("e")
     await until(pilot, lambda: showing(pilot, "EvalScreen"), "the Eval screen")
-    await until(pilot, lambda: pilot.app.screen.query_one("#eval-table").row_count == len(BUILTIN_UIDS),
-                "the saved report")
+    await until(
+        pilot,
+        lambda: pilot.app.screen.query_one("#eval-table").row_count == len(BUILTIN_UIDS),
+        "the saved report",
+    )
 
 
 REPLAY_STEP = 4  # mid-replay: half the positions unmasked

@@ -9,8 +9,10 @@ import torch
 
 from core.allocator import release_free_memory, tune_allocator
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-                                reason="the allocator settings apply to glibc only")
+pytestmark = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+    reason="the allocator settings apply to glibc only",
+)
 
 
 def rss_mb() -> float:

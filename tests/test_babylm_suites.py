@@ -50,9 +50,13 @@ def test_sample_files_load_in_the_pipelines_terms(shared_data):
     item = tracking.items[0]
     assert item.field == "ambiref" and len(item.options) == 5 and item.texts() == item.options
     # scored as context + " " + option: the pipeline's input_prefix + option, exactly
-    assert [item.context + " " + o for o in item.options] == [first["input_prefix"] + o for o in first["options"]]
+    assert [item.context + " " + o for o in item.options] == [
+        first["input_prefix"] + o for o in first["options"]
+    ]
     assert wug.metric == "spearman" and wug.uids() == ["wug_adj"] and len(wug.items) == 40
-    assert wug.items[0].good.endswith("actignability") and wug.items[0].ratio == pytest.approx(0.5454545454545454)
+    assert wug.items[0].good.endswith("actignability") and wug.items[0].ratio == pytest.approx(
+        0.5454545454545454
+    )
     assert reading.metric == "delta_r2" and len(reading.items) == 40  # sentences
     assert sum(len(s.words) for s in reading.items) == 371
     [limited] = load_suite("reading", str(data), limit=2)  # --limit counts sentences here
@@ -63,8 +67,13 @@ def test_all_includes_the_new_suites_where_present(shared_data):
     names = [suite.name for suite in load_suite("all", str(shared_data / SAMPLE), limit=1)]
     assert names == ["entity_tracking", "wug_adj", "reading"]
     # a folder or the reading file given by path is read in its own format too
-    by_path = load_suite(f"{shared_data / SAMPLE / 'entity_tracking'},{shared_data / SAMPLE / 'reading' / 'reading_data.csv'}")
-    assert [(suite.name, suite.metric) for suite in by_path] == [("entity_tracking", "accuracy"), ("reading", "delta_r2")]
+    by_path = load_suite(
+        f"{shared_data / SAMPLE / 'entity_tracking'},{shared_data / SAMPLE / 'reading' / 'reading_data.csv'}"
+    )
+    assert [(suite.name, suite.metric) for suite in by_path] == [
+        ("entity_tracking", "accuracy"),
+        ("reading", "delta_r2"),
+    ]
 
 
 def test_reading_file_without_its_columns_is_one_sentence(tmp_path):
@@ -81,15 +90,28 @@ def test_reading_file_without_its_columns_is_one_sentence(tmp_path):
 
 def tracking_item(file: str, numops: int, name: str) -> Item:
     options = [f"{name} {k}" for k in range(5)]
-    return Item(uid=f"{file}_{numops}_ops", field=file, term=None, good=options[0], bad=options[1],
-                context="Box 1 contains", options=options)
+    return Item(
+        uid=f"{file}_{numops}_ops",
+        field=file,
+        term=None,
+        good=options[0],
+        bad=options[1],
+        context="Box 1 contains",
+        options=options,
+    )
 
 
 def test_entity_tracking_accuracy_per_subset_then_files():
-    items = [tracking_item("regular", 0, "a"), tracking_item("regular", 0, "b"), tracking_item("regular", 1, "c"),
-             tracking_item("ambiref", 0, "d")]
+    items = [
+        tracking_item("regular", 0, "a"),
+        tracking_item("regular", 0, "b"),
+        tracking_item("regular", 1, "c"),
+        tracking_item("ambiref", 0, "d"),
+    ]
     scores = {f"{n} {k}": 0.0 for n in "abcd" for k in range(5)}
-    scores.update({"a 0": 1.0, "b 3": 1.0, "c 0": 5.0, "d 0": 2.0, "d 4": 2.0})  # right, wrong, right, a two-way tie
+    scores.update(
+        {"a 0": 1.0, "b 3": 1.0, "c 0": 5.0, "d 0": 2.0, "d 4": 2.0}
+    )  # right, wrong, right, a two-way tie
     report = evaluate(FixedScores(scores), Suite("entity_tracking", items, "test", macro_by_field=True))
     accuracy = {uid: row["accuracy"] for uid, row in report.per_uid.items()}
     assert accuracy == {"regular_0_ops": 0.5, "regular_1_ops": 1.0, "ambiref_0_ops": 0.5}
@@ -111,11 +133,15 @@ def test_wug_reports_spearman_of_the_first_forms_probability(tmp_path):
     # score differences 2, 0, -1, 1 against human ratios .9, .5, .1, .3: ranks 4 2 1 3 vs 4 3 1 2,
     # so rho = 1 - 6 * (0 + 1 + 0 + 1) / (4 * 15) = 0.8
     diffs, ratios = [2.0, 0.0, -1.0, 1.0], [0.9, 0.5, 0.1, 0.3]
-    items = [Item(uid="wug_adj", field=None, term=None, good=f"w{i}ity", bad=f"w{i}ness", ratio=r)
-             for i, r in enumerate(ratios)]
+    items = [
+        Item(uid="wug_adj", field=None, term=None, good=f"w{i}ity", bad=f"w{i}ness", ratio=r)
+        for i, r in enumerate(ratios)
+    ]
     table = {**{f"w{i}ity": d for i, d in enumerate(diffs)}, **{f"w{i}ness": 0.0 for i in range(4)}}
     predictions = []
-    report = evaluate(FixedScores(table), Suite("wug_adj", items, "test", metric="spearman"), predictions=predictions)
+    report = evaluate(
+        FixedScores(table), Suite("wug_adj", items, "test", metric="spearman"), predictions=predictions
+    )
     assert report.metric == "spearman" and report.macro == pytest.approx(0.8)
     assert report.per_uid["wug_adj"]["accuracy"] == pytest.approx(0.8) and report.per_uid["wug_adj"]["n"] == 4
     # the pipeline's model ratio: softmax over the two scores, first entry
@@ -124,7 +150,9 @@ def test_wug_reports_spearman_of_the_first_forms_probability(tmp_path):
 
 
 def test_spearman_ranks_ties_by_their_mean():
-    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)  # Pearson of 1,2.5,2.5,4 vs 1..4
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(
+        0.9486832980505138
+    )  # Pearson of 1,2.5,2.5,4 vs 1..4
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
 
 
@@ -161,9 +189,22 @@ def test_surprisal_appends_three_masks_and_predicts_at_the_first():
 
 
 def rows_for(y, pred, **extra):
-    return [{"Subtlex_log10": 1.0, "length": 2.0, "context_length": 3.0, "prev_length": 4.0, "prev_pred": 5.0,
-             "pred": p, **{m: v for m in ("RTfirstfix", "RTfirstpass", "RTgopast", "RTrightbound",
-                                          "self_paced_reading_time")}, **extra} for v, p in zip(y, pred)]
+    return [
+        {
+            "Subtlex_log10": 1.0,
+            "length": 2.0,
+            "context_length": 3.0,
+            "prev_length": 4.0,
+            "prev_pred": 5.0,
+            "pred": p,
+            **{
+                m: v
+                for m in ("RTfirstfix", "RTfirstpass", "RTgopast", "RTrightbound", "self_paced_reading_time")
+            },
+            **extra,
+        }
+        for v, p in zip(y, pred)
+    ]
 
 
 def test_r2_gain_over_the_baseline_is_the_share_left_explained():
@@ -176,7 +217,9 @@ def test_r2_gain_over_the_baseline_is_the_share_left_explained():
     assert reading_results(rows)["self_paced_reading_time"]["field"] == "self_paced_reading"
     # a row missing a predictor leaves the fits, however wild its measure
     wild = rows + rows_for([1000.0], [0.0], Subtlex_log10=float("nan"))
-    assert r2_gain(wild, "RTgopast", ("Subtlex_log10", "length", "context_length"))["accuracy"] == pytest.approx(0.64)
+    assert r2_gain(wild, "RTgopast", ("Subtlex_log10", "length", "context_length"))[
+        "accuracy"
+    ] == pytest.approx(0.64)
     # when surprisal only repeats a baseline predictor (here twice the length), nothing is gained
     same = rows_for([1.0, 3.0, 2.0, 5.0, 4.0], [2.0, 4.0, 6.0, 8.0, 10.0])
     for row, length in zip(same, [1.0, 2.0, 3.0, 4.0, 5.0]):
@@ -199,20 +242,40 @@ def test_reading_words_pair_with_the_previous_word(shared_data):
 
 def test_cli_scores_the_sample_files(run_copy, shared_data, tmp_path):
     out = tmp_path / "reports.json"
-    result = mdlm("eval", run_copy, "--suite", "entity_tracking,wug_adj,reading", "--data", shared_data / SAMPLE,
-                  "--limit", 4, "--device", "cpu", "--json", out, "--predictions", tmp_path / "p.jsonl")
+    result = mdlm(
+        "eval",
+        run_copy,
+        "--suite",
+        "entity_tracking,wug_adj,reading",
+        "--data",
+        shared_data / SAMPLE,
+        "--limit",
+        4,
+        "--device",
+        "cpu",
+        "--json",
+        out,
+        "--predictions",
+        tmp_path / "p.jsonl",
+    )
     assert result.returncode == 0, result.stderr
     tracking, wug, reading = json.loads(out.read_text())
     assert set(tracking["per_uid"]) == {"ambiref_0_ops", "move_contents_0_ops", "regular_0_ops"}
     assert tracking["n"] == 12 and tracking["macro"] == pytest.approx(sum(tracking["per_field"].values()) / 3)
     assert wug["metric"] == "spearman" and wug["per_uid"]["wug_adj"]["n"] == 4 and -1 <= wug["macro"] <= 1
-    assert reading["metric"] == "delta_r2" and set(reading["per_field"]) == {"eye_tracking", "self_paced_reading"}
+    assert reading["metric"] == "delta_r2" and set(reading["per_field"]) == {
+        "eye_tracking",
+        "self_paced_reading",
+    }
     [four] = load_suite("reading", str(shared_data / SAMPLE), limit=4)
     assert len(reading["per_uid"]) == 5 and reading["n"] == sum(len(s.words) for s in four.items)
     assert "Spearman rho" in result.stdout and "R^2 gain %" in result.stdout and "RTgopast" in result.stdout
     saved = sorted(path.name for path in (run_copy / "eval").glob("*.json"))
-    assert saved == ["entity_tracking-step-8-pll-limit4.json", "reading-step-8-pll-limit4.json",
-                     "wug_adj-step-8-pll-limit4.json"]
+    assert saved == [
+        "entity_tracking-step-8-pll-limit4.json",
+        "reading-step-8-pll-limit4.json",
+        "wug_adj-step-8-pll-limit4.json",
+    ]
     records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert sum(r["suite"] == "entity_tracking" and len(r["scores"]) == 5 for r in records) == 12
     assert sum("surprisal" in r for r in records) == reading["n"]
@@ -229,12 +292,14 @@ def test_babylm_runs_every_task_present_with_one_summary(run_copy, shared_data, 
     result = mdlm("eval", run_copy, "--suite", "babylm", "--data", data, "--limit", 2, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "babylm: no data for ewok, wug_past" in result.stderr
-    summary = result.stdout[result.stdout.index("BabyLM zero-shot summary"):]
+    summary = result.stdout[result.stdout.index("BabyLM zero-shot summary") :]
     labels = ["BLiMP", "BLiMP supplement", "entity tracking", "wug adj", "reading (SPR)", "reading (ET)"]
     assert [summary.index(label) for label in labels] == sorted(summary.index(label) for label in labels)
 
 
-@pytest.mark.parametrize("suite, folder", [("reading", "reading/reading_data.csv"), ("entity_tracking", "entity_tracking/")])
+@pytest.mark.parametrize(
+    "suite, folder", [("reading", "reading/reading_data.csv"), ("entity_tracking", "entity_tracking/")]
+)
 def test_missing_data_is_one_sentence(run_copy, tmp_path, suite, folder):
     result = mdlm("eval", run_copy, "--suite", suite, "--data", tmp_path, "--device", "cpu")
     line = error_line(result)
@@ -245,9 +310,11 @@ def test_the_eval_screens_runner_reports_whole_suites(run_copy, shared_data):
     from mdlm_tui.widgets.eval_runner import EvalRequest, run_evaluation
 
     seen, done = [], []
-    saved = run_evaluation(EvalRequest(run_copy, "wug_adj,entity_tracking", str(shared_data / SAMPLE), 3, device="cpu"),
-                           on_uid=lambda suite, uid, result: seen.append((suite, uid, result.get("metric"))),
-                           on_suite=lambda report, path: done.append(report))
+    saved = run_evaluation(
+        EvalRequest(run_copy, "wug_adj,entity_tracking", str(shared_data / SAMPLE), 3, device="cpu"),
+        on_uid=lambda suite, uid, result: seen.append((suite, uid, result.get("metric"))),
+        on_suite=lambda report, path: done.append(report),
+    )
     assert seen[0] == ("wug_adj", "wug_adj", "spearman") and len(seen) == 4
     assert [report.metric for report in done] == ["spearman", "accuracy"] and len(saved) == 2
     assert done[1].macro == pytest.approx(sum(done[1].per_field.values()) / 3)
@@ -263,9 +330,21 @@ def test_the_eval_screen_names_what_a_saved_reports_numbers_are(run_copy):
     from mdlm_tui.widgets.eval_table import EvalTable
 
     row = {"accuracy": 0.25, "n": 40, "field": None, "term": None, "metric": "spearman"}
-    report = {"suite": "wug_adj", "per_uid": {"wug_adj": row}, "per_field": {}, "macro": 0.25, "n": 40, "seconds": 1.0,
-              "backend": "pll", "checkpoint": "step-8", "limit": None, "weights": "ema", "rate_value": 0.0,
-              "draws": None, "metric": "spearman"}
+    report = {
+        "suite": "wug_adj",
+        "per_uid": {"wug_adj": row},
+        "per_field": {},
+        "macro": 0.25,
+        "n": 40,
+        "seconds": 1.0,
+        "backend": "pll",
+        "checkpoint": "step-8",
+        "limit": None,
+        "weights": "ema",
+        "rate_value": 0.0,
+        "draws": None,
+        "metric": "spearman",
+    }
     (run_copy / "eval").mkdir(exist_ok=True)
     (run_copy / "eval" / "wug_adj-step-8-pll.json").write_text(json.dumps(report))
 

@@ -70,7 +70,9 @@ def test_status_is_replaced_atomically_and_merged(tmp_path):
     run.update_status(state="running", step=3)
     run.update_status(step=4)
     status = json.loads(run.status_path.read_text())
-    assert status["state"] == "running" and status["step"] == 4 and status["heartbeat"] > 0 and status["pid"] > 0
+    assert (
+        status["state"] == "running" and status["step"] == 4 and status["heartbeat"] > 0 and status["pid"] > 0
+    )
 
 
 def test_truncation_drops_later_steps_and_torn_lines(tmp_path):

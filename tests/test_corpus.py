@@ -33,7 +33,9 @@ def test_embedded_bible_loads_offline_in_canonical_order(offline):
     assert corpus.train[0].startswith("In the beginning God created the heaven and the earth.\nAnd the earth")
     assert corpus.train[-1].startswith("And he shewed me a pure river of water of life")  # Revelation 22
     assert 50 <= len(corpus.dev) <= 70
-    assert any("Jesus" in chapter for chapter in corpus.dev) and any("Moses" in chapter for chapter in corpus.dev)
+    assert any("Jesus" in chapter for chapter in corpus.dev) and any(
+        "Moses" in chapter for chapter in corpus.dev
+    )
     assert corpus.identity.startswith("embedded:") and "Bible" in corpus.description
 
 
@@ -92,7 +94,12 @@ def test_text_folder_blank_lines_separate_documents(tmp_path):
     write(tmp_path / "notes.csv", "not,text\n")
     write(tmp_path / ".hidden" / "x.txt", "hidden\n")
     corpus = load_corpus(DataConfig(source="text", path=str(tmp_path), dev_fraction=0))
-    assert corpus.train == ["  indented line\ncontinues here", "next doc", "second file first doc", "second file second doc"]
+    assert corpus.train == [
+        "  indented line\ncontinues here",
+        "next doc",
+        "second file first doc",
+        "second file second doc",
+    ]
     assert corpus.dev == [] and "no dev split" in corpus.description
 
 
@@ -125,11 +132,15 @@ def test_hf_local_jsonl_parquet_and_saved_datasets(tmp_path, offline):
     with open(tmp_path / "rows.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "rows.parquet"))
-    splits = datasets.DatasetDict(train=datasets.Dataset.from_list(rows), validation=datasets.Dataset.from_list(rows[:3]))
+    splits = datasets.DatasetDict(
+        train=datasets.Dataset.from_list(rows), validation=datasets.Dataset.from_list(rows[:3])
+    )
     splits.save_to_disk(str(tmp_path / "saved"))
     cache = str(tmp_path / "cache")
 
-    jsonl = load_corpus(DataConfig(source="hf", path=str(tmp_path / "rows.jsonl"), cache_dir=cache, dev_fraction=0.05))
+    jsonl = load_corpus(
+        DataConfig(source="hf", path=str(tmp_path / "rows.jsonl"), cache_dir=cache, dev_fraction=0.05)
+    )
     assert len(jsonl.train) == 57 and len(jsonl.dev) == 3 and jsonl.train[0] == rows[0]["text"]
     parquet = load_corpus(DataConfig(path="hf:" + str(tmp_path / "rows.parquet"), cache_dir=cache))
     assert parquet.train == jsonl.train

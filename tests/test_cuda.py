@@ -54,10 +54,24 @@ BF16_MATRIX_COSINE = 0.95  # the same, for each weight matrix alone
 FP32_ATOL = FP32_RTOL = 1e-4
 SCORE_ATOL = 1e-3  # nats, for a sentence's summed log-probabilities
 
-MATMULS = {"mm", "addmm", "addmm_", "bmm", "baddbmm", "baddbmm_", "addbmm", "addbmm_", "_addmm_activation", "matmul",
-           "linear"}
-FUSED_ATTENTION = {"_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
-                   "_scaled_dot_product_cudnn_attention"}
+MATMULS = {
+    "mm",
+    "addmm",
+    "addmm_",
+    "bmm",
+    "baddbmm",
+    "baddbmm_",
+    "addbmm",
+    "addbmm_",
+    "_addmm_activation",
+    "matmul",
+    "linear",
+}
+FUSED_ATTENTION = {
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_cudnn_attention",
+}
 
 
 # ---------------------------------------------------------------- fixtures and helpers
@@ -85,7 +99,7 @@ def token_batch(cfg, rows: int = 8, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(NUM_SPECIAL, cfg.data.vocab_size, (rows, cfg.data.seq_len), generator=g)
     ids[:, 0] = BOS_ID
-    ids[0, -cfg.data.seq_len // 4:] = PAD_ID
+    ids[0, -cfg.data.seq_len // 4 :] = PAD_ID
     return ids
 
 
@@ -98,11 +112,22 @@ def loss_and_grads(model, cfg, ids: torch.Tensor, bf16: bool) -> tuple[float, di
     generator = torch.Generator(device=ids.device).manual_seed(1)
     autocast = torch.autocast(ids.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with autocast:
-        out = diffusion_loss(model, ids, schedule=build_schedule(cfg.schedule), masker=Masker("uniform"),
-                             power=cfg.schedule.power, progress=0.0, epoch=0, total_epochs=1,
-                             generator=generator, subs=cfg.objective.subs)
+        out = diffusion_loss(
+            model,
+            ids,
+            schedule=build_schedule(cfg.schedule),
+            masker=Masker("uniform"),
+            power=cfg.schedule.power,
+            progress=0.0,
+            epoch=0,
+            total_epochs=1,
+            generator=generator,
+            subs=cfg.objective.subs,
+        )
     out.loss.backward()
-    grads = {name: p.grad.detach().float().cpu() for name, p in model.named_parameters() if p.grad is not None}
+    grads = {
+        name: p.grad.detach().float().cpu() for name, p in model.named_parameters() if p.grad is not None
+    }
     model.zero_grad(set_to_none=True)
     return out.loss.item(), grads
 
@@ -125,8 +150,11 @@ class OpRecorder(TorchDispatchMode):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
         if name in MATMULS or "scaled_dot_product" in name:
-            dtypes = tuple(t.dtype for t in tree_leaves((args, kwargs))
-                           if isinstance(t, torch.Tensor) and t.is_floating_point())
+            dtypes = tuple(
+                t.dtype
+                for t in tree_leaves((args, kwargs))
+                if isinstance(t, torch.Tensor) and t.is_floating_point()
+            )
             self.calls.append((name, dtypes))
         return func(*args, **kwargs)
 
@@ -136,9 +164,18 @@ def bf16_forward_ops(model, cfg, ids: torch.Tensor) -> list[tuple[str, tuple[tor
     model.train()
     generator = torch.Generator(device=ids.device).manual_seed(1)
     with OpRecorder() as recorder, torch.autocast(ids.device.type, dtype=torch.bfloat16):
-        diffusion_loss(model, ids, schedule=build_schedule(cfg.schedule), masker=Masker("uniform"),
-                       power=cfg.schedule.power, progress=0.0, epoch=0, total_epochs=1, generator=generator,
-                       subs=cfg.objective.subs)
+        diffusion_loss(
+            model,
+            ids,
+            schedule=build_schedule(cfg.schedule),
+            masker=Masker("uniform"),
+            power=cfg.schedule.power,
+            progress=0.0,
+            epoch=0,
+            total_epochs=1,
+            generator=generator,
+            subs=cfg.objective.subs,
+        )
     return recorder.calls
 
 
@@ -167,7 +204,9 @@ def test_bf16_autocast_loss_and_gradients_agree_with_fp32():
     assert abs(loss16 - loss32) / abs(loss32) < BF16_LOSS_RTOL, (loss16, loss32)
     assert grads16.keys() == grads32.keys()
     names = sorted(grads32)
-    overall = cosine(torch.cat([grads16[n].flatten() for n in names]), torch.cat([grads32[n].flatten() for n in names]))
+    overall = cosine(
+        torch.cat([grads16[n].flatten() for n in names]), torch.cat([grads32[n].flatten() for n in names])
+    )
     per_matrix = {n: cosine(grads16[n], grads32[n]) for n in names if grads32[n].dim() == 2}
     worst = sorted(per_matrix.items(), key=lambda item: item[1])[:3]
     assert overall > BF16_GRAD_COSINE, (overall, worst)
@@ -212,7 +251,9 @@ def test_attention_with_position_bias_uses_sdpa_and_matches_cpu(monkeypatch):
     calls = []
 
     def spy(query, key, value, attn_mask=None, **kwargs):
-        calls.append((query.device.type, tuple(query.shape), None if attn_mask is None else tuple(attn_mask.shape)))
+        calls.append(
+            (query.device.type, tuple(query.shape), None if attn_mask is None else tuple(attn_mask.shape))
+        )
         return real_sdpa(query, key, value, attn_mask=attn_mask, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
@@ -240,8 +281,9 @@ def test_pll_and_nelbo_scores_on_cuda_match_cpu(tokenizer):
     scorers = {
         "pll": lambda model, device: PLLScorer(model, tokenizer, device),
         "pll-realised": lambda model, device: PLLScorer(model, tokenizer, device, rate_value="realised"),
-        "nelbo": lambda model, device: NELBOScorer(model, tokenizer, device, build_schedule(cfg.schedule),
-                                                   draws=4, seed=0),
+        "nelbo": lambda model, device: NELBOScorer(
+            model, tokenizer, device, build_schedule(cfg.schedule), draws=4, seed=0
+        ),
     }
     for name, make in scorers.items():
         on_cpu = make(cpu_model, "cpu").score_texts(texts)
@@ -288,20 +330,44 @@ def test_ancestral_sampling_on_cuda_is_reproducible_and_cache_neutral(tokenizer)
 def test_training_run_on_cuda_writes_gpu_statistics(tmp_path):
     """`mdlm-tui run --device cuda` trains the smoke preset for 20 steps, finishes, and every train
     record carries NVML's reading of the GPUs (sys.gpus)."""
-    pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed (pip install 'mdlm-tui[gpu]'): "
-                        "without NVML the trainer writes no GPU statistics")
+    pytest.importorskip(
+        "pynvml",
+        reason="nvidia-ml-py is not installed (pip install 'mdlm-tui[gpu]'): "
+        "without NVML the trainer writes no GPU statistics",
+    )
     run_dir = tmp_path / "run"
     # This checkout's code, also where an older mdlm-tui is installed.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "mdlm_tui", "run", "--preset", "smoke", "--device", "cuda",
-         "--set", "train.budget=20 steps", "--run-dir", str(run_dir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mdlm_tui",
+            "run",
+            "--preset",
+            "smoke",
+            "--device",
+            "cuda",
+            "--set",
+            "train.budget=20 steps",
+            "--run-dir",
+            str(run_dir),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
 
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
+    ]
     train = [record for record in records if record.get("event") == "train"]
     assert train, records
     for record in train:
@@ -321,8 +387,9 @@ def test_training_steps_between_logging_intervals_never_wait_for_the_gpu(tmp_pat
     from core.runs import RunDir
     from core.trainer import Trainer, _prepare_folder
 
-    cfg = load_config("smoke", ["train.budget=20 steps", "train.log_every=10", "train.dev_every=0",
-                                "train.optimizer=lamb"])
+    cfg = load_config(
+        "smoke", ["train.budget=20 steps", "train.log_every=10", "train.dev_every=0", "train.optimizer=lamb"]
+    )
     run = RunDir(tmp_path / "run")
     _prepare_folder(cfg, run, False, log=lambda line: None)
     trainer = Trainer(cfg, run, torch.device("cuda"), resume=False, log=lambda line: None)

@@ -10,12 +10,24 @@ from tokenizers import Tokenizer, models
 import core.dataset as dataset
 from core.config import DataConfig
 from core.corpus import load_corpus
-from core.dataset import (BatchStream, cache_root, chunk_documents, masking_counts, prepare_data,
-                          sequence_token_counts)
+from core.dataset import (
+    BatchStream,
+    cache_root,
+    chunk_documents,
+    masking_counts,
+    prepare_data,
+    sequence_token_counts,
+)
 from core.errors import UserError
 from core.masking import frequency_scores
 from core.specials import BOS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SPECIAL_TOKENS
-from core.tokenizer import check_tokenizer, encode_documents, load_tokenizer, split_for_encoding, train_tokenizer
+from core.tokenizer import (
+    check_tokenizer,
+    encode_documents,
+    load_tokenizer,
+    split_for_encoding,
+    train_tokenizer,
+)
 
 VOCAB = 512
 
@@ -34,7 +46,10 @@ def small_corpus(folder: Path, documents: int = 60) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "corpus.txt"
     text = "\n\n".join(
-        "\n".join(f"Line {j} of story {i}: the cat sat on the mat and the dog ran {'far ' * (i % 7)}away." for j in range(i % 9 + 1))
+        "\n".join(
+            f"Line {j} of story {i}: the cat sat on the mat and the dog ran {'far ' * (i % 7)}away."
+            for j in range(i % 9 + 1)
+        )
         for i in range(documents)
     )
     path.write_text(text + "\n")
@@ -42,7 +57,12 @@ def small_corpus(folder: Path, documents: int = 60) -> Path:
 
 
 def data_config(tmp_path: Path, **overrides) -> DataConfig:
-    settings = dict(path=str(tmp_path / "corpus" / "corpus.txt"), vocab_size=VOCAB, seq_len=16, cache_dir=str(tmp_path / "cache"))
+    settings = dict(
+        path=str(tmp_path / "corpus" / "corpus.txt"),
+        vocab_size=VOCAB,
+        seq_len=16,
+        cache_dir=str(tmp_path / "cache"),
+    )
     settings.update(overrides)
     return DataConfig(**settings)
 
@@ -71,7 +91,9 @@ def test_corpus_text_never_becomes_special_ids(tokenizer):
 
 
 def test_long_documents_encode_in_pieces_to_the_same_ids(tokenizer):
-    document = "\n".join(f"line {i} ends in space \nand  {i} starts\n  with spaces\n\ttab" for i in range(3000))
+    document = "\n".join(
+        f"line {i} ends in space \nand  {i} starts\n  with spaces\n\ttab" for i in range(3000)
+    )
     pieces = split_for_encoding(document, piece_chars=200)
     assert len(pieces) > 100 and "".join(pieces) == document
     ids, _ = encode_documents(tokenizer, [document])
@@ -156,7 +178,13 @@ def test_prepare_data_chunks_and_counts(tmp_path):
     recovered = data.train[:rows, 1:][data.train[:rows, 1:] != PAD_ID]
     assert recovered.tolist() == first_ids
     assert data.tokenizer_path == data.cache_path / "tokenizer.json"
-    assert {p.name for p in data.cache_path.iterdir()} >= {"tokenizer.json", "train.npy", "dev.npy", "token_counts.npy", "meta.json"}
+    assert {p.name for p in data.cache_path.iterdir()} >= {
+        "tokenizer.json",
+        "train.npy",
+        "dev.npy",
+        "token_counts.npy",
+        "meta.json",
+    }
     assert "corpus.txt" in data.description
     # The released frequency table counts the padded sequences, <s> and pads included, computed on demand.
     train = np.asarray(data.train)
@@ -226,10 +254,12 @@ def test_babylm_mini_slice_prepares(shared_data, tmp_path):
     # The first lines of each file, laid out the same way: the real layout at a tenth of the time.
     for split in ("train", "dev"):
         for source in sorted((shared_data / "babylm-mini" / split).iterdir()):
-            head = source.read_text(encoding="utf-8").split("\n")[:1500 if split == "train" else 150]
+            head = source.read_text(encoding="utf-8").split("\n")[: 1500 if split == "train" else 150]
             (tmp_path / "mini" / split).mkdir(parents=True, exist_ok=True)
             (tmp_path / "mini" / split / source.name).write_text("\n".join(head), encoding="utf-8")
-    cfg = DataConfig(path=str(tmp_path / "mini"), vocab_size=VOCAB, seq_len=64, cache_dir=str(tmp_path / "cache"))
+    cfg = DataConfig(
+        path=str(tmp_path / "mini"), vocab_size=VOCAB, seq_len=64, cache_dir=str(tmp_path / "cache")
+    )
     data = prepare_data(cfg, log=lambda line: None)
     assert "4 files" in data.description and len(data.train) > 1000 and len(data.dev) > 50
     assert np.count_nonzero(data.train[:, 1:] >= NUM_SPECIAL) == data.token_counts.sum()

@@ -17,8 +17,22 @@ pytestmark = pytest.mark.slow
 
 # The smoke model, a few steps, a record every step; dropout is off in the smoke preset, so two
 # workers and one process draw the same noise and must agree.
-SHORT = ["--preset", "smoke", "--device", "cpu", "--set", "train.log_every=1", "--set", "train.dev_every=0",
-         "--set", "train.checkpoint_every=4", "--set", "train.keep_checkpoints=10", "--set", "train.optimizer=lamb"]
+SHORT = [
+    "--preset",
+    "smoke",
+    "--device",
+    "cpu",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.dev_every=0",
+    "--set",
+    "train.checkpoint_every=4",
+    "--set",
+    "train.keep_checkpoints=10",
+    "--set",
+    "train.optimizer=lamb",
+]
 
 
 def train_records(run_dir):
@@ -47,8 +61,17 @@ def test_two_workers_train_what_one_process_trains(tmp_path):
     steps = ["--set", "train.budget=12 steps", "--set", "train.global_batch=32"]
     one = mdlm("run", *SHORT, *steps, "--set", "train.micro_batch=32", "--run-dir", tmp_path / "one")
     assert one.returncode == 0, one.stderr
-    two = mdlm("run", *SHORT, *steps, "--set", "train.micro_batch=16", "--nproc-per-node", "2",
-               "--run-dir", tmp_path / "two")
+    two = mdlm(
+        "run",
+        *SHORT,
+        *steps,
+        "--set",
+        "train.micro_batch=16",
+        "--nproc-per-node",
+        "2",
+        "--run-dir",
+        tmp_path / "two",
+    )
     assert two.returncode == 0, two.stderr
     assert "32 sequences a step = 2 worker(s) x micro-batch 16 x 1 accumulation" in two.stdout
 
@@ -68,7 +91,12 @@ def test_two_workers_train_what_one_process_trains(tmp_path):
 
 
 def test_a_stopped_two_worker_run_resumes_bit_identical(tmp_path):
-    steps = ["--set", "train.budget=40 steps", "--set", "model.dropout=0.1"]  # dropout: each worker's RNG counts
+    steps = [
+        "--set",
+        "train.budget=40 steps",
+        "--set",
+        "model.dropout=0.1",
+    ]  # dropout: each worker's RNG counts
     straight = mdlm("run", *SHORT, *steps, "--nproc-per-node", "2", "--run-dir", tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr
 
@@ -92,11 +120,16 @@ def test_a_stopped_two_worker_run_resumes_bit_identical(tmp_path):
 
 def test_a_worker_killed_outright_fails_the_run_and_resume_continues_with_another_world_size(tmp_path):
     run_dir = tmp_path / "run"
-    proc = start("run", *SHORT, "--set", "train.budget=400 steps", "--nproc-per-node", "2", "--run-dir", run_dir)
+    proc = start(
+        "run", *SHORT, "--set", "train.budget=400 steps", "--nproc-per-node", "2", "--run-dir", run_dir
+    )
     wait_for_checkpoint(run_dir, 8, proc)
     main_pid = status(run_dir)["pid"]
-    workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.pid != main_pid
-               and "mdlm_tui" in " ".join(p.cmdline())]
+    workers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if p.pid != main_pid and "mdlm_tui" in " ".join(p.cmdline())
+    ]
     assert len(workers) == 1, [p.cmdline() for p in workers]
     workers[0].send_signal(signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
@@ -107,8 +140,14 @@ def test_a_worker_killed_outright_fails_the_run_and_resume_continues_with_anothe
     assert "worker" in (st.get("error") or st.get("message") or "")
 
     # One process now: the same global sample position, with a warning about the random streams.
-    resumed = mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=30 steps"
-                   if st["step"] < 30 else f"train.budget={st['step'] + 6} steps")
+    resumed = mdlm(
+        "run",
+        "--resume",
+        "--run-dir",
+        run_dir,
+        "--set",
+        "train.budget=30 steps" if st["step"] < 30 else f"train.budget={st['step'] + 6} steps",
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "was trained by 2 worker(s)" in resumed.stdout and "random streams differ" in resumed.stdout
     records = train_records(run_dir)
@@ -117,17 +156,21 @@ def test_a_worker_killed_outright_fails_the_run_and_resume_continues_with_anothe
 
 
 def test_a_global_batch_that_does_not_split_is_one_sentence(tmp_path):
-    result = mdlm("run", *SHORT, "--set", "train.global_batch=48", "--nproc-per-node", "2",
-                  "--run-dir", tmp_path / "r")
+    result = mdlm(
+        "run", *SHORT, "--set", "train.global_batch=48", "--nproc-per-node", "2", "--run-dir", tmp_path / "r"
+    )
     assert result.returncode == 2
     assert "train.global_batch (48) does not split into 2 worker(s) x train.micro_batch (16)" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--nproc-per-node", "0"], "--nproc-per-node must be at least 1"),
-    (["--nproc-per-node", "2", "--nnodes", "2"], "--nnodes 2 needs --rdzv-endpoint"),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--nproc-per-node", "0"], "--nproc-per-node must be at least 1"),
+        (["--nproc-per-node", "2", "--nnodes", "2"], "--nnodes 2 needs --rdzv-endpoint"),
+    ],
+)
 def test_launch_settings_that_cannot_work_are_one_sentence(tmp_path, flags, words):
     result = mdlm("run", *SHORT, *flags, "--run-dir", tmp_path / "r")
     assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
@@ -136,7 +179,9 @@ def test_launch_settings_that_cannot_work_are_one_sentence(tmp_path, flags, word
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_workers_on_gpus_where_there_are_none_is_one_sentence(tmp_path):
-    result = mdlm("run", "--preset", "smoke", "--device", "cuda", "--nproc-per-node", "2", "--run-dir", tmp_path / "r")
+    result = mdlm(
+        "run", "--preset", "smoke", "--device", "cuda", "--nproc-per-node", "2", "--run-dir", tmp_path / "r"
+    )
     assert result.returncode == 2 and "sees no CUDA GPU" in result.stderr and "Traceback" not in result.stderr
 
 

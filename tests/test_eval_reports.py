@@ -28,8 +28,18 @@ SETTINGS = {"backend": "pll", "limit": 2, "weights": "ema", "rate_value": 0.0, "
 
 def report(step: int, accuracy: float, **settings) -> dict:
     per_uid = {"u": {"accuracy": accuracy, "n": 2, "field": None, "term": None}}
-    return {"suite": "builtin", "per_uid": per_uid, "per_field": {}, "macro": accuracy, "n": 2, "seconds": 1.0,
-            "checkpoint": f"step-{step}", "skipped": 0, **SETTINGS, **settings}
+    return {
+        "suite": "builtin",
+        "per_uid": per_uid,
+        "per_field": {},
+        "macro": accuracy,
+        "n": 2,
+        "seconds": 1.0,
+        "checkpoint": f"step-{step}",
+        "skipped": 0,
+        **SETTINGS,
+        **settings,
+    }
 
 
 def test_reports_with_different_limits_are_kept_apart_and_say_their_limit(tmp_path):
@@ -39,17 +49,26 @@ def test_reports_with_different_limits_are_kept_apart_and_say_their_limit(tmp_pa
         saved[limit] = save_report(evaluate(LengthScorer(), suite), tmp_path, step=8)
     assert len(set(saved.values())) == 3, f"a limited evaluation replaced another: {saved}"
     assert {limit: path.name for limit, path in saved.items()} == {
-        100: "builtin-step-8-pll.json", 30: "builtin-step-8-pll-limit30.json", 20: "builtin-step-8-pll-limit20.json"}
-    assert {limit: json.loads(path.read_text())["limit"] for limit, path in saved.items()} == {100: None, 30: 30, 20: 20}
+        100: "builtin-step-8-pll.json",
+        30: "builtin-step-8-pll-limit30.json",
+        20: "builtin-step-8-pll-limit20.json",
+    }
+    assert {limit: json.loads(path.read_text())["limit"] for limit, path in saved.items()} == {
+        100: None,
+        30: 30,
+        20: 20,
+    }
 
 
 def test_the_comparison_is_the_nearest_earlier_report_made_alike(tmp_path):
     (tmp_path / "eval").mkdir()
-    files = {"builtin-step-4-pll-limit2.json": report(4, 0.25),
-             "builtin-step-5-pll-limit3.json": report(5, 0.5, limit=3),  # other settings
-             "builtin-step-6-pll-raw-limit2.json": report(6, 0.5, weights="raw"),
-             "builtin-step-7-pll.json": {k: v for k, v in report(7, 0.5).items() if k not in SETTINGS},  # old
-             "builtin-step-12-pll-limit2.json": report(12, 0.75)}  # later
+    files = {
+        "builtin-step-4-pll-limit2.json": report(4, 0.25),
+        "builtin-step-5-pll-limit3.json": report(5, 0.5, limit=3),  # other settings
+        "builtin-step-6-pll-raw-limit2.json": report(6, 0.5, weights="raw"),
+        "builtin-step-7-pll.json": {k: v for k, v in report(7, 0.5).items() if k not in SETTINGS},  # old
+        "builtin-step-12-pll-limit2.json": report(12, 0.75),
+    }  # later
     for name, data in files.items():
         (tmp_path / "eval" / name).write_text(json.dumps(data))
     reports = read_reports(tmp_path)
@@ -77,7 +96,9 @@ def test_cli_evals_with_two_limits_keep_both_reports(finished_smoke_run, tmp_pat
         assert result.returncode == 0, result.stderr
     reports = {path.name: json.loads(path.read_text()) for path in (run / "eval").glob("builtin-*.json")}
     assert {name: data.get("limit") for name, data in reports.items()} == {
-        "builtin-step-8-pll-limit3.json": 3, "builtin-step-8-pll-limit2.json": 2}
+        "builtin-step-8-pll-limit3.json": 3,
+        "builtin-step-8-pll-limit2.json": 2,
+    }
     assert all(data["weights"] == "ema" for data in reports.values())
     assert "at most 2 items a UID" in result.stdout
 
@@ -92,8 +113,10 @@ def test_a_milestone_report_is_named_by_the_step_in_its_meta(tmp_path):
     assert checkpoint_step(milestone) == 37
     assert checkpoint_step(tmp_path / "checkpoints" / "chck_5M") is None  # no meta.json
     [suite] = load_suite("builtin", limit=2)
-    assert save_report(evaluate(LengthScorer(), suite), tmp_path / "eval", checkpoint_step(milestone)).name \
+    assert (
+        save_report(evaluate(LengthScorer(), suite), tmp_path / "eval", checkpoint_step(milestone)).name
         == "builtin-step-37-pll-limit2.json"
+    )
 
 
 def test_checkpoints_list_steps_newest_first_then_milestones(tmp_path):
@@ -101,4 +124,10 @@ def test_checkpoints_list_steps_newest_first_then_milestones(tmp_path):
 
     for name in ("step-4", "step-8", "chck_20K", "chck_2M", "chck_1M", "chck_notes", "step-x"):
         (tmp_path / "checkpoints" / name).mkdir(parents=True)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-8", "step-4", "chck_2M", "chck_1M", "chck_20K"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "step-8",
+        "step-4",
+        "chck_2M",
+        "chck_1M",
+        "chck_20K",
+    ]

@@ -27,29 +27,65 @@ from core.suites import record_to_item
 from core.tokenizer import load_tokenizer
 from tests.helpers import error_line, mdlm
 
-EXPECTED_FILES = {"config.json", "modeling_mdlm.py", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                  "special_tokens_map.json"}
+EXPECTED_FILES = {
+    "config.json",
+    "modeling_mdlm.py",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+}
 # config variants: the released conventions, every ablation value at once, and no time conditioning
 VARIANTS = {
     "released": [],
-    "ablations": ["model.position_terms=mirrored", "model.ffn_gelu=exact", "model.layer_norm_eps=1e-5",
-                  "model.time_scale=1000", "model.position_buckets=8", "model.max_position=16",
-                  "eval.rate_value=realised"],
+    "ablations": [
+        "model.position_terms=mirrored",
+        "model.ffn_gelu=exact",
+        "model.layer_norm_eps=1e-5",
+        "model.time_scale=1000",
+        "model.position_buckets=8",
+        "model.max_position=16",
+        "eval.rate_value=realised",
+    ],
     "no-time": ["model.time_conditioning=false", "objective.subs=false", "eval.rate_value=0.25"],
 }
 EWOK_ROWS = [
-    {"Context1": "The cup is inside the box.", "Context2": "The box is inside the cup.", "Target1": "The box holds the cup.",
-     "Target2": "The cup holds the box.", "Domain": "spatial-relations", "ContextType": "short", "ContextDiff": "x",
-     "TargetDiff": "y"},
-    {"Context1": "Ana is taller than Ben.", "Context2": "Ben is taller than Ana.", "Target1": "Ben is shorter than Ana.",
-     "Target2": "Ana is shorter than Ben.", "Domain": "physical-relations", "ContextType": "short", "ContextDiff": "x",
-     "TargetDiff": "y"},
-    {"Context1": "The dog saw a cat, and it ran away.", "Context2": "The dog saw a cat.", "Target1": "The cat ran.",
-     "Target2": "The dog ran.", "Domain": "agent-properties", "ContextType": "long", "ContextDiff": "x",
-     "TargetDiff": "y"},
+    {
+        "Context1": "The cup is inside the box.",
+        "Context2": "The box is inside the cup.",
+        "Target1": "The box holds the cup.",
+        "Target2": "The cup holds the box.",
+        "Domain": "spatial-relations",
+        "ContextType": "short",
+        "ContextDiff": "x",
+        "TargetDiff": "y",
+    },
+    {
+        "Context1": "Ana is taller than Ben.",
+        "Context2": "Ben is taller than Ana.",
+        "Target1": "Ben is shorter than Ana.",
+        "Target2": "Ana is shorter than Ben.",
+        "Domain": "physical-relations",
+        "ContextType": "short",
+        "ContextDiff": "x",
+        "TargetDiff": "y",
+    },
+    {
+        "Context1": "The dog saw a cat, and it ran away.",
+        "Context2": "The dog saw a cat.",
+        "Target1": "The cat ran.",
+        "Target2": "The dog ran.",
+        "Domain": "agent-properties",
+        "ContextType": "long",
+        "ContextDiff": "x",
+        "TargetDiff": "y",
+    },
 ]
-BLIMP_FILES = ["blimp_filtered/anaphor_number_agreement.jsonl", "blimp_filtered/determiner_noun_agreement_2.jsonl",
-               "supplement_filtered/turn_taking.jsonl"]  # the supplement's dialogues hold "\n"
+BLIMP_FILES = [
+    "blimp_filtered/anaphor_number_agreement.jsonl",
+    "blimp_filtered/determiner_noun_agreement_2.jsonl",
+    "supplement_filtered/turn_taking.jsonl",
+]  # the supplement's dialogues hold "\n"
 
 
 @pytest.fixture(scope="session")
@@ -80,11 +116,23 @@ def smoke_tokenizer(finished_smoke_run):
 def tiny(vocab_size: int, overrides: list[str]) -> tuple[Config, MDLM]:
     cfg = Config()
     cfg.data.vocab_size = vocab_size
-    cfg = apply_overrides(cfg, ["model.hidden_size=32", "model.num_layers=2", "model.num_heads=4", "model.ffn_size=48",
-                                "model.cond_dim=16", "data.seq_len=16", *overrides])
+    cfg = apply_overrides(
+        cfg,
+        [
+            "model.hidden_size=32",
+            "model.num_layers=2",
+            "model.num_heads=4",
+            "model.ffn_size=48",
+            "model.cond_dim=16",
+            "data.seq_len=16",
+            *overrides,
+        ],
+    )
     torch.manual_seed(0)
     model = MDLM(cfg.model, vocab_size)
-    with torch.no_grad():  # AdaLN-Zero and the output bias start at zero, which would hide the rate and the bias
+    with (
+        torch.no_grad()
+    ):  # AdaLN-Zero and the output bias start at zero, which would hide the rate and the bias
         for block in model.blocks:
             if block.modulation is not None:
                 block.modulation.weight.normal_(std=0.2)
@@ -120,7 +168,9 @@ def test_logits_equal_core_model(hf, smoke_tokenizer, tmp_path, variant, padded)
     vocab = smoke_tokenizer.get_vocab_size()
     cfg, model = tiny(vocab, VARIANTS[variant])
     write_folder(tmp_path, model, smoke_tokenizer, cfg, {})
-    exported, info = hf.AutoModelForMaskedLM.from_pretrained(tmp_path, trust_remote_code=True, output_loading_info=True)
+    exported, info = hf.AutoModelForMaskedLM.from_pretrained(
+        tmp_path, trust_remote_code=True, output_loading_info=True
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"]
     lengths = [24, 15, 6] if padded else [24, 24, 24]
     ids, attention, clean = random_batch(vocab, lengths, 24)
@@ -133,7 +183,7 @@ def test_logits_equal_core_model(hf, smoke_tokenizer, tmp_path, variant, padded)
         torch.testing.assert_close(got[row, :n][:, other], want[row, :n][:, other], rtol=0, atol=1e-5)
         rate = core_rate(cfg, clean, lengths)
         with torch.no_grad():  # each row alone, without padding: the pads change nothing
-            alone = model(ids[row:row + 1, :n], rate=None if rate is None else rate[row:row + 1])
+            alone = model(ids[row : row + 1, :n], rate=None if rate is None else rate[row : row + 1])
         torch.testing.assert_close(got[row, :n][:, other], alone[0][:, other], rtol=0, atol=1e-5)
     masked_column = got[..., MASK_ID][attention.bool()]
     if cfg.objective.subs:  # the run never predicts [MASK]: its logit is out of any softmax
@@ -156,8 +206,13 @@ def pipeline_items(shared_data: Path) -> list[dict]:
             items.append({"record": record, "sentences": [good, bad], "completions": [good, bad]})
     for record in EWOK_ROWS:
         sentences = [f"{record['Context1']} {record['Target1']}", f"{record['Context1']} {record['Target2']}"]
-        items.append({"record": record, "sentences": sentences,
-                      "completions": [f" {record['Target1']}", f" {record['Target2']}"]})
+        items.append(
+            {
+                "record": record,
+                "sentences": sentences,
+                "completions": [f" {record['Target1']}", f" {record['Target2']}"],
+            }
+        )
     return items
 
 
@@ -180,13 +235,17 @@ def pipeline_mlm_scores(model, tokenizer, items: list[dict]) -> list[float]:
                 slots.append(position)
                 targets.append(encoded["input_ids"][position])
     ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=tokenizer.pad_token_id)
-    attention = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_value=0)
+    attention = torch.nn.utils.rnn.pad_sequence(
+        [torch.ones_like(r) for r in rows], batch_first=True, padding_value=0
+    )
     assert (attention == 0).any(), "the batch should exercise padding"
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=attention).logits
     log_probs = torch.log_softmax(logits[torch.arange(len(rows)), torch.tensor(slots)], dim=-1)
     picked = log_probs.gather(-1, torch.tensor(targets)[:, None])[:, 0].double()
-    return torch.zeros(len(sentences), dtype=torch.float64).index_add_(0, torch.tensor(owners), picked).tolist()
+    return (
+        torch.zeros(len(sentences), dtype=torch.float64).index_add_(0, torch.tensor(owners), picked).tolist()
+    )
 
 
 def mdlm_scores(model, tokenizer, cfg: Config, items: list[dict]) -> list[float]:
@@ -199,7 +258,9 @@ def mdlm_scores(model, tokenizer, cfg: Config, items: list[dict]) -> list[float]
 def check_scores_agree(hf, folder: Path, model, tokenizer, cfg: Config, shared_data: Path) -> None:
     exported = hf.AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True).eval()
     # as the pipeline loads its tokenizer
-    hf_tokenizer = hf.AutoProcessor.from_pretrained(folder, padding_side="right", revision=None, trust_remote_code=True)
+    hf_tokenizer = hf.AutoProcessor.from_pretrained(
+        folder, padding_side="right", revision=None, trust_remote_code=True
+    )
     items = pipeline_items(shared_data)
     theirs = pipeline_mlm_scores(exported, hf_tokenizer, items)
     ours = mdlm_scores(model, tokenizer, cfg, items)
@@ -225,23 +286,37 @@ def test_pipeline_mlm_scores_at_the_realised_rate(hf, smoke_tokenizer, tmp_path,
 def test_folder_holds_a_self_contained_model(exported, finished_smoke_run):
     assert {p.name for p in exported.iterdir()} == EXPECTED_FILES
     config = json.loads((exported / "config.json").read_text())
-    assert set(config["auto_map"]) >= {"AutoConfig", "AutoModelForMaskedLM", "AutoModelForSequenceClassification"}
+    assert set(config["auto_map"]) >= {
+        "AutoConfig",
+        "AutoModelForMaskedLM",
+        "AutoModelForSequenceClassification",
+    }
     assert config["mdlm_tui"] == {"run": "smoke", "checkpoint": "step-8", "step": 8, "weights": "ema"}
     tree = ast.parse((exported / "modeling_mdlm.py").read_text())
     nodes = list(ast.walk(tree))
-    imported = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+    imported = {
+        alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names
+    }
     imported |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom)}
     assert imported <= {"__future__", "math", "typing", "torch", "transformers"}
     ema = load_file(str(finished_smoke_run / "checkpoints" / "step-8" / "ema.safetensors"))
     weights = load_file(str(exported / "model.safetensors"))
-    torch.testing.assert_close(weights["mdlm.word_embedding.weight"], ema["word_embedding.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        weights["mdlm.word_embedding.weight"], ema["word_embedding.weight"], rtol=0, atol=0
+    )
 
 
 def test_tokenizer_prepends_bos_like_training(hf, exported, smoke_tokenizer):
     tokenizer = hf.AutoTokenizer.from_pretrained(exported)
     text = "The children were in the field."
-    assert tokenizer(text)["input_ids"] == [BOS_ID] + smoke_tokenizer.encode(text, add_special_tokens=False).ids
-    assert (tokenizer.mask_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id) == (MASK_ID, PAD_ID, BOS_ID)
+    assert (
+        tokenizer(text)["input_ids"] == [BOS_ID] + smoke_tokenizer.encode(text, add_special_tokens=False).ids
+    )
+    assert (tokenizer.mask_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id) == (
+        MASK_ID,
+        PAD_ID,
+        BOS_ID,
+    )
     assert tokenizer.model_max_length == 512
 
 
@@ -249,7 +324,9 @@ def test_sequence_classification_reads_the_first_position(hf, exported):
     load = dict(trust_remote_code=True)
     classifier = hf.AutoModelForSequenceClassification.from_pretrained(exported, num_labels=3, **load)
     encoder = hf.AutoModel.from_pretrained(exported, **load).eval()
-    torch.testing.assert_close(classifier.mdlm.word_embedding.weight, encoder.word_embedding.weight, rtol=0, atol=0)
+    torch.testing.assert_close(
+        classifier.mdlm.word_embedding.weight, encoder.word_embedding.weight, rtol=0, atol=0
+    )
     # the new head starts as LTG-BERT's init: truncated normal, std sqrt(2 / (5 D)), cut at 2 std
     std = (2 / (5 * classifier.config.hidden_size)) ** 0.5
     head = classifier.classifier[-1].weight.detach()
@@ -319,7 +396,9 @@ def broken_run(finished_smoke_run, tmp_path_factory) -> Path:
     return run
 
 
-@pytest.mark.parametrize("case", ["missing run", "damaged checkpoint", "no EMA", "no milestones", "bad weights"])
+@pytest.mark.parametrize(
+    "case", ["missing run", "damaged checkpoint", "no EMA", "no milestones", "bad weights"]
+)
 def test_bad_input_is_one_sentence_and_writes_nothing(broken_run, tmp_path, case):
     args, expected = {
         "missing run": ([tmp_path / "nowhere"], "does not exist"),

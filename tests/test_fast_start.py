@@ -44,10 +44,18 @@ def test_help_does_not_import_torch():
 
 def test_installed_command_help_imports_no_torch_module():
     # -X importtime lists every module the interpreter imports, one line each on stderr
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "mdlm_tui", "--help"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mdlm_tui", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert "mdlm_tui.cli" in imported
     assert not {name for name in imported if name == "torch" or name.startswith("torch.")}
 

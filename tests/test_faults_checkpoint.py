@@ -24,9 +24,20 @@ from tests.helpers import error_line, mdlm, run_status, start, wait_until
 from tests.test_checkpoint import Tied
 from tests.test_dataset import VOCAB, data_config, small_corpus
 
-SHORT = ["--set", "train.budget=8 steps", "--set", "train.checkpoint_every=4",
-         "--set", "train.keep_checkpoints=3", "--set", "train.log_every=1", "--set", "train.dev_every=0",
-         "--set", "train.threads=1"]
+SHORT = [
+    "--set",
+    "train.budget=8 steps",
+    "--set",
+    "train.checkpoint_every=4",
+    "--set",
+    "train.keep_checkpoints=3",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.dev_every=0",
+    "--set",
+    "train.threads=1",
+]
 SAMPLE = ["--length", 16, "--steps", 4]
 EVAL = ["--suite", "builtin", "--limit", 1]
 
@@ -175,8 +186,6 @@ def test_cache_write_error_without_strerror_still_says_why(tmp_path):
 # ---------------------------------------------------------------- the installed command
 
 
-
-
 @pytest.fixture
 def run_copy(finished_smoke_run, tmp_path) -> Path:
     copy = tmp_path / "run"
@@ -184,13 +193,21 @@ def run_copy(finished_smoke_run, tmp_path) -> Path:
     return copy
 
 
-
-
 @pytest.mark.slow
 def test_full_disk_fails_in_one_sentence_and_keeps_the_previous_checkpoint(tmpfs):
     run_dir = tmpfs("30m") / "run"  # room for one smoke checkpoint (18 MB) but not two
-    settings = ["--set", "train.budget=6 steps", "--set", "train.checkpoint_every=2",
-                "--set", "train.dev_every=0", "--set", "train.log_every=1", "--set", "train.threads=1"]
+    settings = [
+        "--set",
+        "train.budget=6 steps",
+        "--set",
+        "train.checkpoint_every=2",
+        "--set",
+        "train.dev_every=0",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.threads=1",
+    ]
     first = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *settings)
     again = mdlm("run", "--resume", "--run-dir", run_dir)
     for result in (first, again):
@@ -261,8 +278,10 @@ def test_kill_during_data_preparation_leaves_no_temp_folder_after_the_next_prepa
     monkeypatch.setenv("MDLM_TUI_CACHE", str(cache))
     proc = start("run", "--preset", "smoke", "--run-dir", tmp_path / "run", "--set", "train.threads=1")
     try:
-        wait_until(lambda: cache.is_dir() and any(p.name.startswith(".") for p in cache.iterdir()),
-                   "a temporary cache folder")
+        wait_until(
+            lambda: cache.is_dir() and any(p.name.startswith(".") for p in cache.iterdir()),
+            "a temporary cache folder",
+        )
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
@@ -276,11 +295,15 @@ def test_a_foreign_tokenizer_is_refused_by_resume_eval_and_sample(run_copy):
     from core.tokenizer import train_tokenizer
 
     foreign = run_copy / "tokenizer.json"
-    train_tokenizer([f"A different corpus, line {i}: zebras graze under acacia trees." for i in range(200)],
-                    4096).save(str(foreign))
+    train_tokenizer(
+        [f"A different corpus, line {i}: zebras graze under acacia trees." for i in range(200)], 4096
+    ).save(str(foreign))
     planted = foreign.read_bytes()
-    for command in (["sample", run_copy, *SAMPLE], ["eval", run_copy, *EVAL],
-                    ["run", "--resume", "--run-dir", run_copy, "--set", "train.budget=10 steps"]):
+    for command in (
+        ["sample", run_copy, *SAMPLE],
+        ["eval", run_copy, *EVAL],
+        ["run", "--resume", "--run-dir", run_copy, "--set", "train.budget=10 steps"],
+    ):
         error = error_line(mdlm(*command))
         assert "tokenizer.json is not the tokenizer step-8 was trained with" in error
     assert foreign.read_bytes() == planted, "a refused resume changes nothing"
@@ -301,8 +324,11 @@ def test_a_planted_pickle_is_refused_and_never_run(run_copy, tmp_path):
     folder = run_copy / "checkpoints" / "step-8"
     torch.save({"step": 8, "payload": _RunsCode(marker)}, folder / "state.pt")
     rewrite_meta(folder, "state.pt")  # whoever planted it could fix the checksum too
-    for command in (["run", "--resume", "--run-dir", run_copy], ["eval", run_copy, *EVAL],
-                    ["sample", run_copy, *SAMPLE]):
+    for command in (
+        ["run", "--resume", "--run-dir", run_copy],
+        ["eval", run_copy, *EVAL],
+        ["sample", run_copy, *SAMPLE],
+    ):
         error = error_line(mdlm(*command))
         assert "state.pt" in error and "could run code" in error
         assert not marker.exists()

@@ -21,22 +21,25 @@ SHORT = ["--preset", "smoke", "--set", "train.budget=3 steps", "--set", "train.t
 # ---------------------------------------------------------------- settings, checked before anything runs
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["schedule.name=gaussian", "schedule.sigma=0"], "schedule.sigma"),
-    (["schedule.name=log-linear", "schedule.eps=1"], "schedule.eps"),
-    (["model.dropout=2"], "model.dropout"),
-    (["model.attention_dropout=1"], "model.attention_dropout"),
-    (["model.attention_dropout=-0.1"], "model.attention_dropout"),
-    (["model.position_buckets=0"], "model.position_buckets"),
-    (["train.threads=-3"], "train.threads"),
-    (["train.lr=nan"], "train.lr"),
-    (["train.lr=-0.01"], "train.lr"),
-    (["train.lr=inf"], "train.lr"),
-    (["train.beta2=nan"], "train.beta2"),
-    (["seed=99999999999999999999"], "seed"),
-    (["seed=12345678901234567890"], "seed"),  # would be trained as ...67168: a float cannot hold it
-    (["seed=-1"], "seed"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["schedule.name=gaussian", "schedule.sigma=0"], "schedule.sigma"),
+        (["schedule.name=log-linear", "schedule.eps=1"], "schedule.eps"),
+        (["model.dropout=2"], "model.dropout"),
+        (["model.attention_dropout=1"], "model.attention_dropout"),
+        (["model.attention_dropout=-0.1"], "model.attention_dropout"),
+        (["model.position_buckets=0"], "model.position_buckets"),
+        (["train.threads=-3"], "train.threads"),
+        (["train.lr=nan"], "train.lr"),
+        (["train.lr=-0.01"], "train.lr"),
+        (["train.lr=inf"], "train.lr"),
+        (["train.beta2=nan"], "train.beta2"),
+        (["seed=99999999999999999999"], "seed"),
+        (["seed=12345678901234567890"], "seed"),  # would be trained as ...67168: a float cannot hold it
+        (["seed=-1"], "seed"),
+    ],
+)
 def test_settings_that_ruin_a_run_are_refused_before_anything_is_written(tmp_path, overrides, key):
     sets = [arg for override in overrides for arg in ("--set", override)]
     error = error_line(alone=True, result=mdlm("run", *SHORT, *sets, "--run-dir", tmp_path / "r"))
@@ -47,8 +50,12 @@ def test_settings_that_ruin_a_run_are_refused_before_anything_is_written(tmp_pat
 def test_every_float_key_refuses_nan_and_inf():
     from core.config import Config, _sections
 
-    float_keys = [f"{section}.{f.name}" for section, cls in _sections().items() for f in fields(cls)
-                  if f.type in ("float", float)]
+    float_keys = [
+        f"{section}.{f.name}"
+        for section, cls in _sections().items()
+        for f in fields(cls)
+        if f.type in ("float", float)
+    ]
     assert "train.lr" in float_keys and "schedule.sigma" in float_keys
     for key in float_keys:
         for value in ("nan", "inf", "-inf", ".nan"):
@@ -72,10 +79,13 @@ def test_a_preset_file_that_is_not_utf8_is_one_sentence(tmp_path):
     assert "latin1.yaml is not UTF-8" in error and "0xe9" in error
 
 
-@pytest.mark.parametrize("text, key, line", [
-    ("train:\n  lr: 1.0e-3\n  budget: 3 steps\n  lr: 2.0e-3\n", "lr", 4),
-    ("train:\n  lr: 1.0e-3\nmodel:\n  hidden_size: 64\ntrain:\n  budget: 3 steps\n", "train", 5),
-])
+@pytest.mark.parametrize(
+    "text, key, line",
+    [
+        ("train:\n  lr: 1.0e-3\n  budget: 3 steps\n  lr: 2.0e-3\n", "lr", 4),
+        ("train:\n  lr: 1.0e-3\nmodel:\n  hidden_size: 64\ntrain:\n  budget: 3 steps\n", "train", 5),
+    ],
+)
 def test_a_key_given_twice_in_yaml_is_refused_by_name_and_line(tmp_path, text, key, line):
     preset = tmp_path / "twice.yaml"
     preset.write_text(text)
@@ -100,7 +110,16 @@ def test_the_memory_estimate_refuses_a_model_that_cannot_fit(monkeypatch):
 
 
 def test_run_refuses_a_micro_batch_too_big_for_memory(tmp_path):
-    result = mdlm("run", *SHORT, "--set", "train.global_batch=16777216", "--set", "train.micro_batch=16777216", "--run-dir", tmp_path / "r")
+    result = mdlm(
+        "run",
+        *SHORT,
+        "--set",
+        "train.global_batch=16777216",
+        "--set",
+        "train.micro_batch=16777216",
+        "--run-dir",
+        tmp_path / "r",
+    )
     error = error_line(alone=True, result=result)
     assert "needs about" in error and "available" in error
     assert not (tmp_path / "r").exists(), "refused before anything was written"
@@ -108,8 +127,16 @@ def test_run_refuses_a_micro_batch_too_big_for_memory(tmp_path):
 
 @pytest.mark.slow
 def test_a_vocab_size_beyond_the_tokenizer_is_said(tmp_path):
-    result = mdlm("run", *SHORT, "--set", "data.vocab_size=16000", "--set", "train.dev_every=0",
-                  "--run-dir", tmp_path / "r")
+    result = mdlm(
+        "run",
+        *SHORT,
+        "--set",
+        "data.vocab_size=16000",
+        "--set",
+        "train.dev_every=0",
+        "--run-dir",
+        tmp_path / "r",
+    )
     assert result.returncode == 0, result.stderr
     lines = (result.stdout + result.stderr).splitlines()
     said = [line for line in lines if "warning" in line and "vocab_size" in line]
@@ -119,20 +146,25 @@ def test_a_vocab_size_beyond_the_tokenizer_is_said(tmp_path):
 # ---------------------------------------------------------------- eval and sample on a trained run
 
 
-
-
 @pytest.mark.slow
 def test_eval_with_no_draws_is_one_sentence(finished_smoke_run):
-    assert "eval.draws must be positive" in error_line(alone=True, result=mdlm("eval", finished_smoke_run, "--backend", "nelbo",
-                                                                "--draws", "0", "--limit", "2"))
+    assert "eval.draws must be positive" in error_line(
+        alone=True,
+        result=mdlm("eval", finished_smoke_run, "--backend", "nelbo", "--draws", "0", "--limit", "2"),
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("option", ["--json", "--predictions"])
 def test_eval_output_that_names_a_folder_is_refused_before_scoring(finished_smoke_run, tmp_path, option):
-    reports = lambda: sorted((finished_smoke_run / "eval").glob("*"))
+    def reports():
+        return sorted((finished_smoke_run / "eval").glob("*"))
+
     before = reports()
-    error = error_line(alone=True, result=mdlm("eval", finished_smoke_run, "--suite", "builtin", "--limit", "2", option, tmp_path))
+    error = error_line(
+        alone=True,
+        result=mdlm("eval", finished_smoke_run, "--suite", "builtin", "--limit", "2", option, tmp_path),
+    )
     assert f"{option} {tmp_path} is a folder" in error
     assert reports() == before, "refused before anything was scored"
 
@@ -145,13 +177,17 @@ def test_sample_trace_that_names_a_folder_is_refused(finished_smoke_run, tmp_pat
 
 @pytest.mark.slow
 def test_sample_longer_than_the_model_is_refused(finished_smoke_run):
-    error = error_line(alone=True, result=mdlm("sample", finished_smoke_run, "--length", "1000", "--steps", "2"))
+    error = error_line(
+        alone=True, result=mdlm("sample", finished_smoke_run, "--length", "1000", "--steps", "2")
+    )
     assert "Sample length 1000 exceeds the model's 512 positions" in error
 
 
 @pytest.mark.slow
 def test_sample_mask_count_beyond_the_length_is_refused(finished_smoke_run):
-    error = error_line(alone=True, result=mdlm("sample", finished_smoke_run, "--prompt", "The <mask>*99999999999999999999"))
+    error = error_line(
+        alone=True, result=mdlm("sample", finished_smoke_run, "--prompt", "The <mask>*99999999999999999999")
+    )
     assert "more than the sample length 64" in error
 
 
@@ -162,7 +198,9 @@ def test_eval_skips_and_counts_items_longer_than_the_model(finished_smoke_run, t
     pairs = [("The king is here.", "The king are here."), (long_text, long_text + " king")]
     suite.write_text("".join(json.dumps({"sentence_good": g, "sentence_bad": b}) + "\n" for g, b in pairs))
     out = tmp_path / "report.json"
-    run = shutil.copytree(finished_smoke_run, tmp_path / "run")  # the report goes into the run: not the shared one
+    run = shutil.copytree(
+        finished_smoke_run, tmp_path / "run"
+    )  # the report goes into the run: not the shared one
     result = mdlm("eval", run, "--suite", suite, "--json", out, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "mixed: 1 of 2 items skipped, longer than the model's 512 positions" in result.stdout
@@ -175,20 +213,24 @@ def test_eval_reads_jsonl_with_a_byte_order_mark(finished_smoke_run, tmp_path):
     suite = tmp_path / "bom.jsonl"
     line = json.dumps({"sentence_good": "The king is here.", "sentence_bad": "The king are here."})
     suite.write_bytes(b"\xef\xbb\xbf" + (line + "\n").encode())
-    run = shutil.copytree(finished_smoke_run, tmp_path / "run")  # the report goes into the run: not the shared one
+    run = shutil.copytree(
+        finished_smoke_run, tmp_path / "run"
+    )  # the report goes into the run: not the shared one
     result = mdlm("eval", run, "--suite", suite)
     assert result.returncode == 0, result.stderr
     assert "macro average" in result.stdout
 
 
 @pytest.mark.slow
-def test_unreachable_hub_suite_ends_in_one_sentence_without_library_noise(finished_smoke_run, tmp_path, monkeypatch):
+def test_unreachable_hub_suite_ends_in_one_sentence_without_library_noise(
+    finished_smoke_run, tmp_path, monkeypatch
+):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # refused at once; the hub then retries for 23 s
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no cached copy to fall back on
-    error = error_line(alone=True, result=mdlm("eval", finished_smoke_run, "--suite", "hf:nyu-mll/blimp:adjunct_island"))
+    error = error_line(
+        alone=True, result=mdlm("eval", finished_smoke_run, "--suite", "hf:nyu-mll/blimp:adjunct_island")
+    )
     assert "Cannot load Hugging Face dataset 'nyu-mll/blimp'" in error
-
-
 
 
 @pytest.mark.slow

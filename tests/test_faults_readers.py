@@ -27,8 +27,17 @@ BAD_STATUS = {
     "as-list": b"[1, 2, 3]",
     "as-text": b'"running"',
     "binary": b"\xff\xfe\x00\x81garbage",
-    "odd-types": json.dumps({"state": "running", "heartbeat": "soon", "pid": "1234", "step": "ten",
-                             "total_steps": True, "loss": [1], "host": 7}).encode(),
+    "odd-types": json.dumps(
+        {
+            "state": "running",
+            "heartbeat": "soon",
+            "pid": "1234",
+            "step": "ten",
+            "total_steps": True,
+            "loss": [1],
+            "host": 7,
+        }
+    ).encode(),
 }
 
 
@@ -60,8 +69,17 @@ def append(path: Path, *lines: bytes) -> None:
 
 
 def train_record(step: int) -> bytes:
-    return json.dumps({"event": "train", "step": step, "loss": 3.0, "masked_ce": 3.1, "lr": 1e-3,
-                       "tokens_per_s": 100.0, "time": 1.0}).encode()
+    return json.dumps(
+        {
+            "event": "train",
+            "step": step,
+            "loss": 3.0,
+            "masked_ce": 3.1,
+            "lr": 1e-3,
+            "tokens_per_s": 100.0,
+            "time": 1.0,
+        }
+    ).encode()
 
 
 # ---------------------------------------------------------------- the readers themselves
@@ -83,8 +101,15 @@ def test_read_status_never_raises_and_keeps_only_sane_types(tmp_path, name):
 
 def test_read_metrics_skips_lines_that_are_no_record_and_counts_them(tmp_path):
     run = RunDir(tmp_path)
-    append(run.metrics_path, train_record(1), b"[1,2,3]", b'{"event": "train", "step": "abc", "loss": 1}',
-           b"\xff\xfe not utf-8", b'{"step": 2, "time": NaN}', train_record(3))
+    append(
+        run.metrics_path,
+        train_record(1),
+        b"[1,2,3]",
+        b'{"event": "train", "step": "abc", "loss": 1}',
+        b"\xff\xfe not utf-8",
+        b'{"step": 2, "time": NaN}',
+        train_record(3),
+    )
     assert [r["step"] for r in run.read_metrics()] == [1, 3]
     problems: list[str] = []
     run.read_metrics(problems)
@@ -125,8 +150,13 @@ def test_runs_screen_lists_every_run_past_bad_status_files(tmp_path):
 
 def test_train_screen_draws_the_good_records_past_bad_metrics_lines(tmp_path):
     run = make_run(tmp_path / "runs", "odd", "finished", step=20)
-    append(run / "metrics.jsonl", b"[1,2,3]", b'{"event": "train", "step": "abc", "loss": 1.0}',
-           b"\xff\xfe not utf-8", train_record(21))
+    append(
+        run / "metrics.jsonl",
+        b"[1,2,3]",
+        b'{"event": "train", "step": "abc", "loss": 1.0}',
+        b"\xff\xfe not utf-8",
+        train_record(21),
+    )
 
     async def body():
         app = MdlmApp(runs_root=run.parent, watch=run)
@@ -156,8 +186,12 @@ def test_eval_screen_opens_on_the_good_report_past_a_binary_one(tmp_path):
             await pilot.press("e")
             await wait_for(pilot, showing(app, "EvalScreen"), 60, "the Eval screen")
             status = app.screen.query_one("#eval-status")
-            await wait_for(pilot, lambda: "saved report builtin-step-20-pll.json" in str(status.render()), 10,
-                           "the good report shown")
+            await wait_for(
+                pilot,
+                lambda: "saved report builtin-step-20-pll.json" in str(status.render()),
+                10,
+                "the good report shown",
+            )
             assert "1 unreadable report skipped (builtin-step-10-pll.json)" in str(status.render())
             assert app.screen.query_one("EvalTable").row_count > 0
             assert alive(app)
@@ -167,12 +201,20 @@ def test_eval_screen_opens_on_the_good_report_past_a_binary_one(tmp_path):
 
 def test_samples_screen_replays_traces_past_a_step_whose_t_is_text(tmp_path):
     run = make_run(tmp_path / "runs", "odd", "finished", step=20)
-    good = [{"step": 0, "t": 1.0, "masked": 2, "text": "[MASK] [MASK]"}, {"step": 1, "t": 0.0, "masked": 0,
-                                                                       "text": "in beginning"}]
-    odd = [{"step": 0, "t": "b", "masked": 2, "text": "[MASK] [MASK]"}, {"step": 1, "t": 0.5, "masked": 0,
-                                                                     "text": "the end"}]
-    append(run / "samples.jsonl", json.dumps({"step": 10, "trace": good}).encode(), b"[1,2,3]",
-           json.dumps({"step": 20, "trace": odd}).encode())
+    good = [
+        {"step": 0, "t": 1.0, "masked": 2, "text": "[MASK] [MASK]"},
+        {"step": 1, "t": 0.0, "masked": 0, "text": "in beginning"},
+    ]
+    odd = [
+        {"step": 0, "t": "b", "masked": 2, "text": "[MASK] [MASK]"},
+        {"step": 1, "t": 0.5, "masked": 0, "text": "the end"},
+    ]
+    append(
+        run / "samples.jsonl",
+        json.dumps({"step": 10, "trace": good}).encode(),
+        b"[1,2,3]",
+        json.dumps({"step": 20, "trace": odd}).encode(),
+    )
 
     async def body():
         app = MdlmApp(runs_root=run.parent, watch=run)
@@ -272,8 +314,12 @@ def test_a_failing_render_is_drawn_in_place_of_that_widget_only(tmp_path, monkey
             assert "CurvePlot #plot-" in toasts(app)
             for plot in app.screen.query(CurvePlot):
                 assert f"CurvePlot #{plot.id} failed: ValueError: cannot draw this" in drawn(plot)
-            await wait_for(pilot, lambda: "step 20/20" in drawn(app.screen.query_one("#train-numbers")), 5,
-                           "the rest of the screen drawn")
+            await wait_for(
+                pilot,
+                lambda: "step 20/20" in drawn(app.screen.query_one("#train-numbers")),
+                5,
+                "the rest of the screen drawn",
+            )
             assert alive(app)
 
     asyncio.run(body())

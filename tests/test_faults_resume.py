@@ -14,18 +14,29 @@ from tests.helpers import error_line, mdlm, run_status, start, wait_until
 
 pytestmark = pytest.mark.slow
 
-SHORT = ["--set", "train.budget=8 steps", "--set", "train.checkpoint_every=4", "--set", "train.log_every=1",
-         "--set", "train.dev_every=0", "--set", "train.threads=1"]
+SHORT = [
+    "--set",
+    "train.budget=8 steps",
+    "--set",
+    "train.checkpoint_every=4",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.dev_every=0",
+    "--set",
+    "train.threads=1",
+]
 
 
-
-
-@pytest.mark.parametrize("override, key", [
-    ("model.hidden_size=256", "model.hidden_size"),
-    ("train.global_batch=64", "train.global_batch"),
-    ("data.seq_len=32", "data.seq_len"),
-    ("train.optimizer=lamb", "train.optimizer"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.hidden_size=256", "model.hidden_size"),
+        ("train.global_batch=64", "train.global_batch"),
+        ("data.seq_len=32", "data.seq_len"),
+        ("train.optimizer=lamb", "train.optimizer"),
+    ],
+)
 def test_resume_refuses_a_change_the_checkpoints_cannot_follow(finished_smoke_run, override, key):
     before = (finished_smoke_run / "config.yaml").read_bytes()
     error = error_line(mdlm("run", "--resume", "--run-dir", finished_smoke_run, "--set", override))
@@ -36,7 +47,9 @@ def test_resume_refuses_a_change_the_checkpoints_cannot_follow(finished_smoke_ru
 def test_accepted_override_is_written_with_its_history(tmp_path, finished_smoke_run):
     run_dir = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(finished_smoke_run), str(run_dir)], check=True)
-    result = mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=10 steps", "--set", "train.lr=1e-3")
+    result = mdlm(
+        "run", "--resume", "--run-dir", run_dir, "--set", "train.budget=10 steps", "--set", "train.lr=1e-3"
+    )
     assert result.returncode == 0, result.stderr
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["train"]["budget"] == "10 steps" and saved["train"]["lr"] == 1e-3
@@ -56,12 +69,27 @@ def test_a_cut_short_config_is_refused_not_filled_with_defaults(tmp_path, finish
 
 def test_refused_resume_of_a_live_run_leaves_its_config_alone(tmp_path):
     run_dir = tmp_path / "live"
-    proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "train.budget=100000 steps")
+    proc = start(
+        "run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "train.budget=100000 steps"
+    )
     try:
-        wait_until(lambda: (run_dir / "status.json").exists() and run_status(run_dir).get("state") == "running", "running")
+        wait_until(
+            lambda: (run_dir / "status.json").exists() and run_status(run_dir).get("state") == "running",
+            "running",
+        )
         before = (run_dir / "config.yaml").read_bytes()
-        error = error_line(mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.lr=0.5",
-                                    "--set", "train.budget=7 steps"))
+        error = error_line(
+            mdlm(
+                "run",
+                "--resume",
+                "--run-dir",
+                run_dir,
+                "--set",
+                "train.lr=0.5",
+                "--set",
+                "train.budget=7 steps",
+            )
+        )
         assert "still being trained by process" in error
         assert (run_dir / "config.yaml").read_bytes() == before
     finally:
@@ -83,9 +111,22 @@ def test_a_run_that_failed_before_its_first_checkpoint_starts_afresh(tmp_path):
 
 def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_afresh(tmp_path):
     run_dir = tmp_path / "killed-early"
-    proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "train.checkpoint_every=100000",
-                 "--set", "train.budget=100000 steps")
-    wait_until(lambda: (run_dir / "status.json").exists() and run_status(run_dir).get("state") == "running", "running")
+    proc = start(
+        "run",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        run_dir,
+        *SHORT,
+        "--set",
+        "train.checkpoint_every=100000",
+        "--set",
+        "train.budget=100000 steps",
+    )
+    wait_until(
+        lambda: (run_dir / "status.json").exists() and run_status(run_dir).get("state") == "running",
+        "running",
+    )
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     resumed = mdlm("run", "--resume", "--run-dir", run_dir, *SHORT)
@@ -95,8 +136,20 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_afresh(tmp_pa
 
 def test_a_prompt_that_cannot_work_is_refused_before_training(tmp_path):
     run_dir = tmp_path / "prompt"
-    error = error_line(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "samples.every=2",
-                                "--set", "samples.prompt=<mask>*0 too few"))
+    error = error_line(
+        mdlm(
+            "run",
+            "--preset",
+            "smoke",
+            "--run-dir",
+            run_dir,
+            *SHORT,
+            "--set",
+            "samples.every=2",
+            "--set",
+            "samples.prompt=<mask>*0 too few",
+        )
+    )
     assert "asks for no position" in error
     assert not [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["event"] == "train"]
 
@@ -111,7 +164,9 @@ def test_run_dir_naming_a_file_is_refused(tmp_path):
 def test_stop_sent_while_data_is_prepared_is_obeyed(tmp_path, monkeypatch):
     monkeypatch.setenv("MDLM_TUI_CACHE", str(tmp_path / "fresh-cache"))  # so preparing takes a while
     run_dir = tmp_path / "stop-early"
-    proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "train.budget=100000 steps")
+    proc = start(
+        "run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "train.budget=100000 steps"
+    )
     wait_until(lambda: (run_dir / "status.json").exists(), "status.json")
     sent = mdlm("control", run_dir, "stop")
     assert sent.returncode == 0, sent.stderr
@@ -122,8 +177,18 @@ def test_stop_sent_while_data_is_prepared_is_obeyed(tmp_path, monkeypatch):
 
 def test_second_sigterm_exits_143_with_status_at_the_checkpoint(tmp_path):
     run_dir = tmp_path / "double"
-    proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "train.budget=100000 steps",
-                 "--set", "train.checkpoint_every=3")
+    proc = start(
+        "run",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        run_dir,
+        *SHORT,
+        "--set",
+        "train.budget=100000 steps",
+        "--set",
+        "train.checkpoint_every=3",
+    )
     latest = run_dir / "checkpoints" / "latest"
     wait_until(lambda: latest.exists() and int(latest.read_text().strip()[5:]) >= 6, "a checkpoint at step 6")
     proc.send_signal(signal.SIGTERM)
@@ -134,8 +199,6 @@ def test_second_sigterm_exits_143_with_status_at_the_checkpoint(tmp_path):
     final = run_status(run_dir)
     assert final["state"] == "stopped"
     assert final["step"] == int(latest.read_text().strip()[5:])
-
-
 
 
 def test_read_only_folder_ends_in_one_sentence(tmpfs, finished_smoke_run):
@@ -151,8 +214,13 @@ def test_read_only_folder_ends_in_one_sentence(tmpfs, finished_smoke_run):
 
 def test_a_run_folder_removed_mid_run_ends_in_one_sentence(tmp_path):
     run_dir = tmp_path / "removed"
-    proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "train.budget=100000 steps")
-    wait_until(lambda: (run_dir / "status.json").exists() and run_status(run_dir).get("state") == "running", "running")
+    proc = start(
+        "run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, "--set", "train.budget=100000 steps"
+    )
+    wait_until(
+        lambda: (run_dir / "status.json").exists() and run_status(run_dir).get("state") == "running",
+        "running",
+    )
     shutil.rmtree(run_dir)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "Traceback" not in stderr, stderr

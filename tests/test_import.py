@@ -31,8 +31,9 @@ def released_tokenizer() -> str:
     rng = random.Random(0)
     lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + "." for _ in range(400)]
     tok = train_tokenizer(lines, 300)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", 1)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
     data = json.loads(tok.to_str())
     for entry in data["added_tokens"]:
         if entry["id"] >= 5:
@@ -44,18 +45,31 @@ def released_tokenizer() -> str:
 def released_state(vocab: int, cond_dim: int | None, seed: int) -> dict[str, torch.Tensor]:
     """The released `Bert`'s state dict, in its module order, with random weights."""
     g = torch.Generator().manual_seed(seed)
-    r = lambda *shape: torch.randn(*shape, generator=g)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
     D, F = HIDDEN, FFN
-    state = {"embedding.word_embedding.weight": r(vocab, D),
-             "embedding.relative_embedding": r(2 * BUCKETS - 1, D),
-             "embedding.relative_layer_norm.weight": r(D), "embedding.relative_layer_norm.bias": r(D)}
+    state = {
+        "embedding.word_embedding.weight": r(vocab, D),
+        "embedding.relative_embedding": r(2 * BUCKETS - 1, D),
+        "embedding.relative_layer_norm.weight": r(D),
+        "embedding.relative_layer_norm.bias": r(D),
+    }
     positions = torch.randint(0, 2 * BUCKETS - 1, (MAX_POSITION, MAX_POSITION), generator=g)
     for i in range(LAYERS):
         layer = f"transformer.attention_layers.{i}."
-        state.update({layer + "in_proj_qk.weight": r(2 * D, D), layer + "in_proj_qk.bias": r(2 * D),
-                      layer + "in_proj_vg.weight": r(2 * D, D), layer + "in_proj_vg.bias": r(2 * D),
-                      layer + "out_proj.weight": r(D, D), layer + "out_proj.bias": r(D),
-                      layer + "position_indices": positions.clone()})
+        state.update(
+            {
+                layer + "in_proj_qk.weight": r(2 * D, D),
+                layer + "in_proj_qk.bias": r(2 * D),
+                layer + "in_proj_vg.weight": r(2 * D, D),
+                layer + "in_proj_vg.bias": r(2 * D),
+                layer + "out_proj.weight": r(D, D),
+                layer + "out_proj.bias": r(D),
+                layer + "position_indices": positions.clone(),
+            }
+        )
     for i in range(LAYERS):
         state[f"transformer.mlp_layers.{i}.mlp.1.weight"] = r(2 * F, D)
         state[f"transformer.mlp_layers.{i}.mlp.4.weight"] = r(D, F)
@@ -63,21 +77,41 @@ def released_state(vocab: int, cond_dim: int | None, seed: int) -> dict[str, tor
         for i in range(LAYERS):
             state[f"transformer.adaLN_modulations.{i}.weight"] = r(6 * D, cond_dim)
             state[f"transformer.adaLN_modulations.{i}.bias"] = r(6 * D)
-    state.update({"classifier.nonlinearity.1.weight": r(D, D), "classifier.nonlinearity.1.bias": r(D),
-                  # tied: the very tensor of the word embedding, as torch.save stores a shared parameter
-                  "classifier.nonlinearity.5.weight": state["embedding.word_embedding.weight"],
-                  "classifier.nonlinearity.5.bias": r(vocab)})
+    state.update(
+        {
+            "classifier.nonlinearity.1.weight": r(D, D),
+            "classifier.nonlinearity.1.bias": r(D),
+            # tied: the very tensor of the word embedding, as torch.save stores a shared parameter
+            "classifier.nonlinearity.5.weight": state["embedding.word_embedding.weight"],
+            "classifier.nonlinearity.5.bias": r(vocab),
+        }
+    )
     if cond_dim is not None:
-        state.update({"sigma_map.mlp.0.weight": r(cond_dim, 256), "sigma_map.mlp.0.bias": r(cond_dim),
-                      "sigma_map.mlp.2.weight": r(cond_dim, cond_dim), "sigma_map.mlp.2.bias": r(cond_dim)})
+        state.update(
+            {
+                "sigma_map.mlp.0.weight": r(cond_dim, 256),
+                "sigma_map.mlp.0.bias": r(cond_dim),
+                "sigma_map.mlp.2.weight": r(cond_dim, cond_dim),
+                "sigma_map.mlp.2.bias": r(cond_dim),
+            }
+        )
     return state
 
 
 def released_config(vocab: int, cond_dim: int | None = COND) -> dict:
-    return {"attention_probs_dropout_prob": 0.1, "hidden_dropout_prob": 0.1, "hidden_size": HIDDEN,
-            "intermediate_size": FFN, "max_position_embeddings": MAX_POSITION,
-            "position_bucket_size": BUCKETS, "num_attention_heads": HEADS, "num_hidden_layers": LAYERS,
-            "vocab_size": vocab, "layer_norm_eps": 1e-7, "cond_dim": cond_dim}
+    return {
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": HIDDEN,
+        "intermediate_size": FFN,
+        "max_position_embeddings": MAX_POSITION,
+        "position_bucket_size": BUCKETS,
+        "num_attention_heads": HEADS,
+        "num_hidden_layers": LAYERS,
+        "vocab_size": vocab,
+        "layer_norm_eps": 1e-7,
+        "cond_dim": cond_dim,
+    }
 
 
 def write_released(root: Path) -> tuple[Path, dict, dict]:
@@ -135,8 +169,14 @@ def test_import_writes_a_finished_run_with_the_released_weights(released, import
     _, raw, ema = released
     run = RunDir(imported)
     assert run.read_status()["state"] == "finished" and run.read_status()["step"] == 120
-    assert sorted(p.name for p in imported.iterdir() if not p.name.startswith(".")) == \
-        ["checkpoints", "config.yaml", "eval", "imported.json", "status.json", "tokenizer.json"]
+    assert sorted(p.name for p in imported.iterdir() if not p.name.startswith(".")) == [
+        "checkpoints",
+        "config.yaml",
+        "eval",
+        "imported.json",
+        "status.json",
+        "tokenizer.json",
+    ]
     ckpt = imported / "checkpoints" / "step-120"
     assert_released_equal(load_file(ckpt / "model.safetensors"), raw)
     assert_released_equal(load_file(ckpt / "ema.safetensors"), ema)
@@ -180,21 +220,45 @@ def test_imported_model_computes_the_released_forward(released, imported):
 
     _, raw, _ = released
     model, tokenizer, _, _ = load_for_eval(str(imported), weights="raw", device="cpu")
-    ids = torch.tensor([tokenizer.encode("the king went to the city").ids[:6],
-                        tokenizer.encode("gold bread").ids[:3] + [3, 3, 3]])
+    ids = torch.tensor(
+        [
+            tokenizer.encode("the king went to the city").ids[:6],
+            tokenizer.encode("gold bread").ids[:3] + [3, 3, 3],
+        ]
+    )
     ids = torch.cat([torch.ones(2, 1, dtype=torch.long), ids], dim=1)  # <s>
     mask, rate = ids != 3, torch.tensor([0.2, 0.6])
     with torch.no_grad():
         ours = model.double()(ids, attention_mask=mask, rate=rate)
-    ref = reference_logits(raw, num_layers=LAYERS, num_heads=HEADS, buckets=BUCKETS, eps=1e-7,
-                           input_ids=ids, attention_mask=mask, rate=rate)
+    ref = reference_logits(
+        raw,
+        num_layers=LAYERS,
+        num_heads=HEADS,
+        buckets=BUCKETS,
+        eps=1e-7,
+        input_ids=ids,
+        attention_mask=mask,
+        rate=rate,
+    )
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5 * ref.abs().max().item())
 
 
 def test_eval_with_predictions_on_an_imported_run(imported, tmp_path):
     out, report = tmp_path / "predictions.jsonl", tmp_path / "report.json"
-    result = mdlm("eval", imported, "--suite", "builtin", "--limit", 2, "--predictions", out,
-                  "--json", report, "--device", "cpu")
+    result = mdlm(
+        "eval",
+        imported,
+        "--suite",
+        "builtin",
+        "--limit",
+        2,
+        "--predictions",
+        out,
+        "--json",
+        report,
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     per_uid = json.loads(report.read_text())["per_uid"]
@@ -203,8 +267,9 @@ def test_eval_with_predictions_on_an_imported_run(imported, tmp_path):
         assert set(record) == {"suite", "uid", "index", "scores", "chosen", "credit"}
         assert record["suite"] == "builtin" and len(record["scores"]) == 2 and record["chosen"] in (0, 1)
         assert record["credit"] in (0, 0.5, 1)
-    assert sorted((r["uid"], r["index"]) for r in records) == \
-        sorted((uid, i) for uid in per_uid for i in range(2))
+    assert sorted((r["uid"], r["index"]) for r in records) == sorted(
+        (uid, i) for uid in per_uid for i in range(2)
+    )
 
 
 @pytest.mark.parametrize("weights", ["ema", "raw"])
@@ -232,9 +297,14 @@ def test_hugging_face_folder_with_prefix_and_safetensors(released, tmp_path):
     folder.mkdir()
     shutil.copy(step.parent / "tokenizer.json", folder)
     vocab = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size()
-    config = {**released_config(vocab, cond_dim=None), "architectures": ["Bert"], "model_type": "diffusion",
-              "torch_dtype": "float32", "transformers_version": "4.52.4",
-              "auto_map": {"AutoModel": "model.Bert"}}
+    config = {
+        **released_config(vocab, cond_dim=None),
+        "architectures": ["Bert"],
+        "model_type": "diffusion",
+        "torch_dtype": "float32",
+        "transformers_version": "4.52.4",
+        "auto_map": {"AutoModel": "model.Bert"},
+    }
     config["num_layers"] = config.pop("num_hidden_layers")
     (folder / "config.json").write_text(json.dumps(config))
     state = released_state(vocab, None, seed=3)

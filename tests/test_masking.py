@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from core.dataset import chunk_documents, sequence_token_counts
-
 from core.masking import (
     Masker,
     curriculum_power,
@@ -117,8 +116,12 @@ def test_rare_tokens_get_higher_probability_than_frequent_ones():
 def test_maskable_statistics_are_not_shifted_by_specials_and_pads():
     """The same tokens give the same probabilities however much padding follows them."""
     scores = zipf_scores()
-    short = frequency_mask_probs(batch([[20, 30, 40]], length=5), torch.tensor([0.4]), scores, 0.5, "maskable")
-    long = frequency_mask_probs(batch([[20, 30, 40]], length=50), torch.tensor([0.4]), scores, 0.5, "maskable")
+    short = frequency_mask_probs(
+        batch([[20, 30, 40]], length=5), torch.tensor([0.4]), scores, 0.5, "maskable"
+    )
+    long = frequency_mask_probs(
+        batch([[20, 30, 40]], length=50), torch.tensor([0.4]), scores, 0.5, "maskable"
+    )
     torch.testing.assert_close(short[0, :4], long[0, :4])
     assert torch.all(long[0, 4:] == 0)
 

@@ -143,7 +143,9 @@ def test_blocks_are_the_identity_at_init_when_conditioned():
     for block in model.blocks:
         torch.testing.assert_close(block(x, cond, positions, index, None), x, rtol=0, atol=0)
     with torch.no_grad():
-        torch.testing.assert_close(model(ids, rate=torch.zeros(3)), model(ids, rate=torch.ones(3)), rtol=0, atol=0)
+        torch.testing.assert_close(
+            model(ids, rate=torch.zeros(3)), model(ids, rate=torch.ones(3)), rtol=0, atol=0
+        )
 
 
 def test_rate_changes_outputs_once_the_modulation_is_trained():
@@ -264,7 +266,8 @@ def test_forward_flops_match_a_hand_count():
         + 2 * L * L * 8 * 2  # q k^T and attention-weighted values
         + 2 * L * 7 * 8 * 2  # content-to-position and position-to-content
         + 2 * L * 8 * 8  # output projection
-        + 2 * L * 8 * 24 + 2 * L * 12 * 8  # GEGLU in and out
+        + 2 * L * 8 * 24
+        + 2 * L * 12 * 8  # GEGLU in and out
         + 2 * 4 * 48  # AdaLN linear
     )
     table = 2 * 7 * 8 * 16  # projecting the relative table with the query-key weights
@@ -284,4 +287,6 @@ def test_forward_flops_match_what_torch_counts(conditioning):
         model(ids, rate=torch.tensor([0.4]), output_mask=mask)
     # the counter has no formula for the in-place baddbmm_ that computes q k^T
     uncounted = TINY.num_layers * 2 * 12 * 12 * TINY.hidden_size
-    assert counter.get_total_flops() + uncounted == forward_flops_per_sequence(model.cfg, VOCAB, 12, int(mask.sum()))
+    assert counter.get_total_flops() + uncounted == forward_flops_per_sequence(
+        model.cfg, VOCAB, 12, int(mask.sum())
+    )

@@ -24,7 +24,9 @@ class TinyDenoiser(nn.Module):
         self.mask_logit = mask_logit
 
     def forward(self, input_ids, attention_mask=None, rate=None, output_mask=None):
-        self.seen = dict(input_ids=input_ids, attention_mask=attention_mask, rate=rate, output_mask=output_mask)
+        self.seen = dict(
+            input_ids=input_ids, attention_mask=attention_mask, rate=rate, output_mask=output_mask
+        )
         hidden = self.embed(input_ids) + (0 if rate is None else rate[:, None, None])
         logits = self.head(hidden[output_mask])
         if self.mask_logit is not None:
@@ -34,7 +36,10 @@ class TinyDenoiser(nn.Module):
 
 class FixedSchedule(Schedule):
     def __init__(self, rates, slopes):
-        self.rates, self.slopes = torch.tensor(rates, dtype=torch.float64), torch.tensor(slopes, dtype=torch.float64)
+        self.rates, self.slopes = (
+            torch.tensor(rates, dtype=torch.float64),
+            torch.tensor(slopes, dtype=torch.float64),
+        )
 
     def _rate_and_slope(self, t, progress, generator):
         return self.rates, self.slopes
@@ -53,21 +58,34 @@ MASK = torch.tensor([[False, True, False, True, True, False], [False, False, Tru
 
 
 def loss_with_fixed_masks(model, ids=IDS, mask=MASK, power=1.0, subs=True):
-    return diffusion_loss(model, ids, schedule=FixedSchedule([0.5, 0.25], [2.0, 3.0]), masker=FixedMasker(mask),
-                          power=power, progress=0.0, epoch=0, total_epochs=1, subs=subs)
+    return diffusion_loss(
+        model,
+        ids,
+        schedule=FixedSchedule([0.5, 0.25], [2.0, 3.0]),
+        masker=FixedMasker(mask),
+        power=power,
+        progress=0.0,
+        epoch=0,
+        total_epochs=1,
+        subs=subs,
+    )
 
 
 def test_loss_is_the_weighted_sum_over_non_pad_tokens():
     model = TinyDenoiser()
     out = loss_with_fixed_masks(model)
     with torch.no_grad():
-        logits = model.head(model.embed(IDS.masked_fill(MASK, MASK_ID)) + torch.tensor([0.5, 0.25])[:, None, None])
+        logits = model.head(
+            model.embed(IDS.masked_fill(MASK, MASK_ID)) + torch.tensor([0.5, 0.25])[:, None, None]
+        )
         logits[..., MASK_ID] = -math.inf
         ce = -torch.log_softmax(logits, -1).gather(-1, IDS[..., None])[..., 0]
     weights = [2.0 / 0.5, 3.0 / 0.25]
     total = weights[0] * (ce[0, 1] + ce[0, 3] + ce[0, 4]) + weights[1] * ce[1, 2]
     assert out.loss.item() == pytest.approx(total.item() / 8, rel=1e-5)  # 8 non-pad tokens, <s> included
-    assert out.masked_ce.item() == pytest.approx((ce[0, 1] + ce[0, 3] + ce[0, 4] + ce[1, 2]).item() / 4, rel=1e-5)
+    assert out.masked_ce.item() == pytest.approx(
+        (ce[0, 1] + ce[0, 3] + ce[0, 4] + ce[1, 2]).item() / 4, rel=1e-5
+    )
     assert (out.n_masked, out.n_tokens) == (4, 8)
     assert out.mask_rate == pytest.approx(4 / 6)
     assert out.mean_weight == pytest.approx(8.0)
@@ -95,7 +113,9 @@ def test_subs_takes_the_mask_logit_out_of_the_softmax():
     targets = torch.tensor([20, 21])
     logits = torch.zeros(2, V)
     with_huge_mask = logits.index_fill(1, torch.tensor([MASK_ID]), 50.0)
-    torch.testing.assert_close(masked_cross_entropy(with_huge_mask, targets), masked_cross_entropy(logits, targets))
+    torch.testing.assert_close(
+        masked_cross_entropy(with_huge_mask, targets), masked_cross_entropy(logits, targets)
+    )
     torch.testing.assert_close(masked_cross_entropy(logits, targets), torch.full((2,), math.log(V - 1)))
     assert masked_cross_entropy(with_huge_mask, targets, subs=False).min() > 40
 
@@ -120,14 +140,22 @@ def test_pads_are_left_out_of_the_normaliser():
 def random_batch(seed=0, batch=16, length=24):
     ids = torch.randint(16, V, (batch, length), generator=torch.Generator().manual_seed(seed))
     ids[:, 0] = BOS_ID
-    ids[::2, length // 2:] = PAD_ID
+    ids[::2, length // 2 :] = PAD_ID
     return ids
 
 
 def seeded_loss(seed, model=None, ids=None):
-    return diffusion_loss(model or TinyDenoiser(), random_batch() if ids is None else ids, schedule=Cosine(),
-                          masker=Masker("uniform"), power=1.0, progress=0.0, epoch=0, total_epochs=1,
-                          generator=torch.Generator().manual_seed(seed))
+    return diffusion_loss(
+        model or TinyDenoiser(),
+        random_batch() if ids is None else ids,
+        schedule=Cosine(),
+        masker=Masker("uniform"),
+        power=1.0,
+        progress=0.0,
+        epoch=0,
+        total_epochs=1,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def test_same_seed_same_loss_and_other_seed_other_loss():
@@ -154,8 +182,16 @@ def test_specials_are_never_masked_in_the_loss():
 def test_a_batch_without_masks_gives_zero_loss_that_still_backprops():
     model = TinyDenoiser()
     nothing = torch.zeros_like(MASK)
-    out = diffusion_loss(model, IDS, schedule=FixedSchedule([0.5, 0.25], [2.0, 3.0]), masker=FixedMasker(nothing),
-                         power=1.0, progress=0.0, epoch=0, total_epochs=1)
+    out = diffusion_loss(
+        model,
+        IDS,
+        schedule=FixedSchedule([0.5, 0.25], [2.0, 3.0]),
+        masker=FixedMasker(nothing),
+        power=1.0,
+        progress=0.0,
+        epoch=0,
+        total_epochs=1,
+    )
     assert out.loss.item() == 0 and out.n_masked == 0 and out.masked_ce.item() == 0
     out.loss.backward()
     assert torch.all(model.head.weight.grad == 0)
@@ -182,11 +218,27 @@ def test_workers_sharing_a_micro_batch_draw_its_noise_and_add_up_to_its_loss():
     cfg.model.dropout = cfg.model.attention_dropout = 0.0
     cfg.data.vocab_size, cfg.data.seq_len = 300, 12
     model = build_model(cfg).eval()
-    kwargs = dict(schedule=Cosine(), masker=Masker("uniform"), power=1.0, progress=0.3, epoch=0, total_epochs=1,
-                  subs=True)
+    kwargs = dict(
+        schedule=Cosine(),
+        masker=Masker("uniform"),
+        power=1.0,
+        progress=0.3,
+        epoch=0,
+        total_epochs=1,
+        subs=True,
+    )
     whole = diffusion_loss(model, ids, generator=torch.Generator().manual_seed(5), **kwargs)
     tokens = int((ids != PAD_ID).sum())
-    halves = [diffusion_loss(model, ids[first:first + 3], generator=torch.Generator().manual_seed(5),
-                             rows=(first, 6), normaliser=tokens, **kwargs) for first in (0, 3)]
+    halves = [
+        diffusion_loss(
+            model,
+            ids[first : first + 3],
+            generator=torch.Generator().manual_seed(5),
+            rows=(first, 6),
+            normaliser=tokens,
+            **kwargs,
+        )
+        for first in (0, 3)
+    ]
     assert torch.allclose(halves[0].loss + halves[1].loss, whole.loss, rtol=1e-6)
     assert halves[0].n_masked + halves[1].n_masked == whole.n_masked

@@ -29,11 +29,16 @@ def test_lamb_scales_decayed_steps_to_the_weight_norm():
     lr = 0.01
     opt = Lamb([{"params": [decayed], "weight_decay": 0.1}, {"params": [plain], "weight_decay": 0.0}], lr=lr)
     before_decayed, before_plain = decayed.detach().clone(), plain.detach().clone()
-    grads = [torch.randn(4, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([1.0, -2.0, 0.5, -0.1])]
+    grads = [
+        torch.randn(4, 4, generator=torch.Generator().manual_seed(0)),
+        torch.tensor([1.0, -2.0, 0.5, -0.1]),
+    ]
     one_step(opt, [decayed, plain], grads)
     step_decayed = (decayed - before_decayed).norm().item()
     assert step_decayed == pytest.approx(lr * before_decayed.norm().item(), rel=1e-5)  # 0.12, not 0.04
-    torch.testing.assert_close(plain - before_plain, -lr * torch.tensor([1.0, -1.0, 1.0, -1.0]), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        plain - before_plain, -lr * torch.tensor([1.0, -1.0, 1.0, -1.0]), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_lamb_matches_a_hand_written_reference_for_several_steps():

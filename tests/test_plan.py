@@ -5,7 +5,9 @@ from core.trainer import plan_steps
 
 
 def plan(budget, steps_per_epoch=100, **keys):
-    cfg = apply_overrides(load_config("smoke"), [f"train.budget={budget}"] + [f"train.{k}={v}" for k, v in keys.items()])
+    cfg = apply_overrides(
+        load_config("smoke"), [f"train.budget={budget}"] + [f"train.{k}={v}" for k, v in keys.items()]
+    )
     return plan_steps(cfg, steps_per_epoch)
 
 

@@ -10,14 +10,17 @@ from core.suites import Item, Suite
 from tests.helpers import mdlm
 from tests.test_import import write_released
 
-PAIRS = [{"UID": uid, "sentence_good": good, "sentence_bad": bad} for uid, good, bad in [
-    ("agreement", "The king was in the city.", "The king were in the city."),
-    ("agreement", "The kings were at the gate.", "The kings was at the gate."),
-    ("agreement", "The people were here.", "The people was here."),
-    ("same", "They saw the bread.", "They saw the bread."),  # a tie
-    ("past", "He went to the house.", "He goed to the house."),
-    ("past", "She came to the city.", "She comed to the city."),
-]]
+PAIRS = [
+    {"UID": uid, "sentence_good": good, "sentence_bad": bad}
+    for uid, good, bad in [
+        ("agreement", "The king was in the city.", "The king were in the city."),
+        ("agreement", "The kings were at the gate.", "The kings was at the gate."),
+        ("agreement", "The people were here.", "The people was here."),
+        ("same", "They saw the bread.", "They saw the bread."),  # a tie
+        ("past", "He went to the house.", "He goed to the house."),
+        ("past", "She came to the city.", "She comed to the city."),
+    ]
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +40,20 @@ def suite_file(tmp_path):
 
 def test_credit_per_item_averages_to_the_reported_accuracy(run_dir, suite_file, tmp_path):
     out, report_path = tmp_path / "predictions.jsonl", tmp_path / "report.json"
-    result = mdlm("eval", run_dir, "--suite", suite_file, "--predictions", out, "--json", report_path,
-                  "--device", "cpu")
+    result = mdlm(
+        "eval", run_dir, "--suite", suite_file, "--predictions", out, "--json", report_path, "--device", "cpu"
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     report = json.loads(report_path.read_text())
-    assert [(r["uid"], r["index"]) for r in records] == \
-        [("agreement", 0), ("agreement", 1), ("agreement", 2), ("same", 0), ("past", 0), ("past", 1)]
+    assert [(r["uid"], r["index"]) for r in records] == [
+        ("agreement", 0),
+        ("agreement", 1),
+        ("agreement", 2),
+        ("same", 0),
+        ("past", 0),
+        ("past", 1),
+    ]
     assert all(r["suite"] == "pairs" for r in records)
     for uid, row in report["per_uid"].items():
         credits = [r["credit"] for r in records if r["uid"] == uid]
@@ -77,14 +87,20 @@ class FixedScorer:
 
 
 def test_records_follow_the_tie_rule():
-    items = [Item("u", None, None, "a", "b"), Item("u", None, None, "c", "d"),
-             Item("v", None, None, "e", "f")]
+    items = [
+        Item("u", None, None, "a", "b"),
+        Item("u", None, None, "c", "d"),
+        Item("v", None, None, "e", "f"),
+    ]
     # a beats b; c and d differ by less than the tie tolerance; f beats e
     scorer = FixedScorer({"a": -1.0, "b": -2.0, "c": -10.0, "d": -10.0 - 1e-9, "e": -3.0, "f": -1.0})
     records: list[dict] = []
     report = evaluate(scorer, Suite("toy", items, "test"), predictions=records)
-    assert [(r["uid"], r["index"], r["credit"], r["chosen"]) for r in records] == \
-        [("u", 0, 1.0, 0), ("u", 1, 0.5, 0), ("v", 0, 0.0, 1)]
+    assert [(r["uid"], r["index"], r["credit"], r["chosen"]) for r in records] == [
+        ("u", 0, 1.0, 0),
+        ("u", 1, 0.5, 0),
+        ("v", 0, 0.0, 1),
+    ]
     assert records[0]["scores"] == [-1.0, -2.0] and records[0]["suite"] == "toy"
     assert report.per_uid["u"]["accuracy"] == 0.75 and report.per_uid["v"]["accuracy"] == 0.0
     assert evaluate(scorer, Suite("toy", items, "test")).per_uid == report.per_uid, "records change no result"

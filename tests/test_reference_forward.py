@@ -44,8 +44,17 @@ def compare(cfg, net, padded, **variant):
     with torch.no_grad():
         ours = net(ids, attention_mask=mask, rate=rate)
     state = to_released(net.state_dict(), LAYERS)
-    ref = reference_logits(state, num_layers=LAYERS, num_heads=HEADS, buckets=BUCKETS, eps=cfg.model.layer_norm_eps,
-                           input_ids=ids, attention_mask=mask, rate=rate, **variant)
+    ref = reference_logits(
+        state,
+        num_layers=LAYERS,
+        num_heads=HEADS,
+        buckets=BUCKETS,
+        eps=cfg.model.layer_norm_eps,
+        input_ids=ids,
+        attention_mask=mask,
+        rate=rate,
+        **variant,
+    )
     assert ours.shape == ref.shape == (2, LENGTH, VOCAB)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
     return ours, ref
@@ -62,9 +71,11 @@ def test_ablation_keys_change_the_forward_as_named():
     """time_scale, the GEGLU's GELU and the mirrored position index each match the reference's variant,
     and each moves the logits beyond the tolerance (so the comparison can tell them apart)."""
     released = compare(*model(), padded=True)[0]
-    for key, value, variant in [("time_scale", 1000.0, {"time_scale": 1000.0}),
-                                ("ffn_gelu", "exact", {"ffn_gelu": "exact"}),
-                                ("position_terms", "mirrored", {"position_terms": "mirrored"})]:
+    for key, value, variant in [
+        ("time_scale", 1000.0, {"time_scale": 1000.0}),
+        ("ffn_gelu", "exact", {"ffn_gelu": "exact"}),
+        ("position_terms", "mirrored", {"position_terms": "mirrored"}),
+    ]:
         ours, _ = compare(*model(**{key: value}), padded=True, **variant)
         assert (ours - released).abs().max() > 5e-5, key  # well above the 1e-5 tolerance
 
@@ -72,7 +83,11 @@ def test_ablation_keys_change_the_forward_as_named():
 def test_buckets_match_spec_examples():
     # offsets up to half the buckets are their own row; beyond, rows grow logarithmically to max_position
     assert [bucket(o, 32, 512) - 31 for o in (0, 1, -1, 16, -16)] == [0, 1, -1, 16, -16]
-    assert bucket(17, 32, 512) - 31 == 17 and bucket(511, 32, 512) - 31 == 31 and bucket(5000, 32, 512) - 31 == 31
+    assert (
+        bucket(17, 32, 512) - 31 == 17
+        and bucket(511, 32, 512) - 31 == 31
+        and bucket(5000, 32, 512) - 31 == 31
+    )
     assert bucket(-511, 32, 512) - 31 == -31
 
 

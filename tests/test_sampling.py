@@ -42,8 +42,16 @@ def tokenizer():
 
 def tiny_model(tokenizer, time_conditioning: bool = False) -> MDLM:
     torch.manual_seed(0)
-    cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, cond_dim=16,
-                      time_conditioning=time_conditioning, dropout=0.0, attention_dropout=0.0)
+    cfg = ModelConfig(
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        ffn_size=64,
+        cond_dim=16,
+        time_conditioning=time_conditioning,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     return MDLM(cfg, tokenizer.get_vocab_size())
 
 
@@ -130,8 +138,10 @@ def test_no_mask_remains_and_masks_never_grow(tokenizer, model, sampler, schedul
 
 @pytest.mark.parametrize("sampler", ["ancestral", "confidence"])
 def test_same_seed_same_text_other_seed_other_text(tokenizer, model, sampler):
-    texts = [sample(model, tokenizer, SampleConfig(length=16, steps=8, sampler=sampler, seed=seed)).text
-             for seed in (0, 0, 1, 2)]
+    texts = [
+        sample(model, tokenizer, SampleConfig(length=16, steps=8, sampler=sampler, seed=seed)).text
+        for seed in (0, 0, 1, 2)
+    ]
     assert texts[0] == texts[1]
     assert texts[2] != texts[0] or texts[3] != texts[0]
 
@@ -199,7 +209,9 @@ def test_temperature_one_is_not_greedy(tokenizer):
 
 
 def test_draws_are_gumbel_max_in_float64():
-    log_probs = torch.randn(5, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).log_softmax(-1)
+    log_probs = torch.randn(
+        5, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    ).log_softmax(-1)
     drawn = draw_tokens(log_probs, torch.Generator().manual_seed(7))
     u = torch.rand(5, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     assert torch.equal(drawn, (log_probs - torch.log(-torch.log(u))).argmax(-1))
@@ -256,16 +268,19 @@ def test_confidence_unmasks_the_most_probable_positions_first(tokenizer):
 # ------------------------------------------------------------------ bad inputs and output files
 
 
-@pytest.mark.parametrize("cfg, prompt", [
-    (SampleConfig(length=3), "the cat sat on the mat"),
-    (SampleConfig(length=8), "the cat <mask>*3 the old man talked about a long letter"),
-    (SampleConfig(steps=0), None),
-    (SampleConfig(sampler="beam"), None),
-    (SampleConfig(temperature=-1), None),
-    (SampleConfig(top_p=0), None),
-    (SampleConfig(schedule="bimodal"), None),
-    (SampleConfig(length=8), "the cat <mask>*0"),
-])
+@pytest.mark.parametrize(
+    "cfg, prompt",
+    [
+        (SampleConfig(length=3), "the cat sat on the mat"),
+        (SampleConfig(length=8), "the cat <mask>*3 the old man talked about a long letter"),
+        (SampleConfig(steps=0), None),
+        (SampleConfig(sampler="beam"), None),
+        (SampleConfig(temperature=-1), None),
+        (SampleConfig(top_p=0), None),
+        (SampleConfig(schedule="bimodal"), None),
+        (SampleConfig(length=8), "the cat <mask>*0"),
+    ],
+)
 def test_bad_inputs_are_one_sentence_user_errors(tokenizer, model, cfg, prompt):
     with pytest.raises(UserError) as error:
         sample(model, tokenizer, cfg, prompt=prompt)

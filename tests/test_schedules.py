@@ -23,10 +23,18 @@ NAMES = ["linear", "cosine", "cosine-squared", "log-linear", "gaussian", "bimoda
 
 @pytest.mark.parametrize(
     "name, expected",
-    [("linear", 0.5), ("cosine", 1 - 2 / math.pi), ("cosine-squared", 0.5), ("log-linear", 0.4995), ("gaussian", 0.3)],
+    [
+        ("linear", 0.5),
+        ("cosine", 1 - 2 / math.pi),
+        ("cosine-squared", 0.5),
+        ("log-linear", 0.4995),
+        ("gaussian", 0.3),
+    ],
 )
 def test_mean_rate_matches_the_spec(name, expected):
-    assert summarize(ScheduleConfig(name=name), samples=100_000)["mean_rate"] == pytest.approx(expected, abs=1e-3)
+    assert summarize(ScheduleConfig(name=name), samples=100_000)["mean_rate"] == pytest.approx(
+        expected, abs=1e-3
+    )
 
 
 def test_cosine_mean_rate_is_the_papers_0_3634():
@@ -132,7 +140,11 @@ def test_summary_keys():
     summary = summarize(ScheduleConfig(name="cosine"), samples=1000)
     assert set(summary) == {"schedule", "power", "progress", "mean_rate", "weight", "rate_quantiles"}
     assert list(summary["weight"]) == ["mean", "min", "p1", "p5", "p25", "p50", "p75", "p95", "p99", "max"]
-    assert summary["rate_quantiles"]["min"] <= summary["rate_quantiles"]["p50"] <= summary["rate_quantiles"]["max"]
+    assert (
+        summary["rate_quantiles"]["min"]
+        <= summary["rate_quantiles"]["p50"]
+        <= summary["rate_quantiles"]["max"]
+    )
 
 
 def test_unknown_schedule_is_refused():

@@ -19,8 +19,14 @@ from core.suites import Item, Suite, builtin_suite
 from core.tokenizer import encode_documents, train_tokenizer
 
 VOCAB = 400
-SENTENCES = ["The king is in the city.", "Where did you put it?", "a", "I like the green one very much, do you?",
-             "The children were in the field.", "no <mask> here"]
+SENTENCES = [
+    "The king is in the city.",
+    "Where did you put it?",
+    "a",
+    "I like the green one very much, do you?",
+    "The children were in the field.",
+    "no <mask> here",
+]
 CONTEXTS = [None, "Mommy said", None, "He asked", "", "The cup is inside the box."]
 
 
@@ -84,8 +90,13 @@ def test_fast_pll_equals_the_naive_reference(model, tokenizer, rate_value):
     # a small batch budget forces several batches per length and rows of one sentence across batches
     scorer = PLLScorer(model, tokenizer, "cpu", batch_tokens=40, rate_value=rate_value)
     fast = scorer.score_texts(SENTENCES, CONTEXTS)
-    naive = [naive_pll(model, tokenizer, text, "cpu", rate_value, context=context) for text, context in zip(SENTENCES, CONTEXTS)]
-    assert len({len(s.ids) for s in encode_for_scoring(tokenizer, SENTENCES, CONTEXTS)}) >= 4  # several lengths
+    naive = [
+        naive_pll(model, tokenizer, text, "cpu", rate_value, context=context)
+        for text, context in zip(SENTENCES, CONTEXTS)
+    ]
+    assert (
+        len({len(s.ids) for s in encode_for_scoring(tokenizer, SENTENCES, CONTEXTS)}) >= 4
+    )  # several lengths
     assert all(score < 0 for score in fast)
     assert fast == pytest.approx(naive, abs=1e-5, rel=0)
 
@@ -100,17 +111,25 @@ def test_rate_value_changes_the_score(model, tokenizer):
 
 def test_scores_do_not_depend_on_batching_or_company(model, tokenizer):
     big = PLLScorer(model, tokenizer, "cpu", batch_tokens=8192).score_texts(SENTENCES, CONTEXTS)
-    alone = [PLLScorer(model, tokenizer, "cpu", batch_tokens=1).score_texts([t], [c])[0] for t, c in zip(SENTENCES, CONTEXTS)]
+    alone = [
+        PLLScorer(model, tokenizer, "cpu", batch_tokens=1).score_texts([t], [c])[0]
+        for t, c in zip(SENTENCES, CONTEXTS)
+    ]
     assert big == pytest.approx(alone, abs=1e-5, rel=0)
     assert model.training is False
 
 
 def test_only_target_tokens_are_scored_and_specials_never(tokenizer):
     [plain, with_context, special_text] = encode_for_scoring(
-        tokenizer, ["The cup is smaller.", "The cup is smaller.", "<mask> <s>"], [None, "The cup is inside.", None])
+        tokenizer,
+        ["The cup is smaller.", "The cup is smaller.", "<mask> <s>"],
+        [None, "The cup is inside.", None],
+    )
     target = tokenizer.encode(" The cup is smaller.", add_special_tokens=False).ids
-    assert with_context.ids[-len(target):] == target
-    assert with_context.scored_positions() == list(range(len(with_context.ids) - len(target), len(with_context.ids)))
+    assert with_context.ids[-len(target) :] == target
+    assert with_context.scored_positions() == list(
+        range(len(with_context.ids) - len(target), len(with_context.ids))
+    )
     assert plain.scored_positions() == list(range(1, len(plain.ids)))  # everything but <s>
     assert all(i >= NUM_SPECIAL for i in special_text.ids[1:])  # "<mask>" in a sentence is text
     # joining context and target as one text tokenises the same way
@@ -120,10 +139,14 @@ def test_only_target_tokens_are_scored_and_specials_never(tokenizer):
 
 def test_context_is_visible_but_not_scored(model, tokenizer):
     scorer = PLLScorer(model, tokenizer, "cpu")
-    a, b = scorer.score_texts(["The cup is smaller."] * 2, ["The cup is inside the box.", "The box is inside the cup."])
+    a, b = scorer.score_texts(
+        ["The cup is smaller."] * 2, ["The cup is inside the box.", "The box is inside the cup."]
+    )
     assert a != b  # the context conditions the target
     n_target = len(tokenizer.encode(" The cup is smaller.", add_special_tokens=False).ids)
-    constant = PLLScorer(ConstantLogits(), tokenizer, "cpu").score_texts(["The cup is smaller."], ["The cup is inside the box."])[0]
+    constant = PLLScorer(ConstantLogits(), tokenizer, "cpu").score_texts(
+        ["The cup is smaller."], ["The cup is inside the box."]
+    )[0]
     assert constant == pytest.approx(-n_target * math.log(VOCAB - 1))  # SUBS: [MASK] leaves the softmax
 
 
@@ -134,16 +157,23 @@ def test_a_model_that_cannot_tell_pairs_apart_scores_exactly_half(tokenizer):
     suite = builtin_suite()
     assert evaluate(FixedScores(), suite).macro == 0.5
     # the real scorer on a constant model: pairs whose two sides have equal token counts tie exactly
-    same_length = [i for i in suite.items
-                   if len(tokenizer.encode(i.good).ids) == len(tokenizer.encode(i.bad).ids)][:40]
+    same_length = [
+        i for i in suite.items if len(tokenizer.encode(i.good).ids) == len(tokenizer.encode(i.bad).ids)
+    ][:40]
     report = evaluate(PLLScorer(ConstantLogits(), tokenizer, "cpu"), Suite("ties", same_length, "test"))
     assert report.macro == 0.5 and all(r["accuracy"] == 0.5 for r in report.per_uid.values())
 
 
 def test_ties_count_half():
-    items = [Item("u", "syntax", "t", "win", "lose"), Item("u", "syntax", "t", "same", "same too"),
-             Item("u", "syntax", "t", "lose", "win"), Item("v", "semantics", None, "win", "lose")]
-    report = evaluate(FixedScores({"win": 1.0, "lose": -1.0, "same": 0.5, "same too": 0.5}), Suite("s", items, "test"))
+    items = [
+        Item("u", "syntax", "t", "win", "lose"),
+        Item("u", "syntax", "t", "same", "same too"),
+        Item("u", "syntax", "t", "lose", "win"),
+        Item("v", "semantics", None, "win", "lose"),
+    ]
+    report = evaluate(
+        FixedScores({"win": 1.0, "lose": -1.0, "same": 0.5, "same too": 0.5}), Suite("s", items, "test")
+    )
     assert report.per_uid["u"] == {"accuracy": 0.5, "n": 3, "field": "syntax", "term": "t"}
     assert report.per_uid["v"]["accuracy"] == 1.0
     assert report.macro == 0.75 and report.n == 4
@@ -177,8 +207,22 @@ def test_report_serialises(model, tokenizer):
     report = evaluate(FixedScores(), builtin_suite())
     assert isinstance(report, EvalReport)
     data = json.loads(json.dumps(report.to_dict()))
-    assert set(data) == {"suite", "per_uid", "per_field", "macro", "n", "seconds", "backend", "checkpoint",
-                         "skipped", "limit", "weights", "rate_value", "draws", "metric"}
+    assert set(data) == {
+        "suite",
+        "per_uid",
+        "per_field",
+        "macro",
+        "n",
+        "seconds",
+        "backend",
+        "checkpoint",
+        "skipped",
+        "limit",
+        "weights",
+        "rate_value",
+        "draws",
+        "metric",
+    }
     assert data["per_field"] == {"morphology": 0.5}
 
 
@@ -188,11 +232,17 @@ def test_report_serialises(model, tokenizer):
 def test_nelbo_scorer_is_deterministic_and_batch_independent(model, tokenizer):
     scorer = NELBOScorer(model, tokenizer, "cpu", LogLinear(), draws=8, seed=3)
     together = scorer.score_texts(SENTENCES, CONTEXTS)
-    alone = [NELBOScorer(model, tokenizer, "cpu", LogLinear(), draws=8, seed=3, batch_tokens=1).score_texts([t], [c])[0]
-             for t, c in zip(SENTENCES, CONTEXTS)]
+    alone = [
+        NELBOScorer(model, tokenizer, "cpu", LogLinear(), draws=8, seed=3, batch_tokens=1).score_texts(
+            [t], [c]
+        )[0]
+        for t, c in zip(SENTENCES, CONTEXTS)
+    ]
     assert together == pytest.approx(alone, abs=1e-5, rel=0)
     assert all(score <= 0 for score in together)
-    other_seed = NELBOScorer(model, tokenizer, "cpu", LogLinear(), draws=8, seed=4).score_texts(SENTENCES, CONTEXTS)
+    other_seed = NELBOScorer(model, tokenizer, "cpu", LogLinear(), draws=8, seed=4).score_texts(
+        SENTENCES, CONTEXTS
+    )
     assert other_seed != together
 
 
@@ -208,7 +258,8 @@ def test_nelbo_of_a_uniform_model_is_near_the_exact_bound(tokenizer):
 def test_nelbo_scorer_masks_only_the_target(tokenizer):
     n_target = len(tokenizer.encode(" The cup is smaller.").ids)
     score = NELBOScorer(ConstantLogits(), tokenizer, "cpu", Linear(), draws=2000).score_texts(
-        ["The cup is smaller."], ["The cup is inside the box and very much so."])[0]
+        ["The cup is smaller."], ["The cup is inside the box and very much so."]
+    )[0]
     assert score == pytest.approx(-n_target * math.log(VOCAB - 1), rel=0.1)
 
 
@@ -262,7 +313,15 @@ def write_run(root, tokenizer, model_vocab: int = VOCAB, config_vocab: int | Non
     (root / "config.yaml").write_text(to_yaml(cfg))
     tokenizer.save(str(root / "tokenizer.json"))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    save_checkpoint(root / "checkpoints", 7, net, average.state_dict() if average else None, optimizer, {"step": 7}, keep=2)
+    save_checkpoint(
+        root / "checkpoints",
+        7,
+        net,
+        average.state_dict() if average else None,
+        optimizer,
+        {"step": 7},
+        keep=2,
+    )
     return net
 
 
@@ -294,7 +353,9 @@ def test_checkpoint_from_another_vocab_is_a_user_error(tmp_path, tokenizer):
 
 def test_tokenizer_from_another_run_is_a_user_error(tmp_path, tokenizer):
     write_run(tmp_path / "run", tokenizer)
-    train_tokenizer(corpus() * 3 + [f"word{i} thing{i}" for i in range(400)], 700).save(str(tmp_path / "run" / "tokenizer.json"))
+    train_tokenizer(corpus() * 3 + [f"word{i} thing{i}" for i in range(400)], 700).save(
+        str(tmp_path / "run" / "tokenizer.json")
+    )
     with pytest.raises(UserError, match="tokenizer belongs to another run"):
         load_for_eval(str(tmp_path / "run"))
 

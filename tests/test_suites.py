@@ -7,17 +7,48 @@ from core.errors import UserError
 from core.suites import builtin_suite, load_suite
 
 EWOK_ROWS = [
-    {"Domain": "spatial-relations", "MetaTemplateID": 1, "TemplateID": "1_1", "ConceptA": "cup", "ConceptB": "box",
-     "Context1": "The cup is inside the box.", "Context2": "The box is inside the cup.",
-     "Target1": "The cup is smaller.", "Target2": "The box is smaller.",
-     "ContextType": "concrete", "ContextDiff": "variable swap", "TargetDiff": "concept swap"},
-    {"Domain": "spatial-relations", "MetaTemplateID": 1, "TemplateID": "1_1", "ConceptA": "cup", "ConceptB": "box",
-     "Context1": "The box is inside the cup.", "Context2": "The cup is inside the box.",
-     "Target1": "The box is smaller.", "Target2": "The cup is smaller.",
-     "ContextType": "concrete", "ContextDiff": "variable swap", "TargetDiff": "concept swap"},
-    {"Domain": "social-properties", "MetaTemplateID": 2, "TemplateID": "2_1", "ConceptA": "kind", "ConceptB": "rude",
-     "Context1": "Ana is kind.", "Context2": "Ana is rude.", "Target1": "Ana helps people.", "Target2": "Ana insults people.",
-     "ContextType": "concrete", "ContextDiff": "property swap", "TargetDiff": "property swap"},
+    {
+        "Domain": "spatial-relations",
+        "MetaTemplateID": 1,
+        "TemplateID": "1_1",
+        "ConceptA": "cup",
+        "ConceptB": "box",
+        "Context1": "The cup is inside the box.",
+        "Context2": "The box is inside the cup.",
+        "Target1": "The cup is smaller.",
+        "Target2": "The box is smaller.",
+        "ContextType": "concrete",
+        "ContextDiff": "variable swap",
+        "TargetDiff": "concept swap",
+    },
+    {
+        "Domain": "spatial-relations",
+        "MetaTemplateID": 1,
+        "TemplateID": "1_1",
+        "ConceptA": "cup",
+        "ConceptB": "box",
+        "Context1": "The box is inside the cup.",
+        "Context2": "The cup is inside the box.",
+        "Target1": "The box is smaller.",
+        "Target2": "The cup is smaller.",
+        "ContextType": "concrete",
+        "ContextDiff": "variable swap",
+        "TargetDiff": "concept swap",
+    },
+    {
+        "Domain": "social-properties",
+        "MetaTemplateID": 2,
+        "TemplateID": "2_1",
+        "ConceptA": "kind",
+        "ConceptB": "rude",
+        "Context1": "Ana is kind.",
+        "Context2": "Ana is rude.",
+        "Target1": "Ana helps people.",
+        "Target2": "Ana insults people.",
+        "ContextType": "concrete",
+        "ContextDiff": "property swap",
+        "TargetDiff": "property swap",
+    },
 ]
 
 
@@ -44,17 +75,31 @@ def test_blimp_loads_with_uids_and_normalised_fields(shared_data):
     assert fields == {"morphology", "semantics", "syntax", "syntax/semantics"}  # syntax_semantics folded in
     first = json.loads((folder / "adjunct_island.jsonl").open().readline())
     item = next(i for i in suite.items if i.uid == "adjunct_island")
-    assert (item.good, item.bad, item.term, item.context) == (first["sentence_good"], first["sentence_bad"], "island_effects", None)
+    assert (item.good, item.bad, item.term, item.context) == (
+        first["sentence_good"],
+        first["sentence_bad"],
+        "island_effects",
+        None,
+    )
 
 
 def test_supplement_uses_file_stems_and_keeps_dialogue_newlines(shared_data):
     [suite] = load_suite("supplement", data_dir=str(shared_data))  # found two levels down
-    assert sorted(suite.uids()) == ["hypernym", "qa_congruence_easy", "qa_congruence_tricky", "subject_aux_inversion", "turn_taking"]
+    assert sorted(suite.uids()) == [
+        "hypernym",
+        "qa_congruence_easy",
+        "qa_congruence_tricky",
+        "subject_aux_inversion",
+        "turn_taking",
+    ]
     assert len(suite.items) == 5_218
     dialogue = [i for i in suite.items if i.uid == "qa_congruence_easy"]
     assert len(dialogue) == 64 and all("\n" in i.good and "\n" in i.bad for i in dialogue)
     assert sum("\n" in i.good for i in suite.items) == 64 + 165 + 244
-    assert next(i for i in suite.items if i.uid == "turn_taking").good == "David: Should you quit?\nSarah: No, I shouldn't."
+    assert (
+        next(i for i in suite.items if i.uid == "turn_taking").good
+        == "David: Should you quit?\nSarah: No, I shouldn't."
+    )
 
 
 def test_limit_keeps_the_first_items_of_every_uid(shared_data):
@@ -62,7 +107,9 @@ def test_limit_keeps_the_first_items_of_every_uid(shared_data):
     [suite] = load_suite("blimp", data_dir=str(folder), limit=3)  # --data pointing at full_eval itself
     assert len(suite.items) == 67 * 3
     lines = (folder / "blimp_filtered" / "wh_island.jsonl").read_text().splitlines()[:3]
-    assert [i.good for i in suite.items if i.uid == "wh_island"] == [json.loads(line)["sentence_good"] for line in lines]
+    assert [i.good for i in suite.items if i.uid == "wh_island"] == [
+        json.loads(line)["sentence_good"] for line in lines
+    ]
 
 
 def test_all_finds_every_present_suite(shared_data):
@@ -74,10 +121,14 @@ def test_all_finds_every_present_suite(shared_data):
 
 
 def test_fast_eval_is_found_and_full_eval_preferred(tmp_path):
-    write_jsonl(tmp_path / "evaluation_data" / "fast_eval" / "blimp_filtered" / "a.jsonl", [pair(UID="fast_uid")])
+    write_jsonl(
+        tmp_path / "evaluation_data" / "fast_eval" / "blimp_filtered" / "a.jsonl", [pair(UID="fast_uid")]
+    )
     [suite] = load_suite("blimp", data_dir=str(tmp_path))
     assert suite.uids() == ["fast_uid"]
-    write_jsonl(tmp_path / "evaluation_data" / "full_eval" / "blimp_filtered" / "a.jsonl", [pair(UID="full_uid")])
+    write_jsonl(
+        tmp_path / "evaluation_data" / "full_eval" / "blimp_filtered" / "a.jsonl", [pair(UID="full_uid")]
+    )
     assert load_suite("blimp", data_dir=str(tmp_path))[0].uids() == ["full_uid"]
     fast = tmp_path / "evaluation_data" / "fast_eval"
     assert load_suite("blimp", data_dir=str(fast))[0].uids() == ["fast_uid"]
@@ -89,8 +140,16 @@ def test_ewok_rows_score_targets_after_context1(tmp_path):
     assert suite.name == "ewok" and len(suite.items) == 3
     assert suite.uids() == ["spatial-relations", "social-properties"]  # UID = Domain
     first, swapped = suite.items[:2]
-    assert (first.context, first.good, first.bad) == ("The cup is inside the box.", "The cup is smaller.", "The box is smaller.")
-    assert (swapped.context, swapped.good, swapped.bad) == ("The box is inside the cup.", "The box is smaller.", "The cup is smaller.")
+    assert (first.context, first.good, first.bad) == (
+        "The cup is inside the box.",
+        "The cup is smaller.",
+        "The box is smaller.",
+    )
+    assert (swapped.context, swapped.good, swapped.bad) == (
+        "The box is inside the cup.",
+        "The box is smaller.",
+        "The cup is smaller.",
+    )
     assert first.field is None and first.term is None
 
 
@@ -105,7 +164,9 @@ def test_a_single_file_and_a_folder_are_suites(tmp_path):
 
 
 def test_hf_spec_reads_a_local_jsonl_file(tmp_path):
-    path = write_jsonl(tmp_path / "pairs.jsonl", [pair(UID="u1", field="syntax"), pair("A b.", "B a.", UID="u2")])
+    path = write_jsonl(
+        tmp_path / "pairs.jsonl", [pair(UID="u1", field="syntax"), pair("A b.", "B a.", UID="u2")]
+    )
     [suite] = load_suite(f"hf:{path}")
     assert suite.source == f"hf:{path}"
     assert suite.uids() == ["u1", "u2"] and suite.items[1].good == "A b." and suite.items[0].field == "syntax"
@@ -118,7 +179,10 @@ def test_hf_spec_reads_a_local_jsonl_file(tmp_path):
 
 
 def malformed_file(tmp_path) -> Path:
-    return write_jsonl(tmp_path / "bad.jsonl", [pair(), pair("One.", "Two."), "{not json", pair(), {"sentence_good": "only good"}])
+    return write_jsonl(
+        tmp_path / "bad.jsonl",
+        [pair(), pair("One.", "Two."), "{not json", pair(), {"sentence_good": "only good"}],
+    )
 
 
 def test_malformed_line_is_refused_with_file_and_line(tmp_path):
@@ -198,11 +262,15 @@ def test_builtin_suite_has_a_few_hundred_distinct_pairs():
 def test_builtin_suite_is_deterministic():
     first, second = builtin_suite(), builtin_suite()
     assert first.items == second.items
-    assert load_suite("builtin", limit=5)[0].items == [i for i in first.items if sum(
-        j.uid == i.uid for j in first.items[: first.items.index(i) + 1]) <= 5]
+    assert load_suite("builtin", limit=5)[0].items == [
+        i for i in first.items if sum(j.uid == i.uid for j in first.items[: first.items.index(i) + 1]) <= 5
+    ]
 
 
 def test_a_limit_is_recorded_where_it_leaves_items_out():
     # builtin holds 60 items a UID: a limit of 100 scores them all, so its numbers are the full suite's
-    recorded = {limit: getattr(load_suite("builtin", limit=limit)[0], "limit", "not recorded") for limit in (None, 100, 20)}
+    recorded = {
+        limit: getattr(load_suite("builtin", limit=limit)[0], "limit", "not recorded")
+        for limit in (None, 100, 20)
+    }
     assert recorded == {None: None, 100: None, 20: 20}

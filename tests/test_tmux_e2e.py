@@ -43,16 +43,32 @@ class Tmux:
         self.config.write_text("set -g status off\nset -g remain-on-exit on\n")
 
     def __call__(self, *args: str) -> str:
-        result = subprocess.run(["tmux", "-L", self.socket, "-f", str(self.config), *args],
-                                capture_output=True, text=True, timeout=20)
+        result = subprocess.run(
+            ["tmux", "-L", self.socket, "-f", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"tmux {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
 
     def start(self, session: str, argv: list[str], cwd: Path) -> None:
         env_args = [arg for key, value in self.env.items() for arg in ("-e", f"{key}={value}")]
-        self("new-session", "-d", "-s", session, "-x", str(WIDTH), "-y", str(HEIGHT), "-c", str(cwd),
-             *env_args, shlex.join(argv))
+        self(
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            str(WIDTH),
+            "-y",
+            str(HEIGHT),
+            "-c",
+            str(cwd),
+            *env_args,
+            shlex.join(argv),
+        )
 
     def keys(self, session: str, *keys: str) -> None:
         self("send-keys", "-t", session, *keys)
@@ -91,8 +107,11 @@ def steps_on_screen(text: str) -> int | None:
 def wait_for_rising_steps(tmux: Tmux, session: str, timeout: float) -> tuple[int, int]:
     """Two step counts on the Train screen, the second higher: the screen follows a live run."""
     first = wait_for(lambda: steps_on_screen(tmux.screen(session)), timeout, f"a step count on {session}")
-    later = wait_for(lambda: (n := steps_on_screen(tmux.screen(session))) and n > first and n,
-                     timeout, f"the step count on {session} to rise past {first}")
+    later = wait_for(
+        lambda: (n := steps_on_screen(tmux.screen(session))) and n > first and n,
+        timeout,
+        f"the step count on {session} to rise past {first}",
+    )
     return first, later
 
 
@@ -130,8 +149,12 @@ def test_start_watch_quit_and_reattach(tmux, tmp_path):
         tmux.keys("tui", "c", *["Tab"] * 11)
         tmux.type("tui", f"train.budget={BUDGET_STEPS} steps; train.log_every=1; train.dev_every=0")
         # the verdict ("... (4 heads), 1000 steps, 1.1M parameters") may wrap anywhere: compare it unwrapped
-        wait_for(lambda: f"heads), {BUDGET_STEPS} steps" in " ".join(tmux.screen("tui").split()), 30,
-                 "the verdict to take the new budget", screen=lambda: tmux.screen("tui"))
+        wait_for(
+            lambda: f"heads), {BUDGET_STEPS} steps" in " ".join(tmux.screen("tui").split()),
+            30,
+            "the verdict to take the new budget",
+            screen=lambda: tmux.screen("tui"),
+        )
         tmux.keys("tui", "C-s")
 
         # 3. The Train screen follows the run the TUI spawned.
@@ -144,7 +167,9 @@ def test_start_watch_quit_and_reattach(tmux, tmp_path):
         tmux.keys("tui", "q")
         wait_for(lambda: tmux.pane_dead("tui"), 15, "the TUI to exit after q")
         step_at_quit = status_step(run_dir)
-        wait_for(lambda: status_step(run_dir) > step_at_quit, 30, "status.json to advance after the TUI exited")
+        wait_for(
+            lambda: status_step(run_dir) > step_at_quit, 30, "status.json to advance after the TUI exited"
+        )
         assert process_alive(trainer_pid)
         assert RunDir(run_dir).read_status()["state"] == "running"
 

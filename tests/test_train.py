@@ -14,8 +14,20 @@ from tests.helpers import error_line, mdlm, start
 pytestmark = pytest.mark.slow
 
 # The smoke model, shortened; dropout on so that resuming must restore the RNG too.
-TINY = ["--set", "model.dropout=0.1", "--set", "train.log_every=1", "--set", "train.dev_every=10",
-        "--set", "train.checkpoint_every=4", "--set", "train.keep_checkpoints=3", "--set", "train.threads=1"]
+TINY = [
+    "--set",
+    "model.dropout=0.1",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.dev_every=10",
+    "--set",
+    "train.checkpoint_every=4",
+    "--set",
+    "train.keep_checkpoints=3",
+    "--set",
+    "train.threads=1",
+]
 
 
 def train_records(run_dir):
@@ -33,7 +45,9 @@ def test_smoke_preset_learns_from_any_folder(tmp_path):
     started = time.time()
     # the whole preset (500 steps) is the README's first command, which .ci/run runs; a third of it
     # shows the same here: learning, dev evaluation and checkpoints, from any folder
-    result = mdlm("run", "--preset", "smoke", "--set", "train.budget=150 steps", "--run-dir", run_dir, cwd=elsewhere)
+    result = mdlm(
+        "run", "--preset", "smoke", "--set", "train.budget=150 steps", "--run-dir", run_dir, cwd=elsewhere
+    )
     assert result.returncode == 0, result.stderr
     records = train_records(run_dir)
     assert records[-1]["loss"] < records[0]["loss"] - 1.0
@@ -89,8 +103,18 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
     run_dir = tmp_path / "run"
-    proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *TINY, "--set", "train.checkpoint_every=1000",
-                 "--set", "train.optimizer=lamb")
+    proc = start(
+        "run",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        run_dir,
+        *TINY,
+        "--set",
+        "train.checkpoint_every=1000",
+        "--set",
+        "train.optimizer=lamb",
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():
         time.sleep(0.05)
@@ -104,7 +128,9 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step-{st['step']}"
     assert 0 < st["step"] < 500
 
-    again = mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=" + f"{st['step'] + 3} steps")
+    again = mdlm(
+        "run", "--resume", "--run-dir", run_dir, "--set", "train.budget=" + f"{st['step'] + 3} steps"
+    )
     assert again.returncode == 0, again.stderr
     assert f"resumed from step {st['step']}" in again.stdout
     assert status(run_dir)["step"] == st["step"] + 3
@@ -112,7 +138,12 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
 
 def test_truncated_latest_checkpoint_falls_back(tmp_path):
     run_dir = tmp_path / "run"
-    assert mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *TINY, "--set", "train.budget=8 steps").returncode == 0
+    assert (
+        mdlm(
+            "run", "--preset", "smoke", "--run-dir", run_dir, *TINY, "--set", "train.budget=8 steps"
+        ).returncode
+        == 0
+    )
     weights = run_dir / "checkpoints" / "step-8" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     result = mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=10 steps")
@@ -123,8 +154,20 @@ def test_truncated_latest_checkpoint_falls_back(tmp_path):
 
 def test_nonfinite_loss_fails_clearly(tmp_path):
     run_dir = tmp_path / "run"
-    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *TINY, "--set", "train.lr=1e30",
-                  "--set", "train.clip=0", "--set", "train.warmup=0")
+    result = mdlm(
+        "run",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        run_dir,
+        *TINY,
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "train.clip=0",
+        "--set",
+        "train.warmup=0",
+    )
     assert result.returncode == 3
     assert "non-finite" in result.stderr and "Traceback" not in result.stderr
     st = status(run_dir)
@@ -133,9 +176,24 @@ def test_nonfinite_loss_fails_clearly(tmp_path):
 
 def test_nonfinite_steps_can_be_skipped_and_counted(tmp_path):
     run_dir = tmp_path / "run"
-    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *TINY, "--set", "train.lr=1e30",
-                  "--set", "train.clip=0", "--set", "train.warmup=0", "--set", "objective.on_nonfinite=skip",
-                  "--set", "objective.max_skipped=3")
+    result = mdlm(
+        "run",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        run_dir,
+        *TINY,
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "train.clip=0",
+        "--set",
+        "train.warmup=0",
+        "--set",
+        "objective.on_nonfinite=skip",
+        "--set",
+        "objective.max_skipped=3",
+    )
     assert result.returncode == 3
     assert "more than objective.max_skipped = 3" in result.stderr
     assert "update skipped (3 so far)" in result.stdout
@@ -152,9 +210,21 @@ def _wait_for(predicate, timeout=120):
 
 def test_control_pause_checkpoint_resume_and_stop(tmp_path):
     run_dir = tmp_path / "run"
-    proc = start("run", "--preset", "smoke", "--run-dir", run_dir, *TINY, "--set", "train.checkpoint_every=1000",
-                 "--set", "train.budget=100000 steps")
-    assert _wait_for(lambda: status(run_dir).get("state") == "running" if (run_dir / "status.json").exists() else False)
+    proc = start(
+        "run",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        run_dir,
+        *TINY,
+        "--set",
+        "train.checkpoint_every=1000",
+        "--set",
+        "train.budget=100000 steps",
+    )
+    assert _wait_for(
+        lambda: status(run_dir).get("state") == "running" if (run_dir / "status.json").exists() else False
+    )
 
     assert mdlm("control", run_dir, "pause").returncode == 0
     assert _wait_for(lambda: status(run_dir)["state"] == "paused")
@@ -171,7 +241,10 @@ def test_control_pause_checkpoint_resume_and_stop(tmp_path):
     proc.communicate(timeout=120)
     assert proc.returncode == 0
     st = status(run_dir)
-    assert st["state"] == "stopped" and (run_dir / "checkpoints" / "latest").read_text().strip() == f"step-{st['step']}"
+    assert (
+        st["state"] == "stopped"
+        and (run_dir / "checkpoints" / "latest").read_text().strip() == f"step-{st['step']}"
+    )
     gone = mdlm("control", run_dir, "stop")
     assert gone.returncode == 2 and "No trainer is working" in gone.stderr
 
@@ -179,12 +252,28 @@ def test_control_pause_checkpoint_resume_and_stop(tmp_path):
 def test_first_update_takes_lr_zero_and_records_log_both_mask_rates(tmp_path):
     """As released, warm-up starts at lr 0 for the first update; each record sets the realised mask rate
     over real tokens beside the schedule's mean rate (padded sequences mask real tokens above it)."""
-    short = ["--set", "train.budget=3 steps", "--set", "train.log_every=1", "--set", "train.warmup=0.5",
-             "--set", "train.checkpoint_every=100", "--set", "train.dev_every=0", "--set", "train.threads=1"]
+    short = [
+        "--set",
+        "train.budget=3 steps",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.warmup=0.5",
+        "--set",
+        "train.checkpoint_every=100",
+        "--set",
+        "train.dev_every=0",
+        "--set",
+        "train.threads=1",
+    ]
     released, shifted = tmp_path / "released", tmp_path / "shifted"
     assert mdlm("run", "--preset", "smoke", "--run-dir", released, *short).returncode == 0
-    assert mdlm("run", "--preset", "smoke", "--run-dir", shifted, *short,
-                "--set", "train.first_lr_zero=false").returncode == 0
+    assert (
+        mdlm(
+            "run", "--preset", "smoke", "--run-dir", shifted, *short, "--set", "train.first_lr_zero=false"
+        ).returncode
+        == 0
+    )
     first, again = train_records(released), train_records(shifted)
     assert first[0]["lr"] == 0.0 and first[1]["lr"] > 0
     assert again[0]["lr"] == pytest.approx(first[1]["lr"])
@@ -197,7 +286,11 @@ FAST = ["--set", "train.budget=2 steps", "--set", "train.dev_every=0", "--set", 
 
 def test_a_start_that_failed_can_be_run_again_in_the_same_folder(tmp_path):
     run_dir = tmp_path / "x"
-    error = error_line(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *FAST, "--set", f"data.path={tmp_path / 'nope'}"))
+    error = error_line(
+        mdlm(
+            "run", "--preset", "smoke", "--run-dir", run_dir, *FAST, "--set", f"data.path={tmp_path / 'nope'}"
+        )
+    )
     assert "nope does not exist" in error
     empty = tmp_path / "empty.txt"  # found, but fails while the data is prepared, leaving the folder behind
     empty.write_text("\n")
@@ -224,8 +317,14 @@ def test_console_shows_a_config_summary_and_config_yaml_the_whole(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = [line for line in result.stdout.splitlines() if "config:" in line]
     assert len(summary) == 1, result.stdout
-    for part in ("smoke preset", "cosine schedule (p=1)", "frequency masking (p_freq 0.02, curriculum)",
-                 "2 layers x 128 (4 heads)", "budget 2 steps", f"in full: {run_dir / 'config.yaml'}"):
+    for part in (
+        "smoke preset",
+        "cosine schedule (p=1)",
+        "frequency masking (p_freq 0.02, curriculum)",
+        "2 layers x 128 (4 heads)",
+        "budget 2 steps",
+        f"in full: {run_dir / 'config.yaml'}",
+    ):
         assert part in summary[0], summary[0]
     assert "layer_norm_eps" not in result.stdout, "the full config stays out of the console"
     assert "layer_norm_eps" in (run_dir / "config.yaml").read_text()

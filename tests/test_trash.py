@@ -34,7 +34,9 @@ def test_restore_brings_a_trashed_run_back_intact(finished_smoke_run, tmp_path):
     assert tree(run) == before
     assert find_runs(root) == [run] and not trashed.exists()
 
-    assert "smoke" in error_line(mdlm("restore", "smoke", "--runs", root, timeout=120))  # nothing left to restore
+    assert "smoke" in error_line(
+        mdlm("restore", "smoke", "--runs", root, timeout=120)
+    )  # nothing left to restore
     trashed = trash_run(run)
     shutil.copytree(finished_smoke_run, run)  # a new run took the name meanwhile
     assert "already" in error_line(mdlm("restore", trashed.name, "--runs", root, timeout=120))

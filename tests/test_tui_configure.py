@@ -50,27 +50,47 @@ def verdict_text(screen) -> str:
 
 def cli_error(*args: str) -> str:
     """The sentence `mdlm-tui run` prints after 'error: ' for these arguments."""
-    done = subprocess.run([sys.executable, "-m", "mdlm_tui", "run", *args], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "mdlm_tui", "run", *args], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2, done.stderr
     return done.stderr.strip().removeprefix("error: ")
 
 
 def test_extra_overrides_accept_the_cli_spelling():
     assert parse_extra_overrides("--set train.budget=20 steps") == ["train.budget=20 steps"]
-    assert parse_extra_overrides("train.lr=1e-3; model.num_layers=3 -s seed=4") == ["train.lr=1e-3", "model.num_layers=3", "seed=4"]
+    assert parse_extra_overrides("train.lr=1e-3; model.num_layers=3 -s seed=4") == [
+        "train.lr=1e-3",
+        "model.num_layers=3",
+        "seed=4",
+    ]
     assert parse_extra_overrides("  ") == []
 
 
 def test_run_command_is_the_cli(tmp_path):
     assert run_command("smoke", ["train.budget=5 steps"], tmp_path / "r") == [
-        sys.executable, "-m", "mdlm_tui", "run", "--preset", "smoke", "--set", "train.budget=5 steps", "--run-dir", str(tmp_path / "r")]
+        sys.executable,
+        "-m",
+        "mdlm_tui",
+        "run",
+        "--preset",
+        "smoke",
+        "--set",
+        "train.budget=5 steps",
+        "--run-dir",
+        str(tmp_path / "r"),
+    ]
     assert run_command("smoke", [], tmp_path / "r", nproc=1) == run_command("smoke", [], tmp_path / "r")
     assert run_command("smoke", [], tmp_path / "r", nproc=4)[6:8] == ["--nproc-per-node", "4"]
 
 
 def test_invalid_values_show_the_cli_sentence_and_valid_ones_draw_the_plots(tmp_path):
-    power_error = cli_error("--preset", "smoke", "--set", "schedule.power=-1", "--run-dir", str(tmp_path / "never"))
-    key_error = cli_error("--preset", "smoke", "--set", "train.bugdet=3 steps", "--run-dir", str(tmp_path / "never"))
+    power_error = cli_error(
+        "--preset", "smoke", "--set", "schedule.power=-1", "--run-dir", str(tmp_path / "never")
+    )
+    key_error = cli_error(
+        "--preset", "smoke", "--set", "train.bugdet=3 steps", "--run-dir", str(tmp_path / "never")
+    )
     assert not (tmp_path / "never").exists()
 
     async def drive():
@@ -98,8 +118,17 @@ def test_invalid_values_show_the_cli_sentence_and_valid_ones_draw_the_plots(tmp_
             await wait_for(pilot, lambda: screen.error is None, 60, "a valid config")
             assert "✓" in verdict_text(screen)
             rates, weights = screen.query_one(MaskRateHistogram), screen.query_one(WeightVsRate)
-            await wait_for(pilot, lambda: rates.shown is not None and rates.shown.name == "gaussian"
-                           and weights.shown is not None and weights.shown.power == 0.5, 60, "the schedule plots")
+            await wait_for(
+                pilot,
+                lambda: (
+                    rates.shown is not None
+                    and rates.shown.name == "gaussian"
+                    and weights.shown is not None
+                    and weights.shown.power == 0.5
+                ),
+                60,
+                "the schedule plots",
+            )
             shown = rates.shown
             assert len(shown.rates) == len(shown.weights) >= 1000
             assert abs(shown.mean_rate - 0.3) < 0.02  # gaussian mu = 0.3 (SPEC 2)
@@ -108,8 +137,15 @@ def test_invalid_values_show_the_cli_sentence_and_valid_ones_draw_the_plots(tmp_
 
             # bimodal: the histogram shows the right mode at the start and at the end of training
             extra.value = "schedule.name=bimodal"
-            await wait_for(pilot, lambda: rates.shown is not None and rates.shown.name == "bimodal", 60, "the bimodal plot")
-            assert abs(rates.shown.mean_rate - 0.232) < 0.01 and abs(rates.shown.mean_rate_end - 0.346) < 0.01  # SPEC 2
+            await wait_for(
+                pilot,
+                lambda: rates.shown is not None and rates.shown.name == "bimodal",
+                60,
+                "the bimodal plot",
+            )
+            assert (
+                abs(rates.shown.mean_rate - 0.232) < 0.01 and abs(rates.shown.mean_rate_end - 0.346) < 0.01
+            )  # SPEC 2
 
     asyncio.run(drive())
 
@@ -121,9 +157,18 @@ def test_frequency_preview_and_start_spawn_a_real_run(tmp_path):
         app = ConfigureHost(runs_root)
         async with app.run_test(size=SIZE) as pilot:
             screen = app.screen
-            screen.query_one("#extra-overrides", Input).value = "--set train.budget=20 steps; train.dev_every=0"
-            await wait_for(pilot, lambda: screen.overrides()[-2:] == ["train.budget=20 steps", "train.dev_every=0"]
-                           and screen.error is None, 10, "the overrides to validate")
+            screen.query_one(
+                "#extra-overrides", Input
+            ).value = "--set train.budget=20 steps; train.dev_every=0"
+            await wait_for(
+                pilot,
+                lambda: (
+                    screen.overrides()[-2:] == ["train.budget=20 steps", "train.dev_every=0"]
+                    and screen.error is None
+                ),
+                10,
+                "the overrides to validate",
+            )
 
             await pilot.press("ctrl+f")
             plot = screen.query_one(FrequencyRankPlot)
@@ -153,13 +198,18 @@ def test_frequency_preview_and_start_spawn_a_real_run(tmp_path):
 def test_validate_overrides_matches_load_config():
     assert validate_overrides("smoke", []) is None
     assert validate_overrides("nope", []).startswith("Unknown preset 'nope'.")
-    assert validate_overrides("smoke", ["model.num_heads=3"]) == "model.hidden_size (128) must be divisible by model.num_heads (3)."
+    assert (
+        validate_overrides("smoke", ["model.num_heads=3"])
+        == "model.hidden_size (128) must be divisible by model.num_heads (3)."
+    )
 
 
 def test_the_screens_load_without_torch():
     """The app must start fast: torch is imported only inside workers."""
-    code = ("import sys; import mdlm_tui.screens.configure, mdlm_tui.screens.eval, mdlm_tui.screens.samples, "
-            "mdlm_tui.launch; print('torch' in sys.modules)")
+    code = (
+        "import sys; import mdlm_tui.screens.configure, mdlm_tui.screens.eval, mdlm_tui.screens.samples, "
+        "mdlm_tui.launch; print('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
 
@@ -179,8 +229,12 @@ def test_resizing_by_one_column_on_the_weight_tab_keeps_the_app(tmp_path, monkey
         app = MdlmApp(runs_root=tmp_path / "runs")
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("c")
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfigureScreen) and app.screen.query(WeightVsRate), 30,
-                           "the Configure screen")
+            await wait_for(
+                pilot,
+                lambda: isinstance(app.screen, ConfigureScreen) and app.screen.query(WeightVsRate),
+                30,
+                "the Configure screen",
+            )
             plot = app.screen.query_one(WeightVsRate)
             await wait_for(pilot, lambda: plot.shown is not None, 120, "the schedule preview")
             await show_weight_tab(pilot, app)
@@ -197,8 +251,12 @@ def test_resizing_by_one_column_on_the_weight_tab_keeps_the_app(tmp_path, monkey
 
             monkeypatch.setattr(WeightVsRate, "render", broken)
             await pilot.resize_terminal(81, 24)
-            await wait_for(pilot, lambda: any("math domain error" in failure for failure in app.failures), 10,
-                           "the failure shown")
+            await wait_for(
+                pilot,
+                lambda: any("math domain error" in failure for failure in app.failures),
+                10,
+                "the failure shown",
+            )
             assert "WeightVsRate #configure-weight-plot failed: ValueError: math domain error" in drawn(plot)
             assert app.is_running and app.return_code is None
 
@@ -215,7 +273,9 @@ def type_at_once(app, *keys: str) -> None:
     then: it waits for the app to be idle after every key."""
     for key in keys:
         character = key if len(key) == 1 else None
-        app.post_message(events.Key(_character_to_key(key) if character and not key.isalnum() else key, character))
+        app.post_message(
+            events.Key(_character_to_key(key) if character and not key.isalnum() else key, character)
+        )
 
 
 def field_value(app, selector: str) -> str | None:
@@ -228,10 +288,14 @@ def field_value(app, selector: str) -> str | None:
 async def wait_for_field(pilot, app, selector: str, text: str, timeout: float = 60) -> None:
     """Wait until the field holds `text`; on a timeout, say what it holds and where the focus is."""
     try:
-        await wait_for(pilot, lambda: field_value(app, selector) == text, timeout, f"{selector} to hold {text!r}")
+        await wait_for(
+            pilot, lambda: field_value(app, selector) == text, timeout, f"{selector} to hold {text!r}"
+        )
     except AssertionError:
-        raise AssertionError(f"{selector} holds {field_value(app, selector)!r}, not {text!r} "
-                             f"(screen {type(app.screen).__name__}, focus {app.focused!r})") from None
+        raise AssertionError(
+            f"{selector} holds {field_value(app, selector)!r}, not {text!r} "
+            f"(screen {type(app.screen).__name__}, focus {app.focused!r})"
+        ) from None
 
 
 def test_keys_typed_at_once_after_c_land_in_the_extra_field(tmp_path):
@@ -242,8 +306,12 @@ def test_keys_typed_at_once_after_c_land_in_the_extra_field(tmp_path):
             await wait_for_field(pilot, app, f"#{EXTRA_ID}", TYPED)
             screen = app.screen
             assert screen.overrides() == parse_extra_overrides(TYPED)
-            await wait_for(pilot, lambda: "30 steps" in verdict_text(screen) and "M parameters" in verdict_text(screen),
-                           60, "the verdict for the typed budget")
+            await wait_for(
+                pilot,
+                lambda: "30 steps" in verdict_text(screen) and "M parameters" in verdict_text(screen),
+                60,
+                "the verdict for the typed budget",
+            )
             assert screen.error is None and app.failures == []
 
     asyncio.run(body())
@@ -261,8 +329,12 @@ def test_keys_read_in_bursts_with_pauses_between_keep_their_order(tmp_path):
         app = MdlmApp(runs_root=tmp_path / f"runs-{seed}")
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("c")
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfigureScreen)
-                           and "parameters" in verdict_text(app.screen), 60, "the Configure screen")
+            await wait_for(
+                pilot,
+                lambda: isinstance(app.screen, ConfigureScreen) and "parameters" in verdict_text(app.screen),
+                60,
+                "the Configure screen",
+            )
             type_at_once(app, *["tab"] * TABS_TO_EXTRA)
             for character in typed:
                 type_at_once(app, character)
@@ -293,13 +365,25 @@ def test_a_field_typed_in_keeps_its_text_through_late_fills_and_a_preset_change(
         app = MdlmApp(runs_root=tmp_path / "runs")
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("c")
-            await wait_for(pilot, lambda: field_value(app, f"#{EXTRA_ID}") is not None, 30, "the Configure form")
+            await wait_for(
+                pilot, lambda: field_value(app, f"#{EXTRA_ID}") is not None, 30, "the Configure form"
+            )
             screen = app.screen
             layers = f"#{field_id('model.num_layers')}"
-            type_at_once(app, *["tab"] * 7, "3")  # preset, schedule, power, masking, p_freq, curriculum, hidden, layers
+            type_at_once(
+                app, *["tab"] * 7, "3"
+            )  # preset, schedule, power, masking, p_freq, curriculum, hidden, layers
             await wait_for_field(pilot, app, layers, "3")
-            await wait_for(pilot, lambda: "2x128" not in verdict_text(screen) and "3x128" in verdict_text(screen)
-                           and "M parameters" in verdict_text(screen), 60, "the verdict for 3 layers")
+            await wait_for(
+                pilot,
+                lambda: (
+                    "2x128" not in verdict_text(screen)
+                    and "3x128" in verdict_text(screen)
+                    and "M parameters" in verdict_text(screen)
+                ),
+                60,
+                "the verdict for 3 layers",
+            )
             # a preset chosen after the edit fills the other fields and keeps the edited one
             screen.query_one("#configure-preset", Select).value = "cpu-small"
             await wait_for(pilot, lambda: screen.preset == "cpu-small", 60, "the cpu-small preset")
@@ -315,15 +399,25 @@ def test_a_late_schedule_preview_never_overwrites_the_verdict_of_a_newer_config(
         async with app.run_test(size=SIZE) as pilot:
             screen = app.screen
             screen.query_one(f"#{EXTRA_ID}", Input).value = "train.budget=30 steps"
-            await wait_for(pilot, lambda: "30 steps" in verdict_text(screen) and "M parameters" in verdict_text(screen)
-                           and screen._revalidate_timer is None, 60, "the verdict for 30 steps, nothing left to check")
+            await wait_for(
+                pilot,
+                lambda: (
+                    "30 steps" in verdict_text(screen)
+                    and "M parameters" in verdict_text(screen)
+                    and screen._revalidate_timer is None
+                ),
+                60,
+                "the verdict for 30 steps, nothing left to check",
+            )
             # the preview of the preset as it was (500 steps) arrives late, after the edit was shown
             worker = screen.compute_schedule_preview(load_config("smoke"))
             await wait_for(pilot, lambda: worker.is_finished, 60, "the late preview computed")
             handled = []
             screen.call_later(handled.append, True)  # queued behind the late preview's message
             await wait_for(pilot, lambda: handled, 60, "the late preview handled")
-            assert "30 steps" in verdict_text(screen) and "500 steps" not in verdict_text(screen), verdict_text(screen)
+            assert "30 steps" in verdict_text(screen) and "500 steps" not in verdict_text(screen), (
+                verdict_text(screen)
+            )
 
     asyncio.run(body())
 
@@ -336,8 +430,10 @@ def test_the_run_name_names_the_folder_and_a_bad_or_taken_name_is_a_sentence(tmp
     failed.create("seed: 0\n")
     failed.update_status(state="failed", pid=999_999_999, step=0, error="no corpus at /nope")
     started = []
-    monkeypatch.setattr("mdlm_tui.screens.configure.spawn_run", lambda preset, overrides, run_dir, nproc=1: (
-        started.append(run_dir) or subprocess.Popen(["true"])))
+    monkeypatch.setattr(
+        "mdlm_tui.screens.configure.spawn_run",
+        lambda preset, overrides, run_dir, nproc=1: started.append(run_dir) or subprocess.Popen(["true"]),
+    )
 
     async def body():
         app = ConfigureHost(runs_root)
@@ -346,10 +442,15 @@ def test_the_run_name_names_the_folder_and_a_bad_or_taken_name_is_a_sentence(tmp
             name = screen.query_one("#configure-run-name", Input)
             assert name.placeholder.startswith("smoke-")  # the default folder name
             await wait_for(pilot, lambda: "M parameters" in verdict_text(screen), 60, "the first verdict")
-            for typed, sentence in (("a/b", "not a simple folder name"), ("..", "not a simple folder name"),
-                                    ("taken", "already exists")):
+            for typed, sentence in (
+                ("a/b", "not a simple folder name"),
+                ("..", "not a simple folder name"),
+                ("taken", "already exists"),
+            ):
                 name.value = typed
-                await wait_for(pilot, lambda: screen.error is not None and sentence in screen.error, 10, sentence)
+                await wait_for(
+                    pilot, lambda: screen.error is not None and sentence in screen.error, 10, sentence
+                )
                 assert sentence in verdict_text(screen)
                 await pilot.press("ctrl+s")
                 assert started == [] and app.opened == []
@@ -378,8 +479,12 @@ def test_a_run_that_would_take_long_on_this_cpu_is_warned_about_not_refused(tmp_
             # a paper-size preset on the embedded corpus
             screen.query_one(f"#{EXTRA_ID}", Input).value = "data.source=auto"
             screen.query_one("#configure-preset", Select).value = "bimodal-p0"
-            await wait_for(pilot, lambda: screen.preset == "bimodal-p0" and "⚠" in verdict_text(screen), 120,
-                           "the long-run warning")
+            await wait_for(
+                pilot,
+                lambda: screen.preset == "bimodal-p0" and "⚠" in verdict_text(screen),
+                120,
+                "the long-run warning",
+            )
             text = verdict_text(screen)
             assert screen.error is None and "✓ bimodal-p0" in text
             assert ("hours" in text or "days" in text) and "cpu-small" in text and "smoke" in text, text
@@ -391,8 +496,12 @@ def test_devices_start_that_many_processes_and_anything_else_is_a_sentence(tmp_p
     """The devices field after the run name: 2 adds `--nproc-per-node 2` to the command Start runs,
     1 (or empty) starts an ordinary run, and a count that is not a whole number of 1 or more is refused."""
     commands = []
-    monkeypatch.setattr("mdlm_tui.screens.configure.spawn_run", lambda preset, overrides, run_dir, nproc=1: (
-        commands.append(run_command(preset, overrides, run_dir, nproc)) or subprocess.Popen(["true"])))
+    monkeypatch.setattr(
+        "mdlm_tui.screens.configure.spawn_run",
+        lambda preset, overrides, run_dir, nproc=1: (
+            commands.append(run_command(preset, overrides, run_dir, nproc)) or subprocess.Popen(["true"])
+        ),
+    )
 
     async def body():
         app = ConfigureHost(tmp_path / "runs")
@@ -411,13 +520,21 @@ def test_devices_start_that_many_processes_and_anything_else_is_a_sentence(tmp_p
                 await pilot.press("ctrl+s")
                 assert commands == []
             devices.value = "2"
-            await wait_for(pilot, lambda: screen.error is None and "2 processes" in verdict_text(screen), 10,
-                           "the summary of a two-process run")
+            await wait_for(
+                pilot,
+                lambda: screen.error is None and "2 processes" in verdict_text(screen),
+                10,
+                "the summary of a two-process run",
+            )
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: len(commands) == 1, 60, "the two-process start")
             devices.value = "1"
-            await wait_for(pilot, lambda: screen.error is None and "processes" not in verdict_text(screen), 10,
-                           "the summary of a one-process run")
+            await wait_for(
+                pilot,
+                lambda: screen.error is None and "processes" not in verdict_text(screen),
+                10,
+                "the summary of a one-process run",
+            )
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: len(commands) == 2, 60, "the one-process start")
 

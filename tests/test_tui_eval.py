@@ -28,9 +28,24 @@ def trained_tiny_run(tmp_path_factory) -> Path:
     if "run" not in _tiny_runs:
         run = tmp_path_factory.mktemp("tui") / "tiny"
         done = subprocess.run(
-            [sys.executable, "-m", "mdlm_tui", "run", "--preset", "smoke", "--run-dir", str(run),
-             "--set", f"train.budget={TINY_STEPS} steps", "--set", "train.dev_every=0"],
-            capture_output=True, text=True, timeout=600)
+            [
+                sys.executable,
+                "-m",
+                "mdlm_tui",
+                "run",
+                "--preset",
+                "smoke",
+                "--run-dir",
+                str(run),
+                "--set",
+                f"train.budget={TINY_STEPS} steps",
+                "--set",
+                "train.dev_every=0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         _tiny_runs["run"] = run
     return _tiny_runs["run"]
@@ -65,7 +80,9 @@ def test_builtin_suite_fills_the_table_uid_by_uid(tiny_run):
         app = EvalHost(tiny_run)
         async with app.run_test(size=SIZE) as pilot:
             screen = app.screen
-            assert screen.query_one("#eval-checkpoint", Select).value == str(tiny_run / "checkpoints" / f"step-{TINY_STEPS}")
+            assert screen.query_one("#eval-checkpoint", Select).value == str(
+                tiny_run / "checkpoints" / f"step-{TINY_STEPS}"
+            )
             table = screen.query_one(EvalTable)
             counts = []
             original = table.add_result
@@ -180,7 +197,10 @@ def shown_lines(widget) -> list[str]:
     """The text rows a widget shows on the screen."""
     from textual.geometry import Region
 
-    return [strip.text.rstrip() for strip in widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))]
+    return [
+        strip.text.rstrip()
+        for strip in widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    ]
 
 
 def test_compares_with_the_nearest_earlier_report_made_alike(finished_smoke_run, tmp_path):
@@ -202,9 +222,16 @@ def test_compares_with_the_nearest_earlier_report_made_alike(finished_smoke_run,
 
             # nearer than step-4 but made with another limit, or not saying how it was made: not compared
             step4 = json.loads((run / "eval" / "builtin-step-4-pll-limit2.json").read_text())
-            perfect = {**step4, "per_uid": {uid: {**row, "accuracy": 1.0} for uid, row in step4["per_uid"].items()}}
+            perfect = {
+                **step4,
+                "per_uid": {uid: {**row, "accuracy": 1.0} for uid, row in step4["per_uid"].items()},
+            }
             (run / "eval" / "builtin-step-6-pll-limit3.json").write_text(json.dumps({**perfect, "limit": 3}))
-            old = {key: value for key, value in perfect.items() if key not in ("limit", "weights", "rate_value", "draws")}
+            old = {
+                key: value
+                for key, value in perfect.items()
+                if key not in ("limit", "weights", "rate_value", "draws")
+            }
             (run / "eval" / "builtin-step-7-pll.json").write_text(json.dumps(old))
             picker.value = str(run / "checkpoints" / "step-8")
             await run_builtin(pilot, screen, limit="2")
@@ -225,8 +252,13 @@ def test_checkpoint_picker_follows_the_run(finished_smoke_run, tmp_path):
         app = EvalHost(run)
         async with app.run_test(size=SIZE) as pilot:
             screen = app.screen
-            picker, status = screen.query_one("#eval-checkpoint", Select), screen.query_one("#eval-status", Static)
-            await wait_for(pilot, lambda: "has no checkpoint yet" in str(status.render()), 60, "no checkpoint said")
+            picker, status = (
+                screen.query_one("#eval-checkpoint", Select),
+                screen.query_one("#eval-status", Static),
+            )
+            await wait_for(
+                pilot, lambda: "has no checkpoint yet" in str(status.render()), 60, "no checkpoint said"
+            )
             assert picker.value == Select.NULL and picker.prompt == "no checkpoints"
 
             written_later.rename(run / "checkpoints")  # the trainer writes its first checkpoints
@@ -244,7 +276,9 @@ def test_checkpoint_picker_follows_the_run(finished_smoke_run, tmp_path):
 
 def test_messages_show_whole_at_80_columns(finished_smoke_run, tmp_path):
     run = smoke_copy(finished_smoke_run, tmp_path)
-    nowhere = tmp_path / ("a-folder-with-a-long-name-" * 2) / ("and-another-long-folder-name-" * 2) / "nowhere"
+    nowhere = (
+        tmp_path / ("a-folder-with-a-long-name-" * 2) / ("and-another-long-folder-name-" * 2) / "nowhere"
+    )
 
     async def drive():
         app = EvalHost(run)
@@ -255,8 +289,13 @@ def test_messages_show_whole_at_80_columns(finished_smoke_run, tmp_path):
             screen.query_one("#eval-data-dir", Input).value = str(nowhere)
             await run_builtin(pilot, screen)
             remedy = "pass --data pointing at the BabyLM evaluation_data folder."
-            shown = lambda: "".join(shown_lines(status)).replace(" ", "")
-            await wait_for(pilot, lambda: remedy.replace(" ", "") in shown(), 60, "the remedy shown, not cut off")
+
+            def shown():
+                return "".join(shown_lines(status)).replace(" ", "")
+
+            await wait_for(
+                pilot, lambda: remedy.replace(" ", "") in shown(), 60, "the remedy shown, not cut off"
+            )
             lines = shown_lines(status)
             for name in nowhere.parts[1:]:  # a path wider than the screen breaks between its folders
                 assert any(name in line for line in lines), f"{name} cut in two: {lines}"
@@ -264,7 +303,11 @@ def test_messages_show_whole_at_80_columns(finished_smoke_run, tmp_path):
             screen.query_one("#eval-suites", Input).value = "builtin"
             await run_builtin(pilot, screen, limit="2")
             saved = "eval/builtin-step-8-pll-limit2.json"
-            await wait_for(pilot, lambda: any(saved in line for line in shown_lines(status)), 10,
-                           f"{saved} shown whole on one line")
+            await wait_for(
+                pilot,
+                lambda: any(saved in line for line in shown_lines(status)),
+                10,
+                f"{saved} shown whole on one line",
+            )
 
     asyncio.run(drive())

@@ -22,7 +22,9 @@ def result_text(app) -> str:
 
 
 async def open_dialog(app, pilot) -> ExportScreen:
-    await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.rows, 60, "the run listed")
+    await wait_for(
+        pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.rows, 60, "the run listed"
+    )
     await pilot.press("E")
     await wait_for(pilot, lambda: isinstance(app.screen, ExportScreen), 10, "the export dialog")
     return app.screen

@@ -28,27 +28,79 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def make_run(root: Path, name: str, state: str, pid: int | None = None, heartbeat_age: float = 0.0,
-             step: int = 20, total: int = 20, error: str | None = None, eval_macro: float | None = None) -> Path:
+def make_run(
+    root: Path,
+    name: str,
+    state: str,
+    pid: int | None = None,
+    heartbeat_age: float = 0.0,
+    step: int = 20,
+    total: int = 20,
+    error: str | None = None,
+    eval_macro: float | None = None,
+) -> Path:
     run = root / name
     (run / "checkpoints").mkdir(parents=True)
     (run / "eval").mkdir()
     (run / "config.yaml").write_text("name: test\n")
     now = time.time()
-    status = {"state": state, "pid": pid or dead_pid(), "host": socket.gethostname(), "step": step,
-              "total_steps": total, "loss": 5.25, "heartbeat": now - heartbeat_age, "error": error,
-              "tokens": step * 1000, "eta_s": 0.0}
+    status = {
+        "state": state,
+        "pid": pid or dead_pid(),
+        "host": socket.gethostname(),
+        "step": step,
+        "total_steps": total,
+        "loss": 5.25,
+        "heartbeat": now - heartbeat_age,
+        "error": error,
+        "tokens": step * 1000,
+        "eta_s": 0.0,
+    }
     (run / "status.json").write_text(json.dumps(status))
     lines = []
     for s in range(1, step + 1):
-        lines.append({"event": "train", "step": s, "epoch": s / 100, "tokens": s * 1000, "loss": 7 - s / 10,
-                      "masked_ce": 7.1 - s / 10, "lr": 1e-3, "grad_norm": 1.0, "tokens_per_s": 5000.0,
-                      "mask_rate": 0.4, "time": now - (step - s), "sys": {"cpu_percent": 50.0,
-                      "process_cpu_percent": 99.0, "rss_mb": 512.0, "ram_used_percent": 20.0}})
+        lines.append(
+            {
+                "event": "train",
+                "step": s,
+                "epoch": s / 100,
+                "tokens": s * 1000,
+                "loss": 7 - s / 10,
+                "masked_ce": 7.1 - s / 10,
+                "lr": 1e-3,
+                "grad_norm": 1.0,
+                "tokens_per_s": 5000.0,
+                "mask_rate": 0.4,
+                "time": now - (step - s),
+                "sys": {
+                    "cpu_percent": 50.0,
+                    "process_cpu_percent": 99.0,
+                    "rss_mb": 512.0,
+                    "ram_used_percent": 20.0,
+                },
+            }
+        )
         if s % 10 == 0:
-            lines.append({"event": "dev", "step": s, "dev_loss": 6 - s / 20, "dev_masked_ce": 6.1 - s / 20, "time": now})
+            lines.append(
+                {
+                    "event": "dev",
+                    "step": s,
+                    "dev_loss": 6 - s / 20,
+                    "dev_masked_ce": 6.1 - s / 20,
+                    "time": now,
+                }
+            )
     if eval_macro is not None:
-        lines.append({"event": "eval", "step": step, "suite": "builtin", "macro": eval_macro, "per_uid": {}, "time": now})
+        lines.append(
+            {
+                "event": "eval",
+                "step": step,
+                "suite": "builtin",
+                "macro": eval_macro,
+                "per_uid": {},
+                "time": now,
+            }
+        )
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     return run
 
@@ -58,9 +110,11 @@ def runs_folder(tmp_path: Path) -> dict[str, Path]:
     return {
         "finished": make_run(root, "done", "finished", eval_macro=0.625),
         "failed": make_run(root, "broken", "failed", step=5, error="loss is not finite"),
-        "stale": make_run(root, "crashed", "running", step=7),                       # its pid is gone
-        "silent": make_run(root, "silent", "running", pid=os.getpid(), heartbeat_age=120),  # heartbeat too old
-        "live": make_run(root, "live", "running", pid=os.getpid(), step=3),          # this process: alive
+        "stale": make_run(root, "crashed", "running", step=7),  # its pid is gone
+        "silent": make_run(
+            root, "silent", "running", pid=os.getpid(), heartbeat_age=120
+        ),  # heartbeat too old
+        "live": make_run(root, "live", "running", pid=os.getpid(), step=3),  # this process: alive
     }
 
 
@@ -140,12 +194,18 @@ def test_stray_typing_never_deletes_and_delete_moves_the_run_to_the_trash(tmp_pa
             assert isinstance(app.screen, ConfirmScreen) and runs["finished"].exists()
             await pilot.press("e", "enter")
             await until(pilot, lambda: not runs["finished"].exists())
-            await until(pilot, lambda: isinstance(app.screen, RunsScreen)
-                        and str(runs["finished"]) not in app.screen.rows)
+            await until(
+                pilot,
+                lambda: isinstance(app.screen, RunsScreen) and str(runs["finished"]) not in app.screen.rows,
+            )
             from core.runs import restore_run, trashed_runs
 
             trashed = trashed_runs(root)
-            assert len(trashed) == 1 and trashed[0].parent == root / ".trash" and trashed[0].name.startswith("done-")
+            assert (
+                len(trashed) == 1
+                and trashed[0].parent == root / ".trash"
+                and trashed[0].name.startswith("done-")
+            )
             assert runs["finished"] not in find_runs(root) and trashed[0] not in find_runs(root)
 
             select(app, runs["live"])  # a trainer works on it: refused, with a sentence
@@ -228,7 +288,9 @@ def test_palette_offers_train_requests_only_for_a_live_trainer(tmp_path):
             await until(pilot, lambda: isinstance(app.screen, TrainScreen))
 
             def train_commands() -> set[str]:
-                return {text for text, _, _ in MdlmCommands(app.screen)._commands() if text.startswith("Train:")}
+                return {
+                    text for text, _, _ in MdlmCommands(app.screen)._commands() if text.startswith("Train:")
+                }
 
             for run in (runs["finished"], runs["failed"], runs["stale"], runs["silent"]):
                 app.open_run(run)
@@ -261,7 +323,9 @@ def test_enter_opens_the_run_on_the_train_screen(tmp_path):
             await until(pilot, lambda: isinstance(app.screen, RunsScreen))
             select(app, runs["finished"])
             await pilot.press("o")
-            await until(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.run_dir == runs["finished"])
+            await until(
+                pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.run_dir == runs["finished"]
+            )
             await until(pilot, lambda: app.screen.query_one(StateLabel).health == "finished")
 
     asyncio.run(body())
@@ -342,9 +406,11 @@ def test_no_color_at_80x24_reads_states_as_words(tmp_path, monkeypatch):
 
 
 def test_creating_the_app_does_not_import_torch():
-    code = ("import sys; from mdlm_tui.app import MdlmApp; MdlmApp(); "
-            "import mdlm_tui.watcher, mdlm_tui.screens.runs, mdlm_tui.screens.train, mdlm_tui.screens.help; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; from mdlm_tui.app import MdlmApp; MdlmApp(); "
+        "import mdlm_tui.watcher, mdlm_tui.screens.runs, mdlm_tui.screens.train, mdlm_tui.screens.help; "
+        "print('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
 
@@ -354,7 +420,9 @@ def test_run_health_and_bounded_history():
     host = socket.gethostname()
     assert run_health({"state": "finished"}) == "finished"
     assert run_health({"state": "running", "pid": os.getpid(), "host": host, "heartbeat": now}) == "running"
-    assert run_health({"state": "running", "pid": os.getpid(), "host": host, "heartbeat": now - 31}) == "stale"
+    assert (
+        run_health({"state": "running", "pid": os.getpid(), "host": host, "heartbeat": now - 31}) == "stale"
+    )
     assert run_health({"state": "paused", "pid": dead_pid(), "host": host, "heartbeat": now}) == "stale"
     assert run_health({"state": "running", "pid": 1, "host": "elsewhere", "heartbeat": now}) == "running"
 
@@ -399,7 +467,9 @@ def test_palette_sends_train_requests_to_a_live_run_only(tmp_path):
             assert json.loads((runs["live"] / "control.json").read_text())["command"] == "checkpoint"
 
             app.open_run(runs["failed"])  # nobody trains a failed run: nothing is sent
-            await until(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.run_dir == runs["failed"])
+            await until(
+                pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.run_dir == runs["failed"]
+            )
             app.action_control("stop")
             await pilot.pause(0.2)
             assert not (runs["failed"] / "control.json").exists()

@@ -14,8 +14,8 @@ from textual.widgets import Input, OptionList, TabbedContent
 from mdlm_tui.screens.samples import SamplesScreen
 from mdlm_tui.widgets.samples_replay import MASK_GLYPH, ReplayView, render_masked
 from mdlm_tui.widgets.samples_traces import MASK_TEXT, read_run_traces
-from tests.test_tui_eval import TINY_STEPS, trained_tiny_run
 from tests.helpers import wait_for
+from tests.test_tui_eval import TINY_STEPS, trained_tiny_run
 
 SIZE = (80, 24)
 TRACE_STEPS = 8
@@ -51,7 +51,10 @@ def test_masked_positions_are_a_reverse_block():
     assert MASK_TEXT == ENGINE_MASK_TEXT
     text = render_masked(f"In the{MASK_TEXT}{MASK_TEXT} God")
     assert text.plain == f"In the{MASK_GLYPH}{MASK_GLYPH} God"
-    assert [(span.start, span.end, str(span.style)) for span in text.spans] == [(6, 7, "reverse"), (7, 8, "reverse")]
+    assert [(span.start, span.end, str(span.style)) for span in text.spans] == [
+        (6, 7, "reverse"),
+        (7, 8, "reverse"),
+    ]
 
 
 def test_step_through_a_trace_with_the_keys(run_with_samples, monkeypatch):
@@ -75,7 +78,9 @@ def test_step_through_a_trace_with_the_keys(run_with_samples, monkeypatch):
                 seen.append(replay.current)
             assert replay.index == TRACE_STEPS
             masked = [step["masked"] for step in seen]
-            assert masked == sorted(masked, reverse=True) and masked[-1] == 0  # never more masked, none at the end
+            assert (
+                masked == sorted(masked, reverse=True) and masked[-1] == 0
+            )  # never more masked, none at the end
             assert seen[-1]["text"] != first["text"] and MASK_GLYPH not in str(replay.render())
             await pilot.press("right")  # past the end stays at the end
             assert replay.index == TRACE_STEPS
@@ -105,7 +110,10 @@ def test_step_through_a_trace_with_the_keys(run_with_samples, monkeypatch):
             with open(samples, "a") as f:
                 f.write(json.dumps({**record, "step": 2 * TINY_STEPS}) + "\n")
             await wait_for(pilot, lambda: len(screen.entries) == 2, 60, "the new sample to be listed")
-            assert [entry.label for entry in screen.entries] == [f"step {TINY_STEPS}", f"step {2 * TINY_STEPS}"]
+            assert [entry.label for entry in screen.entries] == [
+                f"step {TINY_STEPS}",
+                f"step {2 * TINY_STEPS}",
+            ]
             await pilot.pause(0.2)
             assert replay.label == f"step {TINY_STEPS}" and replay.index == TRACE_STEPS - 1
 
@@ -125,7 +133,9 @@ def test_sample_now_adds_a_trace(run_with_samples):
             original = screen.query_one(ReplayView).add_live_step
             screen.query_one(ReplayView).add_live_step = lambda step: (live.append(step), original(step))
             await pilot.press("ctrl+n")
-            await wait_for(pilot, lambda: not screen.sampling and len(screen.entries) > before, 120, "the new trace")
+            await wait_for(
+                pilot, lambda: not screen.sampling and len(screen.entries) > before, 120, "the new trace"
+            )
             replay = screen.query_one(ReplayView)
             assert [step["step"] for step in live] == list(range(7))  # replayed live, step by step
             assert len(replay.steps) == 7 and replay.index == 6 and replay.current["masked"] == 0
@@ -147,9 +157,12 @@ def test_home_and_end_move_the_replay_whatever_has_focus(tmp_path):
     (where the list's own home/end would move its highlight to another trace)."""
     run = tmp_path / "run"
     run.mkdir()
-    trace = [{"step": i, "t": 1 - i / 4, "masked": 4 - i, "text": MASK_TEXT * (4 - i) + "a" * i} for i in range(5)]
-    (run / "samples.jsonl").write_text("".join(json.dumps({"step": s, "text": "aaaa", "trace": trace}) + "\n"
-                                               for s in (10, 20)))
+    trace = [
+        {"step": i, "t": 1 - i / 4, "masked": 4 - i, "text": MASK_TEXT * (4 - i) + "a" * i} for i in range(5)
+    ]
+    (run / "samples.jsonl").write_text(
+        "".join(json.dumps({"step": s, "text": "aaaa", "trace": trace}) + "\n" for s in (10, 20))
+    )
 
     async def drive():
         app = SamplesHost(run)
@@ -161,9 +174,13 @@ def test_home_and_end_move_the_replay_whatever_has_focus(tmp_path):
                 focus.focus()
                 await pilot.pause()
                 await pilot.press("end")
-                assert (replay.label, replay.index) == ("step 20", 4), f"end with {type(focus).__name__} focused"
+                assert (replay.label, replay.index) == ("step 20", 4), (
+                    f"end with {type(focus).__name__} focused"
+                )
                 await pilot.press("home")
-                assert (replay.label, replay.index) == ("step 20", 0), f"home with {type(focus).__name__} focused"
+                assert (replay.label, replay.index) == ("step 20", 0), (
+                    f"home with {type(focus).__name__} focused"
+                )
             screen.query_one(TabbedContent).active = "tab-sample"
             seed = screen.query_one("#sample-seed", Input)
             seed.focus()

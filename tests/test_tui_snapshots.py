@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pytest_textual_snapshot", reason="the snapshot tests need the test extra: pip install '.[test]'")
+pytest.importorskip(
+    "pytest_textual_snapshot", reason="the snapshot tests need the test extra: pip install '.[test]'"
+)
 
 from tests.snapshot_runs import SCREENS, frozen_clock, make_app, write_fixture_runs  # noqa: E402
 

@@ -72,8 +72,8 @@ def test_a_wide_terminal_shows_the_palette_and_a_click_presses_the_key(tmp_path)
 def test_thinning_keeps_spikes_ends_and_order():
     xs = list(range(10_000))
     ys = [1.0] * 10_000
-    ys[4321] = 100.0   # a loss spike
-    ys[7777] = -5.0    # and a dip
+    ys[4321] = 100.0  # a loss spike
+    ys[7777] = -5.0  # and a dip
     tx, ty = thin(xs, ys, buckets=80)
     assert len(tx) <= 2 * 80 + 2
     assert 100.0 in ty and -5.0 in ty

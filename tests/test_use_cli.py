@@ -13,17 +13,38 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, "--set", "train.budget=20 steps",
-                  "--set", "train.checkpoint_every=10", "--set", "train.dev_every=0", "--set", "eval.every=10",
-                  "--set", "eval.limit=5", "--set", "samples.every=10", "--set", "samples.length=24",
-                  "--set", "samples.steps=6")
+    result = mdlm(
+        "run",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        run_dir,
+        "--set",
+        "train.budget=20 steps",
+        "--set",
+        "train.checkpoint_every=10",
+        "--set",
+        "train.dev_every=0",
+        "--set",
+        "eval.every=10",
+        "--set",
+        "eval.limit=5",
+        "--set",
+        "samples.every=10",
+        "--set",
+        "samples.length=24",
+        "--set",
+        "samples.steps=6",
+    )
     assert result.returncode == 0, result.stderr
     return run_dir
 
 
 def test_sample_prints_text_and_writes_a_trace(trained_run, tmp_path):
     trace = tmp_path / "trace.jsonl"
-    result = mdlm("sample", trained_run, "--length", 24, "--steps", 8, "--prompt", "And God said", "--trace", trace)
+    result = mdlm(
+        "sample", trained_run, "--length", 24, "--steps", 8, "--prompt", "And God said", "--trace", trace
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("And God said") and "[MASK]" not in result.stdout
     steps = [json.loads(line) for line in trace.read_text().splitlines()]
@@ -71,8 +92,16 @@ def test_eval_prints_a_table_and_saves_the_report(trained_run, tmp_path):
 
 
 def test_eval_on_babylm_layout(trained_run, shared_data):
-    result = mdlm("eval", trained_run, "--suite", "blimp,supplement", "--data", shared_data / "evaluation_data",
-                  "--limit", 2)
+    result = mdlm(
+        "eval",
+        trained_run,
+        "--suite",
+        "blimp,supplement",
+        "--data",
+        shared_data / "evaluation_data",
+        "--limit",
+        2,
+    )
     assert result.returncode == 0, result.stderr
     assert "anaphor_gender_agreement" in result.stdout and "hypernym" in result.stdout
 

@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from core.checkpoint import latest_checkpoint, step_dirs
-from core.config import DataConfig, apply_overrides, load_config, milestone_name, parse_budget, parse_milestones
+from core.config import (
+    DataConfig,
+    apply_overrides,
+    load_config,
+    milestone_name,
+    parse_budget,
+    parse_milestones,
+)
 from core.corpus import count_words, load_corpus
 from core.dataset import BatchStream, _byte_level_decoder, prepare_data
 from core.errors import UserError
@@ -43,8 +50,13 @@ def corpus_file(folder: Path) -> Path:
 
 
 def data_config(tmp_path: Path, seq_len: int = 8) -> DataConfig:
-    return DataConfig(path=str(corpus_file(tmp_path / "corpus")), vocab_size=300, seq_len=seq_len, dev_fraction=0,
-                      cache_dir=str(tmp_path / "cache"))
+    return DataConfig(
+        path=str(corpus_file(tmp_path / "corpus")),
+        vocab_size=300,
+        seq_len=seq_len,
+        dev_fraction=0,
+        cache_dir=str(tmp_path / "cache"),
+    )
 
 
 def oracle_chunk_words(data, documents: list[str], seq_len: int) -> np.ndarray:
@@ -76,7 +88,9 @@ def test_alphabet_is_the_byte_level_pre_tokenizers():
     from tokenizers import pre_tokenizers
 
     decoder = _byte_level_decoder()
-    assert set(decoder) == set(pre_tokenizers.ByteLevel.alphabet()) and sorted(decoder.values()) == list(range(256))
+    assert set(decoder) == set(pre_tokenizers.ByteLevel.alphabet()) and sorted(decoder.values()) == list(
+        range(256)
+    )
 
 
 def test_a_cache_without_word_counts_is_cut_again(tmp_path):
@@ -122,9 +136,14 @@ def test_a_words_budget_ends_at_the_first_step_at_or_past_it():
     assert plan_steps(cfg, 13, stream.batches_for_words).total_steps == stream.batches_for_words(50)
 
 
-@pytest.mark.parametrize("setting, words", [("train.save_at_words=abc", "train.save_at_words"),
-                                            ("train.budget=-5 words", "train.budget"),
-                                            ("train.save_at_words=20K,0", "train.save_at_words")])
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        ("train.save_at_words=abc", "train.save_at_words"),
+        ("train.budget=-5 words", "train.budget"),
+        ("train.save_at_words=20K,0", "train.save_at_words"),
+    ],
+)
 def test_bad_values_are_one_sentence(tmp_path, setting, words):
     error = error_line(mdlm("run", "--preset", "smoke", "--run-dir", tmp_path / "bad", "--set", setting))
     assert words in error
@@ -144,17 +163,29 @@ def train_records(run_dir: Path) -> list[dict]:
 def test_train_records_count_the_words_of_the_chunks_consumed(tmp_path):
     cfg = data_config(tmp_path, seq_len=16)
     run_dir = tmp_path / "run"
-    settings = [f"data.path={cfg.path}", f"data.cache_dir={cfg.cache_dir}", "data.vocab_size=300", "data.seq_len=16",
-                "data.dev_fraction=0", "train.global_batch=8", "train.micro_batch=4", "train.budget=3 epochs",
-                "train.checkpoint_every=1000"]
-    result = mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *SMALL, *[a for s in settings for a in ("--set", s)])
+    settings = [
+        f"data.path={cfg.path}",
+        f"data.cache_dir={cfg.cache_dir}",
+        "data.vocab_size=300",
+        "data.seq_len=16",
+        "data.dev_fraction=0",
+        "train.global_batch=8",
+        "train.micro_batch=4",
+        "train.budget=3 epochs",
+        "train.checkpoint_every=1000",
+    ]
+    result = mdlm(
+        "run", "--preset", "smoke", "--run-dir", run_dir, *SMALL, *[a for s in settings for a in ("--set", s)]
+    )
     assert result.returncode == 0, result.stderr
     data = prepare_data(cfg, log=lambda line: None)
     chunk_words = oracle_chunk_words(data, load_corpus(cfg).train, 16)
     # The documented order: a permutation per epoch seeded by (seed, epoch), the last partial global batch
     # dropped.
     per_epoch = len(chunk_words) // 8 * 8
-    order = np.concatenate([np.random.default_rng([0, e]).permutation(len(chunk_words))[:per_epoch] for e in range(4)])
+    order = np.concatenate(
+        [np.random.default_rng([0, e]).permutation(len(chunk_words))[:per_epoch] for e in range(4)]
+    )
     records = train_records(run_dir)
     assert len(records) * 8 > 2 * per_epoch  # into the third epoch at least
     expected = np.cumsum(chunk_words[order[: len(records) * 8]].reshape(-1, 8).sum(1))  # 8 sequences a step
@@ -166,10 +197,25 @@ def test_train_records_count_the_words_of_the_chunks_consumed(tmp_path):
 @pytest.mark.slow
 def test_a_run_past_ten_epochs_says_so_once(tmp_path):
     cfg = data_config(tmp_path, seq_len=16)
-    settings = [f"data.path={cfg.path}", f"data.cache_dir={cfg.cache_dir}", "data.vocab_size=300", "data.seq_len=16",
-                "data.dev_fraction=0", "train.global_batch=32", "train.micro_batch=32", "train.budget=10.5 epochs"]
-    result = mdlm("run", "--preset", "smoke", "--run-dir", tmp_path / "run", *SMALL,
-                  *[a for s in settings for a in ("--set", s)])
+    settings = [
+        f"data.path={cfg.path}",
+        f"data.cache_dir={cfg.cache_dir}",
+        "data.vocab_size=300",
+        "data.seq_len=16",
+        "data.dev_fraction=0",
+        "train.global_batch=32",
+        "train.micro_batch=32",
+        "train.budget=10.5 epochs",
+    ]
+    result = mdlm(
+        "run",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        tmp_path / "run",
+        *SMALL,
+        *[a for s in settings for a in ("--set", s)],
+    )
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stdout.splitlines() if "BabyLM" in line]
     assert len(warnings) == 1 and "10.500 epochs" in warnings[0], warnings
@@ -177,36 +223,64 @@ def test_a_run_past_ten_epochs_says_so_once(tmp_path):
 
 def milestone_meta(run_dir: Path) -> dict:
     """Step, words and weights of each milestone (state.pt differs: it holds the time trained)."""
-    metas = {d.name: json.loads((d / "meta.json").read_text()) for d in (run_dir / "checkpoints").glob("chck_*")}
-    return {name: {"step": meta["step"], "words": meta["words"],
-                   **{k: v for k, v in meta["sha256"].items() if k.endswith(".safetensors")}}
-            for name, meta in metas.items()}
+    metas = {
+        d.name: json.loads((d / "meta.json").read_text()) for d in (run_dir / "checkpoints").glob("chck_*")
+    }
+    return {
+        name: {
+            "step": meta["step"],
+            "words": meta["words"],
+            **{k: v for k, v in meta["sha256"].items() if k.endswith(".safetensors")},
+        }
+        for name, meta in metas.items()
+    }
 
 
 @pytest.mark.slow
 def test_milestones_are_written_once_through_a_kill_and_a_resume(tmp_path):
     # The smoke preset reads about 1,500 words a step: 10K at step 7, 30K at step 21, 40K near step 27.
-    settings = [*SMALL, "--set", "train.budget=40K words", "--set", "train.save_at_words=10K,30K",
-                "--set", "train.checkpoint_every=4", "--set", "train.keep_checkpoints=1"]
+    settings = [
+        *SMALL,
+        "--set",
+        "train.budget=40K words",
+        "--set",
+        "train.save_at_words=10K,30K",
+        "--set",
+        "train.checkpoint_every=4",
+        "--set",
+        "train.keep_checkpoints=1",
+    ]
     straight = tmp_path / "straight"
     assert mdlm("run", "--preset", "smoke", "--run-dir", straight, *settings).returncode == 0
     records = train_records(straight)
-    assert records[-1]["words"] >= 40_000 > records[-2]["words"], "the budget ends at the first step past 40K words"
+    assert records[-1]["words"] >= 40_000 > records[-2]["words"], (
+        "the budget ends at the first step past 40K words"
+    )
     expected = milestone_meta(straight)
     assert sorted(expected) == ["chck_10K", "chck_30K"]
     for name, meta in expected.items():  # written the first step at or past its milestone
         step, words = meta["step"], meta["words"]
-        assert words == records[step - 1]["words"] >= parse_milestones(name[5:])[0] > records[step - 2]["words"]
+        assert (
+            words == records[step - 1]["words"] >= parse_milestones(name[5:])[0] > records[step - 2]["words"]
+        )
 
     killed = tmp_path / "killed"
     proc = start("run", "--preset", "smoke", "--run-dir", killed, *settings)
     checkpoints = killed / "checkpoints"
     first = expected["chck_10K"]["step"]
-    wait_until(lambda: (checkpoints / "chck_10K").is_dir() and latest_checkpoint(checkpoints) is not None
-               and int(latest_checkpoint(checkpoints).name[5:]) > first, "a checkpoint after the first milestone")
+    wait_until(
+        lambda: (
+            (checkpoints / "chck_10K").is_dir()
+            and latest_checkpoint(checkpoints) is not None
+            and int(latest_checkpoint(checkpoints).name[5:]) > first
+        ),
+        "a checkpoint after the first milestone",
+    )
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    assert not (checkpoints / "chck_30K").exists(), "the run passed its second milestone before it could be killed"
+    assert not (checkpoints / "chck_30K").exists(), (
+        "the run passed its second milestone before it could be killed"
+    )
     kept = (checkpoints / "chck_10K" / "meta.json").stat().st_ino
 
     resumed = mdlm("run", "--resume", "--run-dir", killed)

@@ -22,8 +22,14 @@ from textual.widgets import Button, Label, Select, Static, TabbedContent, TabPan
 from textual.worker import get_current_worker
 
 from core.config import load_config, preset_names
-from mdlm_tui.launch import (new_run_dir, preset_stem, processes_error, run_name_error, spawn_run,
-                             validate_overrides)
+from mdlm_tui.launch import (
+    new_run_dir,
+    preset_stem,
+    processes_error,
+    run_name_error,
+    spawn_run,
+    validate_overrides,
+)
 from mdlm_tui.widgets.configure_form import ConfigureForm
 from mdlm_tui.widgets.configure_plots import FrequencyRankPlot, MaskRateHistogram, WeightVsRate
 from mdlm_tui.widgets.guard import Guarded
@@ -78,7 +84,9 @@ class ConfigureScreen(Guarded, Screen):
         self.runs_root = Path(runs_root)
         names = preset_names()
         self.preset = preset if preset in names else names[0]
-        self.error: str | None = None  # why Start would refuse the form (the CLI's sentence), None when it would start
+        self.error: str | None = (
+            None  # why Start would refuse the form (the CLI's sentence), None when it would start
+        )
         self._shown_cfg = None  # the valid config the verdict describes; a preview of another is stale
         self.last_process: subprocess.Popen | None = None  # the most recent run started from here
         self.last_run_dir: Path | None = None
@@ -90,8 +98,13 @@ class ConfigureScreen(Guarded, Screen):
             with VerticalScroll(id="configure-form-column"):
                 with Horizontal(id="configure-preset-row"):
                     yield Label("preset")
-                    yield Select([(name, name) for name in preset_names()], value=self.preset, allow_blank=False,
-                                 compact=True, id="configure-preset")
+                    yield Select(
+                        [(name, name) for name in preset_names()],
+                        value=self.preset,
+                        allow_blank=False,
+                        compact=True,
+                        id="configure-preset",
+                    )
                 yield ConfigureForm(id="configure-form")
                 with Horizontal(id="configure-buttons"):
                     yield Button("Start ^s", id="configure-start", variant="primary", compact=True)
@@ -122,7 +135,11 @@ class ConfigureScreen(Guarded, Screen):
         return self.query_one(ConfigureForm).overrides()
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "configure-preset" and event.value != self.preset and event.value is not Select.NULL:
+        if (
+            event.select.id == "configure-preset"
+            and event.value != self.preset
+            and event.value is not Select.NULL
+        ):
             self.load_preset(str(event.value))
 
     def on_configure_form_edited(self, _: ConfigureForm.Edited) -> None:
@@ -145,15 +162,19 @@ class ConfigureScreen(Guarded, Screen):
             self.nproc = int(form.devices() or 1)
         verdict = self.query_one("#configure-verdict", Static)
         verdict.set_class(self.error is not None, "-invalid")
-        verdict.update(f"✗ {self.error}" if self.error is not None else f"✓ {self.preset}: {self._summary(cfg)}")
+        verdict.update(
+            f"✗ {self.error}" if self.error is not None else f"✓ {self.preset}: {self._summary(cfg)}"
+        )
         return self.error
 
     def _summary(self, cfg) -> str:
         m = cfg.model
         masking = f"frequency p={cfg.masking.p_freq:g}" if cfg.masking.kind == "frequency" else "uniform"
         processes = f", {self.nproc} processes" if self.nproc > 1 else ""
-        return (f"{cfg.schedule.name} p={cfg.schedule.power:g}, {masking}, "
-                f"{m.num_layers}x{m.hidden_size} ({m.num_heads} heads), {cfg.train.budget}{processes}")
+        return (
+            f"{cfg.schedule.name} p={cfg.schedule.power:g}, {masking}, "
+            f"{m.num_layers}x{m.hidden_size} ({m.num_heads} heads), {cfg.train.budget}{processes}"
+        )
 
     # ------------------------------------------------------------ previews (worker threads)
 
@@ -162,7 +183,9 @@ class ConfigureScreen(Guarded, Screen):
         from mdlm_tui.widgets.configure_previews import parameter_count, run_time_warning, schedule_preview
 
         preview = schedule_preview(cfg.schedule)
-        ready = self.SchedulePreviewReady(cfg, preview, parameter_count(cfg), run_time_warning(cfg, preview.mean_rate))
+        ready = self.SchedulePreviewReady(
+            cfg, preview, parameter_count(cfg), run_time_warning(cfg, preview.mean_rate)
+        )
         if not get_current_worker().is_cancelled:  # a newer edit started another preview: that one is shown
             self.post_message(ready)
 
@@ -172,10 +195,13 @@ class ConfigureScreen(Guarded, Screen):
         self.query_one(MaskRateHistogram).show_preview(message.preview)
         self.query_one(WeightVsRate).show_preview(message.preview)
         if self.error is None:  # a wrong run name keeps its sentence
-            warning = f"\n{message.warning}" if message.warning else ""  # a warning, not an error: Start still works
+            warning = (
+                f"\n{message.warning}" if message.warning else ""
+            )  # a warning, not an error: Start still works
             # the summary is made here, not in the worker: the devices field may have changed since
             self.query_one("#configure-verdict", Static).update(
-                f"✓ {self.preset}: {self._summary(message.cfg)}, {message.parameters / 1e6:.1f}M parameters{warning}")
+                f"✓ {self.preset}: {self._summary(message.cfg)}, {message.parameters / 1e6:.1f}M parameters{warning}"
+            )
 
     def action_frequency_preview(self) -> None:
         if self._shown_cfg is None:
@@ -191,7 +217,9 @@ class ConfigureScreen(Guarded, Screen):
         from mdlm_tui.widgets.configure_previews import frequency_preview
 
         try:
-            preview = frequency_preview(cfg, log=lambda line: self.post_message(self.FrequencyPreviewLog(line)))
+            preview = frequency_preview(
+                cfg, log=lambda line: self.post_message(self.FrequencyPreviewLog(line))
+            )
         except UserError as e:
             self.post_message(self.FrequencyPreviewReady(error=str(e)))
         except Exception as e:  # shown, never fatal: a preview must not take the app down

@@ -20,9 +20,14 @@ from textual.screen import Screen
 from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
-from mdlm_tui.widgets.eval_reports import (current_run, earlier_report, fill_checkpoint_picker, list_checkpoints,
-                                           read_reports)
 from mdlm_tui.widgets.eval_metrics import short_label
+from mdlm_tui.widgets.eval_reports import (
+    current_run,
+    earlier_report,
+    fill_checkpoint_picker,
+    list_checkpoints,
+    read_reports,
+)
 from mdlm_tui.widgets.eval_table import EvalTable, percent, signed_points, step_name
 from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
@@ -36,6 +41,7 @@ RUN_POLL_S = 2.0  # how often a run that is still training is looked at for new 
 def break_long_paths(text: str, width: int) -> str:
     """A line break after a '/' inside any word wider than `width`: wrapping breaks only at spaces,
     so it would cut such a path anywhere, even inside a name."""
+
     def split(word: str) -> str:
         lines = [""]
         for part in re.findall(r"[^/]*/|[^/]+", word):
@@ -123,7 +129,9 @@ class EvalScreen(Guarded, Screen):
         self.metrics: dict[str, str] = {}  # suite -> what its macro is (eval_metrics.METRICS)
         self.dev_line = ""  # the dev NELBO of the latest evaluation here, when "dev" was asked for
         self.report_problems: list[str] = []  # saved reports that could not be read, shown on the status line
-        self.compared: dict[str, tuple[int | None, dict | None]] = {}  # suite shown -> (its step, its settings)
+        self.compared: dict[
+            str, tuple[int | None, dict | None]
+        ] = {}  # suite shown -> (its step, its settings)
         self.seen: tuple = ()  # the checkpoints and report files last read
 
     def compose(self) -> ComposeResult:
@@ -131,18 +139,31 @@ class EvalScreen(Guarded, Screen):
             yield Label("checkpoint")
             yield Select([], prompt="no checkpoints", compact=True, id="eval-checkpoint")
             yield Label("backend", classes="eval-short")
-            yield Select([("pll", "pll"), ("nelbo", "nelbo")], value="pll", allow_blank=False, compact=True,
-                         id="eval-backend")
+            yield Select(
+                [("pll", "pll"), ("nelbo", "nelbo")],
+                value="pll",
+                allow_blank=False,
+                compact=True,
+                id="eval-backend",
+            )
         with Horizontal(classes="eval-row"):
             yield Label("suites")
-            yield Input("builtin", placeholder="builtin, blimp, ewok, entity_tracking, wug_adj, reading, babylm, all, dev",
-                        compact=True, id="eval-suites")
+            yield Input(
+                "builtin",
+                placeholder="builtin, blimp, ewok, entity_tracking, wug_adj, reading, babylm, all, dev",
+                compact=True,
+                id="eval-suites",
+            )
             yield Label("limit", classes="eval-short")
             yield Input("100", placeholder="all", compact=True, id="eval-limit")
         with Horizontal(classes="eval-row"):
             yield Label("data dir")
-            yield Input("", placeholder="BabyLM evaluation_data (for blimp, supplement, ewok)", compact=True,
-                        id="eval-data-dir")
+            yield Input(
+                "",
+                placeholder="BabyLM evaluation_data (for blimp, supplement, ewok)",
+                compact=True,
+                id="eval-data-dir",
+            )
             yield Button("Run ^r", id="eval-run", variant="primary", compact=True)
         with Horizontal(classes="eval-row"):
             yield Label("compare")
@@ -182,12 +203,18 @@ class EvalScreen(Guarded, Screen):
         self._refresh_compare_options()
         # an empty table opens on the newest saved report; results already shown keep their status line
         if not self.running and not self.query_one(EvalTable).results and not self.show_saved_report():
-            self.show_status(f"{self.run.name}: {len(checkpoints)} checkpoint(s)" if checkpoints
-                             else self._no_checkpoint(), error=not checkpoints)
+            self.show_status(
+                f"{self.run.name}: {len(checkpoints)} checkpoint(s)"
+                if checkpoints
+                else self._no_checkpoint(),
+                error=not checkpoints,
+            )
 
     def _no_checkpoint(self) -> str:
-        return (f"{self.run.name} has no checkpoint yet (nothing in its checkpoints/ folder): they appear here "
-                "as training writes them.")
+        return (
+            f"{self.run.name} has no checkpoint yet (nothing in its checkpoints/ folder): they appear here "
+            "as training writes them."
+        )
 
     def show_saved_report(self) -> bool:
         """Open on the run's newest saved report (and its comparison), before anything is run here."""
@@ -249,7 +276,9 @@ class EvalScreen(Guarded, Screen):
         if not text:
             return None
         if not text.isdigit():
-            raise ValueError(f"limit must be a whole number of items per UID (empty or 0 for all), got '{text}'.")
+            raise ValueError(
+                f"limit must be a whole number of items per UID (empty or 0 for all), got '{text}'."
+            )
         return int(text) or None
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -309,7 +338,9 @@ class EvalScreen(Guarded, Screen):
                 on_status=lambda line: self.post_message(self.Status(line)),
                 cancelled=lambda: worker.is_cancelled,
                 on_dev=lambda result, path: self.post_message(self.DevDone(result, path)),
-                on_suite_start=lambda suite, step, settings: self.post_message(self.SuiteStarted(suite, step, settings)),
+                on_suite_start=lambda suite, step, settings: self.post_message(
+                    self.SuiteStarted(suite, step, settings)
+                ),
             )
         except UserError as e:
             self.post_message(self.Status(str(e), error=True, finished=True))
@@ -323,8 +354,9 @@ class EvalScreen(Guarded, Screen):
 
     def on_eval_screen_suite_started(self, message: SuiteStarted) -> None:
         self.compared[message.suite] = (message.step, message.settings)
-        self.query_one(EvalTable).compare_with(message.suite, self._report_for(message.suite, message.step,
-                                                                               message.settings))
+        self.query_one(EvalTable).compare_with(
+            message.suite, self._report_for(message.suite, message.step, message.settings)
+        )
 
     def on_eval_screen_uid_scored(self, message: UidScored) -> None:
         self.query_one(EvalTable).add_result(message.suite, message.uid, message.result)
@@ -337,8 +369,10 @@ class EvalScreen(Guarded, Screen):
 
     def on_eval_screen_dev_done(self, message: DevDone) -> None:
         self.saved_reports.append(message.path)
-        self.dev_line = (f"dev NELBO {message.result['dev_nelbo_per_token']:.4f} nats/token, "
-                         f"perplexity bound {message.result['dev_ppl_bound']:.2f}")
+        self.dev_line = (
+            f"dev NELBO {message.result['dev_nelbo_per_token']:.4f} nats/token, "
+            f"perplexity bound {message.result['dev_ppl_bound']:.2f}"
+        )
         self._show_macros()
 
     def on_eval_screen_status(self, message: Status) -> None:

@@ -92,7 +92,9 @@ class HelpScreen(Guarded, Screen):
         """(keys shown, description), one line per action: "+ / =" for two keys of one action."""
         merged: dict[tuple[str, str], list[str]] = {}
         for binding in Binding.make_bindings(bindings):
-            merged.setdefault((binding.action, binding.description), []).append(self.app.get_key_display(binding))
+            merged.setdefault((binding.action, binding.description), []).append(
+                self.app.get_key_display(binding)
+            )
         return [(" / ".join(keys), description) for (_action, description), keys in merged.items()]
 
     def compose(self) -> ComposeResult:

@@ -99,8 +99,13 @@ def find_runs(root: Path) -> list[Path]:
     """Run folders directly under root (a config.yaml or status.json marks one), newest first."""
     if not root.is_dir():
         return []
-    runs = [p for p in root.iterdir() if p.is_dir() and p.name != TRASH_FOLDER
-            and ((p / "config.yaml").is_file() or (p / "status.json").is_file())]
+    runs = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name != TRASH_FOLDER
+        and ((p / "config.yaml").is_file() or (p / "status.json").is_file())
+    ]
     return sorted(runs, key=mtime_or_zero, reverse=True)
 
 
@@ -151,9 +156,14 @@ class RunsScreen(Guarded, Screen):
                 table.remove_row(key)
                 self.summaries.forget(Path(key))
         for key, row in found.items():
-            cells = (row.path.name, state_text(row.health),
-                     f"{row.status.get('step', 0)}/{row.status.get('total_steps') or '?'}",
-                     fmt.number(row.loss), row.eval_label, fmt.age(row.age_s))
+            cells = (
+                row.path.name,
+                state_text(row.health),
+                f"{row.status.get('step', 0)}/{row.status.get('total_steps') or '?'}",
+                fmt.number(row.loss),
+                row.eval_label,
+                fmt.age(row.age_s),
+            )
             if key in self.rows:
                 for column, value in zip(COLUMNS, cells):
                     table.update_cell(key, column, value)
@@ -166,8 +176,11 @@ class RunsScreen(Guarded, Screen):
         note.show("\n".join(problems))
         note.display = bool(problems)
         self.query_one("#runs-empty", Static).update(
-            "" if found else f"No runs yet under {self.runs_root}. Press c to configure and start one, or run "
-                             "`mdlm-tui run --preset smoke --run-dir runs/smoke` in a shell.")
+            ""
+            if found
+            else f"No runs yet under {self.runs_root}. Press c to configure and start one, or run "
+            "`mdlm-tui run --preset smoke --run-dir runs/smoke` in a shell."
+        )
 
     def _order_by_age(self, table: DataTable) -> None:
         """Newest heartbeat first (the age column), runs without one last; the cursor stays on its run."""
@@ -214,17 +227,26 @@ class RunsScreen(Guarded, Screen):
             if yes:
                 self.delete_run(row.path)
 
-        self.app.push_screen(ConfirmScreen(
-            f"Move {row.path} to the trash ({self.runs_root / TRASH_FOLDER})?\n"
-            f"`mdlm-tui restore {name} --runs {self.runs_root}` brings it back.", word=name, action="Delete"), answered)
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Move {row.path} to the trash ({self.runs_root / TRASH_FOLDER})?\n"
+                f"`mdlm-tui restore {name} --runs {self.runs_root}` brings it back.",
+                word=name,
+                action="Delete",
+            ),
+            answered,
+        )
 
     def _trainer_works_on(self, path: Path) -> bool:
         """True, saying so, when a trainer works on the run: read afresh, not the table's copy."""
         run = RunDir(path)
         if run.live_pid() is None and not is_live(run.read_status()):
             return False
-        self.notify(f"{path.name} is being trained now, so it was not deleted; stop it first (t, then x).",
-                    severity="error", markup=False)
+        self.notify(
+            f"{path.name} is being trained now, so it was not deleted; stop it first (t, then x).",
+            severity="error",
+            markup=False,
+        )
         return True
 
     def delete_run(self, path: Path) -> None:
@@ -233,11 +255,17 @@ class RunsScreen(Guarded, Screen):
         try:
             trashed = trash_run(path)
         except OSError as e:
-            self.notify(f"{path.name} could not be moved to the trash: {e.strerror or e}.", severity="error",
-                        markup=False)
+            self.notify(
+                f"{path.name} could not be moved to the trash: {e.strerror or e}.",
+                severity="error",
+                markup=False,
+            )
             return
         if hasattr(self.app, "forget_run"):
             self.app.forget_run(path)
-        self.notify(f"Moved {path.name} to {trashed}; `mdlm-tui restore {path.name} --runs {self.runs_root}` "
-                    "brings it back.", markup=False)
+        self.notify(
+            f"Moved {path.name} to {trashed}; `mdlm-tui restore {path.name} --runs {self.runs_root}` "
+            "brings it back.",
+            markup=False,
+        )
         self.action_refresh_runs()

@@ -87,7 +87,9 @@ class SamplesScreen(Guarded, Screen):
         self.entries: list[TraceEntry] = []
         self.sampling = False
         self.sampler = CheckpointSampler()
-        self.shown_index: int | None = None  # the entry in the replay view, so a repeated highlight keeps its step
+        self.shown_index: int | None = (
+            None  # the entry in the replay view, so a repeated highlight keeps its step
+        )
         self._traces_seen: tuple = ()  # sizes of samples.jsonl and the trace files at the last reading
         self.trace_problems: list[str] = []  # what the last reading skipped, shown on the status line
 
@@ -103,14 +105,24 @@ class SamplesScreen(Guarded, Screen):
                     yield Label("checkpoint")
                     yield Select([], prompt="no checkpoints", compact=True, id="sample-checkpoint")
                     yield Label("sampler")
-                    yield Select([(s, s) for s in SAMPLERS], value=SAMPLERS[0], allow_blank=False, compact=True,
-                                 id="sample-sampler")
+                    yield Select(
+                        [(s, s) for s in SAMPLERS],
+                        value=SAMPLERS[0],
+                        allow_blank=False,
+                        compact=True,
+                        id="sample-sampler",
+                    )
                     for input_id, label, _, _ in NUMBER_FIELDS:
                         yield Label(label)
                         yield Input("", compact=True, id=input_id)
                 with Horizontal(id="samples-prompt-row"):
                     yield Label("prompt")
-                    yield Input("", placeholder="a prefix, or a template with <mask>*N", compact=True, id="sample-prompt")
+                    yield Input(
+                        "",
+                        placeholder="a prefix, or a template with <mask>*N",
+                        compact=True,
+                        id="sample-prompt",
+                    )
                 yield Button("Sample ^n", id="sample-go", variant="primary", compact=True)
         yield Static("", id="samples-status", markup=False)
         yield KeyBar(current="show('samples')")
@@ -145,8 +157,15 @@ class SamplesScreen(Guarded, Screen):
             from core.config import load_saved_config
 
             section = load_saved_config(self.run / "config.yaml").samples
-            defaults = SampleOptions(section.length, section.steps, section.sampler, section.temperature,
-                                     section.top_p, 0, section.prompt)
+            defaults = SampleOptions(
+                section.length,
+                section.steps,
+                section.sampler,
+                section.temperature,
+                section.top_p,
+                0,
+                section.prompt,
+            )
         except Exception:  # no or unreadable config: the sampler's own defaults
             pass
         for input_id, _, name, _ in NUMBER_FIELDS:
@@ -158,13 +177,19 @@ class SamplesScreen(Guarded, Screen):
     def reload_traces(self, select_source: Path | None = None) -> None:
         """Re-read the run's traces. The entry on show stays on show, at its step, unless select_source
         names another; with nothing on show the newest entry is shown."""
-        shown = self.entries[self.shown_index] if self.shown_index is not None and self.shown_index < len(self.entries) else None
+        shown = (
+            self.entries[self.shown_index]
+            if self.shown_index is not None and self.shown_index < len(self.entries)
+            else None
+        )
         self.trace_problems = []
         self.entries = read_run_traces(self.run, self.trace_problems)
         self._traces_seen = self._traces_signature()
         listing = self.query_one("#samples-list", OptionList)
         listing.clear_options()
-        listing.add_options([Option(Text(entry.label), id=str(index)) for index, entry in enumerate(self.entries)])
+        listing.add_options(
+            [Option(Text(entry.label), id=str(index)) for index, entry in enumerate(self.entries)]
+        )
         self.shown_index = None
         if not self.entries:
             return
@@ -281,8 +306,12 @@ class SamplesScreen(Guarded, Screen):
         from core.errors import UserError
 
         try:
-            path = self.sampler.sample(checkpoint, options, on_step=lambda step: self.post_message(self.LiveStep(step)),
-                                       status=lambda line: self.post_message(self.Status(line)))
+            path = self.sampler.sample(
+                checkpoint,
+                options,
+                on_step=lambda step: self.post_message(self.LiveStep(step)),
+                status=lambda line: self.post_message(self.Status(line)),
+            )
         except UserError as e:
             self.post_message(self.SampleFinished(error=str(e)))
         except Exception as e:  # shown, never fatal

@@ -33,7 +33,9 @@ from mdlm_tui.widgets.system_pane import SystemPane
 # busy (its threads wait for each other when one is pre-empted): polling four times a second cost
 # the trainer about 4 %, once a second under 1 % (bench/tui_overhead.py).
 WATCH_EVERY_S = 1.0
-REPLOT_EVERY_S = 2.0  # drawing the curves is the costly part of a live screen; the numbers update on every message
+REPLOT_EVERY_S = (
+    2.0  # drawing the curves is the costly part of a live screen; the numbers update on every message
+)
 
 
 class WrappedLog(RichLog):
@@ -96,8 +98,9 @@ class TrainScreen(Guarded, Screen):
 
     def compose(self) -> ComposeResult:
         if self.run_dir is None:
-            yield Static("No run open. Press r for the Runs screen and Enter on a run, or c to start one.",
-                         id="no-run")
+            yield Static(
+                "No run open. Press r for the Runs screen and Enter on a run, or c to start one.", id="no-run"
+            )
             yield KeyBar(current="show('train')")
             return
         with Horizontal(id="train-head"):
@@ -177,7 +180,9 @@ class TrainScreen(Guarded, Screen):
         words = status.get("words", train.get("words"))
         upcoming = [m for m in message.milestones if m > (words or 0)]  # the trainer saves on reaching one
         if words is not None or upcoming:  # runs from before words were counted show neither
-            lines.insert(1, f"words {fmt.count(words)}" + (f"  next {milestone_name(upcoming[0])}" if upcoming else ""))
+            lines.insert(
+                1, f"words {fmt.count(words)}" + (f"  next {milestone_name(upcoming[0])}" if upcoming else "")
+            )
         if status.get("error"):
             lines.append(f"error: {status['error']}")
         lines += [f"! {problem}" for problem in message.problems]  # skipped, so the rest still shows
@@ -188,8 +193,12 @@ class TrainScreen(Guarded, Screen):
         if history is None:
             return
         self._last_plot = time.monotonic()
-        self.query_one("#plot-loss", CurvePlot).draw([("loss", *history["loss"]), ("masked CE", *history["masked_ce"])])
-        self.query_one("#plot-dev", CurvePlot).draw([("dev loss", *history["dev_loss"]), ("dev CE", *history["dev_masked_ce"])])
+        self.query_one("#plot-loss", CurvePlot).draw(
+            [("loss", *history["loss"]), ("masked CE", *history["masked_ce"])]
+        )
+        self.query_one("#plot-dev", CurvePlot).draw(
+            [("dev loss", *history["dev_loss"]), ("dev CE", *history["dev_masked_ce"])]
+        )
         self.query_one("#plot-lr", CurvePlot).draw([("lr", *history["lr"])])
 
     # ------------------------------------------------------------ control (through core.control)

@@ -82,7 +82,9 @@ class ConfigureForm(Guarded, Widget):
             for spec in FIELDS:
                 yield Label(spec.label)
                 if spec.choices:
-                    yield Select([(c, c) for c in spec.choices], allow_blank=False, compact=True, id=field_id(spec.key))
+                    yield Select(
+                        [(c, c) for c in spec.choices], allow_blank=False, compact=True, id=field_id(spec.key)
+                    )
                 else:
                     yield Input(placeholder=spec.placeholder, compact=True, id=field_id(spec.key))
         yield Label("extra --set  (k=v; k=v ...)", classes="configure-extra-label")
@@ -99,8 +101,11 @@ class ConfigureForm(Guarded, Widget):
         """Fill the fields with a freshly loaded preset; that preset becomes the baseline. A field
         already changed from the previous preset keeps its text: a person's edit is never overwritten,
         it stays an override on the new preset."""
-        edited = {spec.key for spec in FIELDS
-                  if spec.key in self._baseline and self.field_text(spec.key) != self._baseline[spec.key]}
+        edited = {
+            spec.key
+            for spec in FIELDS
+            if spec.key in self._baseline and self.field_text(spec.key) != self._baseline[spec.key]
+        }
         self._baseline = {spec.key: config_text(cfg, spec.key) for spec in FIELDS}
         self.query_one(f"#{RUN_NAME_ID}", Input).placeholder = default_run_name
         for spec in FIELDS:
@@ -131,8 +136,11 @@ class ConfigureForm(Guarded, Widget):
 
     def overrides(self) -> list[str]:
         """`key=value` for each field that differs from the preset, then the extra line's."""
-        changed = [f"{spec.key}={self.field_text(spec.key)}" for spec in FIELDS
-                   if spec.key in self._baseline and self.field_text(spec.key) != self._baseline[spec.key]]
+        changed = [
+            f"{spec.key}={self.field_text(spec.key)}"
+            for spec in FIELDS
+            if spec.key in self._baseline and self.field_text(spec.key) != self._baseline[spec.key]
+        ]
         return changed + parse_extra_overrides(self.query_one(f"#{EXTRA_ID}", Input).value)
 
     def on_input_changed(self, event: Input.Changed) -> None:

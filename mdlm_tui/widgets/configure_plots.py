@@ -35,7 +35,9 @@ class MaskRateHistogram(_PreviewPlot):
             self._start(f"mask rate r ({preview.name}), E[r] = {preview.mean_rate:.3f}")
             self.plt.hist(preview.rates, bins=25, marker="hd")
         else:  # the bimodal right mode moves during training: show where it starts and ends
-            self._start(f"mask rate r ({preview.name}), E[r] {preview.mean_rate:.3f} -> {preview.mean_rate_end:.3f}")
+            self._start(
+                f"mask rate r ({preview.name}), E[r] {preview.mean_rate:.3f} -> {preview.mean_rate_end:.3f}"
+            )
             self.plt.hist(preview.rates, bins=25, marker="hd", label="start")
             self.plt.hist(preview.rates_end, bins=25, marker="x", label="end")
         self.plt.xlabel("mask rate r")
@@ -50,18 +52,23 @@ class WeightVsRate(_PreviewPlot):
 
     def show_preview(self, preview: SchedulePreview) -> None:
         self.shown = preview
-        self._start(f"weight, p = {preview.power:g}: median {preview.weight_p50:.3g}, p99 {preview.weight_p99:.3g}")
+        self._start(
+            f"weight, p = {preview.power:g}: median {preview.weight_p50:.3g}, p99 {preview.weight_p99:.3g}"
+        )
         # every 4th draw is enough points for a terminal and keeps redrawing cheap; a weight of 0 (or
         # not finite) has no place on a log axis
-        points = [(r, math.log10(w)) for r, w in zip(preview.rates[::4], preview.weights[::4])
-                  if w > 0 and math.isfinite(w)]
+        points = [
+            (r, math.log10(w))
+            for r, w in zip(preview.rates[::4], preview.weights[::4])
+            if w > 0 and math.isfinite(w)
+        ]
         if points:
             rates, logs = zip(*points)
             self.plt.scatter(rates, logs, marker="dot")
             low, high = min(logs), max(logs)
             ticks = list(range(math.ceil(low), math.floor(high) + 1))  # the decades the data spans
             ticks = ticks if len(ticks) > 1 else sorted({low, high})
-            self.plt.yticks(ticks, [f"{10.0 ** tick:.3g}" for tick in ticks])
+            self.plt.yticks(ticks, [f"{10.0**tick:.3g}" for tick in ticks])
         self.plt.xlabel("mask rate r")
         self.refresh()
 
@@ -77,7 +84,9 @@ class FrequencyRankPlot(_PreviewPlot):
         """Masking probability relative to the sequence's rate, per rank bucket: 1 everywhere for
         uniform masking; above 1 for rare tokens and below for frequent ones when frequency-informed."""
         self.shown = preview
-        self._start(f"q / r by frequency rank: {preview.kind}, p = {preview.power:g}, {preview.sequences} seqs")
+        self._start(
+            f"q / r by frequency rank: {preview.kind}, p = {preview.power:g}, {preview.sequences} seqs"
+        )
         x = preview.bucket_centres
         self.plt.plot(x, preview.relative, marker="*", label=preview.kind)
         if preview.kind != "uniform":

@@ -26,7 +26,9 @@ class SchedulePreview:
     mean_rate_end: float | None = None
 
 
-def schedule_preview(schedule_cfg, progress: float = 0.0, samples: int = 4000, seed: int = 0) -> SchedulePreview:
+def schedule_preview(
+    schedule_cfg, progress: float = 0.0, samples: int = 4000, seed: int = 0
+) -> SchedulePreview:
     """Draw t stratified, as training does, and take the schedule's r and w = |alpha'|^p / r."""
     import torch
 
@@ -39,9 +41,15 @@ def schedule_preview(schedule_cfg, progress: float = 0.0, samples: int = 4000, s
     levels = torch.tensor([0.5, 0.99], dtype=torch.float64)
     p50, p99 = torch.quantile(weight, levels).tolist()
     preview = SchedulePreview(
-        name=schedule_cfg.name, power=schedule_cfg.power, progress=progress,
-        rates=rate.tolist(), weights=weight.tolist(), mean_rate=rate.double().mean().item(),
-        weight_p50=p50, weight_p99=p99, weight_max=weight.max().item(),
+        name=schedule_cfg.name,
+        power=schedule_cfg.power,
+        progress=progress,
+        rates=rate.tolist(),
+        weights=weight.tolist(),
+        mean_rate=rate.double().mean().item(),
+        weight_p50=p50,
+        weight_p99=p99,
+        weight_max=weight.max().item(),
     )
     if schedule_cfg.name == "bimodal":
         rate_end, _ = build_schedule(schedule_cfg).sample(t, 1.0, generator)
@@ -209,8 +217,17 @@ def frequency_preview(cfg, bucket_count: int = 10, log=lambda message: None) -> 
         uniform_means.append(uniform[keep][where].double().mean().item())
         relative_means.append(relative[keep][where].double().mean().item())
     return FrequencyPreview(
-        buckets=labels, bucket_centres=centres, informed=informed_means, uniform=uniform_means, relative=relative_means,
-        kind=cfg.masking.kind, power=cfg.masking.p_freq if cfg.masking.kind == "frequency" else 0.0,
-        sequences=len(ids), tokens=int(keep.sum()), description=data.description,
-        real_token_rate=(informed[keep].double().sum() / uniform[keep].double().sum().clamp_min(1e-12)).item(),
+        buckets=labels,
+        bucket_centres=centres,
+        informed=informed_means,
+        uniform=uniform_means,
+        relative=relative_means,
+        kind=cfg.masking.kind,
+        power=cfg.masking.p_freq if cfg.masking.kind == "frequency" else 0.0,
+        sequences=len(ids),
+        tokens=int(keep.sum()),
+        description=data.description,
+        real_token_rate=(
+            informed[keep].double().sum() / uniform[keep].double().sum().clamp_min(1e-12)
+        ).item(),
     )

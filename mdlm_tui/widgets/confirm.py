@@ -32,8 +32,11 @@ class ConfirmScreen(Guarded, ModalScreen[bool]):
         with Vertical():
             yield Static(self.question, id="question", markup=False)
             yield Input(placeholder=self.word, compact=True, id="confirm-word")
-            yield Static(f"Type {self.word} and press Enter to {self.action.lower()}; Escape cancels.",
-                         id="confirm-hint", markup=False)
+            yield Static(
+                f"Type {self.word} and press Enter to {self.action.lower()}; Escape cancels.",
+                id="confirm-hint",
+                markup=False,
+            )
             with Horizontal():
                 yield Button(self.action, id="yes", variant="error", compact=True)
                 yield Button("Cancel", id="no", compact=True)
@@ -55,7 +58,8 @@ class ConfirmScreen(Guarded, ModalScreen[bool]):
             self.dismiss(True)
         else:
             self.query_one("#confirm-hint", Static).update(
-                f"That is not {self.word}: type it exactly, then Enter; Escape cancels.")
+                f"That is not {self.word}: type it exactly, then Enter; Escape cancels."
+            )
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

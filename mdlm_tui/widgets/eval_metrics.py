@@ -5,13 +5,22 @@ prints its results. Plain Python, and rich only when a table is printed."""
 from __future__ import annotations
 
 # metric -> (column header, short label after a UID or suite name)
-METRICS = {"accuracy": ("accuracy", "acc"), "spearman": ("Spearman rho x100", "rho"),
-           "delta_r2": ("R^2 gain %", "ΔR²")}
+METRICS = {
+    "accuracy": ("accuracy", "acc"),
+    "spearman": ("Spearman rho x100", "rho"),
+    "delta_r2": ("R^2 gain %", "ΔR²"),
+}
 # The pipeline's summary lines (calculate_results_from_pred.py), in its order: suite, per-field key or None
-SUMMARY_ROWS = (("BLiMP", "blimp", None), ("BLiMP supplement", "supplement", None), ("EWoK", "ewok", None),
-                ("entity tracking", "entity_tracking", None), ("wug adj", "wug_adj", None),
-                ("wug past", "wug_past", None), ("reading (SPR)", "reading", "self_paced_reading"),
-                ("reading (ET)", "reading", "eye_tracking"))
+SUMMARY_ROWS = (
+    ("BLiMP", "blimp", None),
+    ("BLiMP supplement", "supplement", None),
+    ("EWoK", "ewok", None),
+    ("entity tracking", "entity_tracking", None),
+    ("wug adj", "wug_adj", None),
+    ("wug past", "wug_past", None),
+    ("reading (SPR)", "reading", "self_paced_reading"),
+    ("reading (ET)", "reading", "eye_tracking"),
+)
 
 
 def metric_of(report) -> str:
@@ -46,7 +55,9 @@ def print_report(report, width: int | None) -> None:
 
     metric = metric_of(report)
     limit = f", at most {report.limit} items a UID" if report.limit else ""
-    table = Table(title=f"{report.suite} ({report.backend}, {report.n:,} items{limit}, {report.seconds:.0f} s)")
+    table = Table(
+        title=f"{report.suite} ({report.backend}, {report.n:,} items{limit}, {report.seconds:.0f} s)"
+    )
     extra = metric == "delta_r2"  # reading: the two fits behind each gain
     for name in ("UID", "field", "n", METRICS[metric][0]) + (("R^2 baseline", "R^2 model") if extra else ()):
         table.add_column(name, justify="left" if name in ("UID", "field") else "right")
@@ -56,7 +67,9 @@ def print_report(report, width: int | None) -> None:
     table.add_section()
     for field, value in report.per_field.items():
         table.add_row(f"field: {field}", "", "", points(value), *(("", "") if extra else ()))
-    table.add_row("macro", "", str(report.n), points(report.macro), *(("", "") if extra else ()), style="bold")
+    table.add_row(
+        "macro", "", str(report.n), points(report.macro), *(("", "") if extra else ()), style="bold"
+    )
     Console(width=width).print(table)
 
 

@@ -40,9 +40,12 @@ def list_checkpoints(run: Path) -> list[Path]:
     first: the latest step is the usual choice, a milestone one asked for by name."""
     folder = Path(run) / "checkpoints"
     steps = [p for p in folder.glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
-    milestones = [p for p in folder.glob(f"{MILESTONE_PREFIX}*") if p.is_dir() and milestone_words(p.name) is not None]
-    return (sorted(steps, key=lambda p: int(p.name[5:]), reverse=True)
-            + sorted(milestones, key=lambda p: milestone_words(p.name), reverse=True))
+    milestones = [
+        p for p in folder.glob(f"{MILESTONE_PREFIX}*") if p.is_dir() and milestone_words(p.name) is not None
+    ]
+    return sorted(steps, key=lambda p: int(p.name[5:]), reverse=True) + sorted(
+        milestones, key=lambda p: milestone_words(p.name), reverse=True
+    )
 
 
 def fill_checkpoint_picker(picker, run: Path) -> list[Path]:
@@ -85,22 +88,38 @@ def read_reports(run: Path, problems: list[str] | None = None) -> list[SavedRepo
         match = _REPORT_NAME.match(path.stem)
         step = int(match["step"]) if match and match["step"].isdigit() else None
         settings = {key: data[key] for key in SETTINGS} if all(key in data for key in SETTINGS) else None
-        reports.append(SavedReport(path, str(data.get("suite", path.stem)), step, str(data.get("backend", "")),
-                                   float(data.get("macro", float("nan"))), data["per_uid"], settings,
-                                   str(data.get("metric") or "accuracy")))
+        reports.append(
+            SavedReport(
+                path,
+                str(data.get("suite", path.stem)),
+                step,
+                str(data.get("backend", "")),
+                float(data.get("macro", float("nan"))),
+                data["per_uid"],
+                settings,
+                str(data.get("metric") or "accuracy"),
+            )
+        )
     if unreadable and problems is not None:
-        problems.append(f"{len(unreadable)} unreadable report{'s' if len(unreadable) > 1 else ''} skipped "
-                        f"({', '.join(unreadable[:3])})")
+        problems.append(
+            f"{len(unreadable)} unreadable report{'s' if len(unreadable) > 1 else ''} skipped "
+            f"({', '.join(unreadable[:3])})"
+        )
     # newest step first; at one step, the file written last
     return sorted(reports, key=lambda r: (r.step is None, -(r.step or 0), -_mtime(r.path)))
 
 
 def _is_report(data) -> bool:
     """What the Eval screen's table and macro line need: per-UID dicts with a numeric n and accuracy."""
-    return (isinstance(data, dict) and isinstance(data.get("per_uid"), dict)
-            and is_number(data.get("macro", 0.0))
-            and all(isinstance(r, dict) and is_number(r.get("n")) and is_number(r.get("accuracy"))
-                    for r in data["per_uid"].values()))
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("per_uid"), dict)
+        and is_number(data.get("macro", 0.0))
+        and all(
+            isinstance(r, dict) and is_number(r.get("n")) and is_number(r.get("accuracy"))
+            for r in data["per_uid"].values()
+        )
+    )
 
 
 def _mtime(path: Path) -> float:
@@ -110,12 +129,18 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def earlier_report(reports: list[SavedReport], suite: str, step: int | None, settings: dict | None) -> SavedReport | None:
+def earlier_report(
+    reports: list[SavedReport], suite: str, step: int | None, settings: dict | None
+) -> SavedReport | None:
     """The report to compare a new one with: the same suite and settings at the nearest lower step.
     None when there is none; a later step, or settings unknown on either side, never compare."""
     if step is None or settings is None:
         return None
-    earlier = [r for r in reports if r.suite == suite and r.settings == settings and r.step is not None and r.step < step]
+    earlier = [
+        r
+        for r in reports
+        if r.suite == suite and r.settings == settings and r.step is not None and r.step < step
+    ]
     return max(earlier, key=lambda r: r.step, default=None)
 
 

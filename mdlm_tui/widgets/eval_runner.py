@@ -24,27 +24,40 @@ class EvalRequest:
     device: str = "auto"
 
 
-def run_evaluation(request: EvalRequest,
-                   on_uid: Callable[[str, str, dict], None],
-                   on_suite: Callable[[object, Path], None],
-                   on_status: Callable[[str], None] = lambda line: None,
-                   cancelled: Callable[[], bool] = lambda: False,
-                   on_dev: Callable[[dict, Path], None] = lambda result, path: None,
-                   on_suite_start: Callable[[str, int | None, dict], None] = lambda suite, step, settings: None,
-                   ) -> list[Path]:
+def run_evaluation(
+    request: EvalRequest,
+    on_uid: Callable[[str, str, dict], None],
+    on_suite: Callable[[object, Path], None],
+    on_status: Callable[[str], None] = lambda line: None,
+    cancelled: Callable[[], bool] = lambda: False,
+    on_dev: Callable[[dict, Path], None] = lambda result, path: None,
+    on_suite_start: Callable[[str, int | None, dict], None] = lambda suite, step, settings: None,
+) -> list[Path]:
     """Score every UID of every suite; on_suite_start(suite, step, settings) before each (settings as
     core.evaluate.report_settings), on_uid(suite, uid, result) after each UID, on_suite(report, path)
     after each suite's report is saved. The spec "dev" computes the dev-set NELBO as `mdlm-tui eval
     --suite dev` does and reports it to on_dev. Returns the saved report paths."""
     from core.config import apply_overrides
-    from core.evaluate import checkpoint_step, evaluate, load_for_eval, make_scorer, report_settings, save_report
+    from core.evaluate import (
+        checkpoint_step,
+        evaluate,
+        load_for_eval,
+        make_scorer,
+        report_settings,
+        save_report,
+    )
     from core.scoring import drop_long_items
     from core.suites import Suite, load_suite
     from mdlm_tui.widgets.eval_reports import assemble_report
 
     on_status(f"loading {Path(request.checkpoint).name} ...")
-    warn = lambda message: on_status(message)
-    model, tokenizer, cfg, ckpt = load_for_eval(str(request.checkpoint), weights="ema", device=request.device, warn=warn)
+
+    def warn(message):
+        return on_status(message)
+
+    model, tokenizer, cfg, ckpt = load_for_eval(
+        str(request.checkpoint), weights="ema", device=request.device, warn=warn
+    )
     # the CLI's check and message; the weights as loaded, for the reports
     cfg = apply_overrides(cfg, [f"eval.backend={request.backend}", "eval.weights=ema"])
     specs = [part.strip() for part in request.suites.split(",") if part.strip()]
@@ -55,7 +68,9 @@ def run_evaluation(request: EvalRequest,
         saved.append(_dev_nelbo(model, cfg, ckpt, run_dir, step, on_status, on_dev))
     if not specs:
         return saved
-    suites = load_suite(",".join(specs), request.data_dir or cfg.eval.data_dir, limit=request.limit, warn=warn)
+    suites = load_suite(
+        ",".join(specs), request.data_dir or cfg.eval.data_dir, limit=request.limit, warn=warn
+    )
     for suite in suites:  # an item longer than the model would stall the whole evaluation
         if dropped := drop_long_items(suite, tokenizer, cfg.model.max_position):
             warn(f"{suite.name}: {dropped} items longer than model.max_position skipped")
@@ -81,7 +96,9 @@ def run_evaluation(request: EvalRequest,
             if cancelled():
                 return saved
             on_status(f"{suite.name}: {uid} ({index}/{len(uids)})")
-            part = Suite(name=suite.name, items=[item for item in suite.items if item.uid == uid], source=suite.source)
+            part = Suite(
+                name=suite.name, items=[item for item in suite.items if item.uid == uid], source=suite.source
+            )
             per_uid[uid] = evaluate(scorer, part, checkpoint=str(ckpt)).per_uid[uid]
             on_uid(suite.name, uid, per_uid[uid])
         report = assemble_report(suite.name, per_uid, time.perf_counter() - started, str(ckpt), settings)
@@ -100,7 +117,11 @@ def _dev_nelbo(model, cfg, ckpt: Path, run_dir: Path, step, on_status, on_dev) -
     on_status("dev NELBO: preparing the data ...")
     data = prepare_data(cfg.data, log=on_status)
     on_status("dev NELBO: scoring ...")
-    result = {"suite": "dev", "checkpoint": str(ckpt), **dev_nelbo(model, data, cfg, next(model.parameters()).device)}
+    result = {
+        "suite": "dev",
+        "checkpoint": str(ckpt),
+        **dev_nelbo(model, data, cfg, next(model.parameters()).device),
+    }
     path = run_dir / "eval" / f"dev-step-{step}-nelbo.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, result)

@@ -87,8 +87,14 @@ class EvalTable(Guarded, DataTable):
         earlier = self.earlier_accuracy(suite, uid)
         metric = result.get("metric") or "accuracy"  # a correlation or an R^2 gain says so after its UID
         label = uid if metric == "accuracy" else f"{uid} ({short_label(metric)})"
-        self.add_row(label, str(result["n"]), percent(result["accuracy"]), percent(earlier),
-                     signed_points(result["accuracy"], earlier), key=key)
+        self.add_row(
+            label,
+            str(result["n"]),
+            percent(result["accuracy"]),
+            percent(earlier),
+            signed_points(result["accuracy"], earlier),
+            key=key,
+        )
         self.move_cursor(row=self.row_count - 1)  # follow the newest row
 
     def _update(self, suite: str, uid: str, result: dict) -> None:

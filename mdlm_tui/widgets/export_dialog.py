@@ -42,13 +42,23 @@ class ExportScreen(Guarded, ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"Export {self.run.name} (its latest checkpoint) as a Hugging Face model folder to:",
-                         markup=False)
+            yield Static(
+                f"Export {self.run.name} (its latest checkpoint) as a Hugging Face model folder to:",
+                markup=False,
+            )
             yield Input(str(self.out), compact=True, id="export-out")
-            yield Select([("EMA weights", "ema"), ("raw weights", "raw")], value="ema", allow_blank=False,
-                         compact=True, id="export-weights")
-            yield Checkbox("milestones too: main/ and one folder per checkpoints/chck_*", compact=True,
-                           id="export-milestones")
+            yield Select(
+                [("EMA weights", "ema"), ("raw weights", "raw")],
+                value="ema",
+                allow_blank=False,
+                compact=True,
+                id="export-weights",
+            )
+            yield Checkbox(
+                "milestones too: main/ and one folder per checkpoints/chck_*",
+                compact=True,
+                id="export-milestones",
+            )
             yield Static("Enter exports; Escape closes.", markup=False, id="export-result")
             with Horizontal():
                 yield Button("Export", id="export-go", variant="primary", compact=True)
@@ -87,7 +97,9 @@ class ExportScreen(Guarded, ModalScreen[None]):
         from core.export import export  # torch: only once an export is asked for
 
         try:
-            folders = export(str(self.run), out, weights=weights, milestones=milestones, log=lambda line: None)
+            folders = export(
+                str(self.run), out, weights=weights, milestones=milestones, log=lambda line: None
+            )
         except UserError as e:
             self.app.call_from_thread(self._finished, str(e), True)
             return
@@ -95,8 +107,9 @@ class ExportScreen(Guarded, ModalScreen[None]):
             self.app.call_from_thread(self._finished, f"Export failed: {type(e).__name__}: {e}", True)
             return
         count = f" ({len(folders)} model folders)" if len(folders) > 1 else ""
-        self.app.call_from_thread(self._finished, f"Exported {self.run.name} ({weights} weights) to {out}{count}.",
-                                  False)
+        self.app.call_from_thread(
+            self._finished, f"Exported {self.run.name} ({weights} weights) to {out}{count}.", False
+        )
 
     def _finished(self, message: str, error: bool) -> None:
         self.busy = False

@@ -54,7 +54,9 @@ class KeyBar(Guarded, Widget, can_focus=False):
 
     # ------------------------------------------------------------ what to show
 
-    def _items(self) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]], tuple[str, str, str] | None]:
+    def _items(
+        self,
+    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]], tuple[str, str, str] | None]:
         """(screen items, app items, palette item), each item (key, key shown, description)."""
         local, app_items, palette, seen = [], [], None, set()
         for key, (node, binding, enabled, _tip) in self.screen.active_bindings.items():
@@ -64,7 +66,9 @@ class KeyBar(Guarded, Widget, can_focus=False):
             if not binding.show or not enabled or binding.action in seen or binding.action == self.current:
                 continue
             seen.add(binding.action)  # "+" and "=" for one action: the first is enough
-            (app_items if node is self.app else local).append((key, self.app.get_key_display(binding), binding.description))
+            (app_items if node is self.app else local).append(
+                (key, self.app.get_key_display(binding), binding.description)
+            )
         return local, app_items, palette
 
     def _line(self, width: int) -> Text:
@@ -77,17 +81,23 @@ class KeyBar(Guarded, Widget, can_focus=False):
         line.truncate(width, overflow="ellipsis")
         return line
 
-    def _build_line(self, local, app_items, palette, app_words: bool) -> tuple[Text, list[tuple[int, int, str]]]:
+    def _build_line(
+        self, local, app_items, palette, app_words: bool
+    ) -> tuple[Text, list[tuple[int, int, str]]]:
         key_style = self.get_component_rich_style("key-bar--key")
         description_style = self.get_component_rich_style("key-bar--description")
         line, spans = Text(), []
 
-        def add(key: str, shown: str, description: str, gap: str, merge: bool = False, words: bool = True) -> None:
+        def add(
+            key: str, shown: str, description: str, gap: str, merge: bool = False, words: bool = True
+        ) -> None:
             if spans:
                 line.append(gap)
             start = line.cell_len
             if merge and description[:1].lower() == shown.lower():
-                line.append(description[0] if words else shown, key_style)  # "Runs" with its key r highlighted
+                line.append(
+                    description[0] if words else shown, key_style
+                )  # "Runs" with its key r highlighted
                 line.append(description[1:] if words else "", description_style)
             elif description:
                 line.append(shown, key_style)

@@ -136,9 +136,11 @@ class ReplayView(Guarded, Static):
         step = self.steps[self.index]
         state = "● live" if self.live else ("▶ playing" if self.playing else "❚❚ paused")
         last = self.steps[-1].get("step", len(self.steps) - 1)
-        return (f"{self.label}: step {step.get('step', self.index)}/{last}, {step.get('masked', '?')} masked, "
-                f"t={float(step.get('t', 0.0)):.3f}\n"
-                f"{state}, {self.speed:g} steps/s   keys: space ←/→ +/- home end")
+        return (
+            f"{self.label}: step {step.get('step', self.index)}/{last}, {step.get('masked', '?')} masked, "
+            f"t={float(step.get('t', 0.0)):.3f}\n"
+            f"{state}, {self.speed:g} steps/s   keys: space ←/→ +/- home end"
+        )
 
     def redraw(self) -> None:
         out = Text(self.status_line(), style="bold")

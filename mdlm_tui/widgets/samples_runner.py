@@ -43,19 +43,36 @@ class CheckpointSampler:
             self._loaded = {key: (model, tokenizer, ckpt)}  # one model at a time: they can be large
         return self._loaded[key]
 
-    def sample(self, checkpoint: Path, options: SampleOptions, on_step: Callable[[dict], None],
-               status: Callable[[str], None] = lambda line: None) -> Path:
+    def sample(
+        self,
+        checkpoint: Path,
+        options: SampleOptions,
+        on_step: Callable[[dict], None],
+        status: Callable[[str], None] = lambda line: None,
+    ) -> Path:
         """Run the sampler, calling on_step with each step as a dict; returns the trace file written."""
         from core.sampling import SampleConfig, check_config, sample, trace_to_jsonl
 
-        cfg = SampleConfig(length=options.length, steps=options.steps, sampler=options.sampler,
-                           temperature=options.temperature, top_p=options.top_p, seed=options.seed)
+        cfg = SampleConfig(
+            length=options.length,
+            steps=options.steps,
+            sampler=options.sampler,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            seed=options.seed,
+        )
         check_config(cfg)  # before loading a model: a bad option is reported at once
         model, tokenizer, ckpt = self._load(checkpoint, status)
         status(f"sampling {options.length} tokens in {options.steps} steps from {ckpt.name} ...")
         device = str(next(model.parameters()).device)
-        result = sample(model, tokenizer, cfg, prompt=options.prompt or None, device=device,
-                        on_step=lambda step: on_step({k: v for k, v in asdict(step).items() if k != "tokens"}))
+        result = sample(
+            model,
+            tokenizer,
+            cfg,
+            prompt=options.prompt or None,
+            device=device,
+            on_step=lambda step: on_step({k: v for k, v in asdict(step).items() if k != "tokens"}),
+        )
         folder = ckpt.parent.parent / TRACES_FOLDER
         folder.mkdir(exist_ok=True)
         stem = f"{ckpt.name}-{options.sampler}-seed{options.seed}-{time.strftime('%Y%m%d-%H%M%S')}"

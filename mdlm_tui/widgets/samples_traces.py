@@ -27,7 +27,9 @@ class TraceEntry:
 def _steps(records: list) -> tuple[list[dict], int]:
     """The unmasking steps among `records`, and how many were left out because the replay could not
     draw them (a text or a t of another type: the file may have been written by anyone)."""
-    steps = [r for r in records if isinstance(r, dict) and "text" in r and "masked" in r and not r.get("final")]
+    steps = [
+        r for r in records if isinstance(r, dict) and "text" in r and "masked" in r and not r.get("final")
+    ]
     good = [r for r in steps if isinstance(r["text"], str) and is_number(r.get("t", 0.0))]
     return good, len(steps) - len(good)
 
@@ -67,7 +69,9 @@ def trace_files(run: Path) -> list[Path]:
     """Trace files in the run folder or its traces/ folder, oldest first."""
     run = Path(run)
     known = {"metrics.jsonl", "samples.jsonl"}
-    found = [p for p in run.glob("*.jsonl") if p.name not in known] + list((run / TRACES_FOLDER).glob("*.jsonl"))
+    found = [p for p in run.glob("*.jsonl") if p.name not in known] + list(
+        (run / TRACES_FOLDER).glob("*.jsonl")
+    )
     return sorted(found, key=lambda p: (_mtime(p), p.name))
 
 

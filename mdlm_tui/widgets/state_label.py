@@ -9,12 +9,28 @@ from textual.widgets import Static
 from mdlm_tui.widgets.guard import Guarded
 
 MARKERS = {
-    "starting": "◌", "running": "●", "paused": "‖", "stopping": "◐", "stopped": "■",
-    "finished": "✓", "failed": "✗", "stale": "?", "unknown": "·", "unreadable": "!",
+    "starting": "◌",
+    "running": "●",
+    "paused": "‖",
+    "stopping": "◐",
+    "stopped": "■",
+    "finished": "✓",
+    "failed": "✗",
+    "stale": "?",
+    "unknown": "·",
+    "unreadable": "!",
 }
 STYLES = {
-    "starting": "yellow", "running": "green", "paused": "yellow", "stopping": "yellow", "stopped": "blue",
-    "finished": "cyan", "failed": "bold red", "stale": "magenta", "unknown": "dim", "unreadable": "bold red",
+    "starting": "yellow",
+    "running": "green",
+    "paused": "yellow",
+    "stopping": "yellow",
+    "stopped": "blue",
+    "finished": "cyan",
+    "failed": "bold red",
+    "stale": "magenta",
+    "unknown": "dim",
+    "unreadable": "bold red",
 }
 
 

@@ -25,17 +25,29 @@ def system_lines(machine: dict | None, trainer: dict | None = None, record: dict
         lines = []
         for gpu in gpus:
             used, total = gpu.get("mem_used_mb"), gpu.get("mem_total_mb")
-            mem = f"{used / 1024:.1f}/{total / 1024:.0f}G" if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total else "--"
-            lines.append(f"GPU{gpu.get('index', '?')} {_field(gpu.get('util_percent'), '%'):>4} {mem} "
-                         f"{_field(gpu.get('temp_c'), 'C')} {_field(gpu.get('power_w'), 'W')}")
+            mem = (
+                f"{used / 1024:.1f}/{total / 1024:.0f}G"
+                if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total
+                else "--"
+            )
+            lines.append(
+                f"GPU{gpu.get('index', '?')} {_field(gpu.get('util_percent'), '%'):>4} {mem} "
+                f"{_field(gpu.get('temp_c'), 'C')} {_field(gpu.get('power_w'), 'W')}"
+            )
         if not gpus:
             lines.append("no GPU")
-        lines.append(f"machine now: CPU {_field(machine.get('cpu_percent'), '%'):>4}  RAM {_field(machine.get('ram_used_percent'), '%')}")
+        lines.append(
+            f"machine now: CPU {_field(machine.get('cpu_percent'), '%'):>4}  RAM {_field(machine.get('ram_used_percent'), '%')}"
+        )
     if trainer is not None:
-        lines.append(f"trainer now: CPU {_field(trainer.get('process_cpu_percent'), '%'):>4}  RSS {_field(trainer.get('rss_mb'), ' MB')}")
+        lines.append(
+            f"trainer now: CPU {_field(trainer.get('process_cpu_percent'), '%'):>4}  RSS {_field(trainer.get('rss_mb'), ' MB')}"
+        )
     elif isinstance(record, dict) and record:  # from a file: only what it holds
         lines.append("last record (not live):")
-        lines.append(f"  trainer CPU {_field(record.get('process_cpu_percent'), '%')}  RSS {_field(record.get('rss_mb'), ' MB')}")
+        lines.append(
+            f"  trainer CPU {_field(record.get('process_cpu_percent'), '%')}  RSS {_field(record.get('rss_mb'), ' MB')}"
+        )
     return lines
 
 
