@@ -216,7 +216,8 @@ def main() -> int:
         f"{naive_gflop:.0f} GFLOP, {result['naive_gflop_per_s']:.0f} GFLOP/s)"
     )
     print(
-        f"ratio: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})"
+        f"ratio: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x: "
+        f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})"
     )
     print(
         f"agreement: max |score difference| {max_diff:.2e}, {decisions_differ} pairs decided differently, "

@@ -213,14 +213,16 @@ def report(run: dict) -> None:
     for r in run["results"]:
         memory = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:,.0f}"
         print(
-            f"  {r['model']:<34} {r['step_s'] * 1e3:8.2f} {r['best_step_s'] * 1e3:8.2f} {r['tokens_per_s']:10,.0f} "
+            f"  {r['model']:<34} {r['step_s'] * 1e3:8.2f} {r['best_step_s'] * 1e3:8.2f} "
+            f"{r['tokens_per_s']:10,.0f} "
             f"{r['tflop_per_step']:10.3f} {r['tflop_per_s']:8.1f} {r['mfu']:6.1%} {memory:>8}"
         )
     targets, ratio = run["targets"], run["ratio_tokens_per_s"]
     verdict = "met" if targets["mfu_met"] else "NOT met"
     line = f"  ours MFU {run['results'][0]['mfu']:.1%} (target {MFU_TARGET:.0%}: {verdict})"
     if ratio is not None:
-        line += f"; tokens/s ours / peer {ratio:.2f}x (target {PEER_TARGET:.2f}x: {'met' if targets['ratio_met'] else 'NOT met'})"
+        met = "met" if targets["ratio_met"] else "NOT met"
+        line += f"; tokens/s ours / peer {ratio:.2f}x (target {PEER_TARGET:.2f}x: {met})"
     print(line)
 
 
@@ -294,12 +296,15 @@ def main(argv=None) -> int:
     m = cfg.model
     precision = "bf16 autocast" if bf16 else "fp32"
     print(
-        f"{str(dtype).split('.')[-1]} matmul peak: {peak / 1e12:.1f} TFLOP/s (best of {peak_size}^3 matmuls, before and after)"
+        f"{str(dtype).split('.')[-1]} matmul peak: {peak / 1e12:.1f} TFLOP/s (best of {peak_size}^3 matmuls, "
+        "before and after)"
     )
     changed = f" ({', '.join(args.overrides)})" if args.overrides else ""
     print(
-        f"preset {args.preset}{changed}: D {m.hidden_size}, {m.num_layers} layers, {m.num_heads} heads, FFN {m.ffn_size}, "
-        f"V {cfg.data.vocab_size}, seq {cfg.data.seq_len}; {precision}; AdamW; median of {args.steps} steps after "
+        f"preset {args.preset}{changed}: D {m.hidden_size}, {m.num_layers} layers, {m.num_heads} heads, FFN "
+        f"{m.ffn_size}, "
+        f"V {cfg.data.vocab_size}, seq {cfg.data.seq_len}; {precision}; AdamW; median of {args.steps} steps "
+        "after "
         f"{args.warmup} warm-up"
     )
     for run in runs:

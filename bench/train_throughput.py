@@ -197,12 +197,14 @@ def main(argv=None) -> int:
     print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s (best of 2048^3 matmuls, before and after)")
     changed = f" ({', '.join(args.overrides)})" if args.overrides else ""
     print(
-        f"preset {args.preset}{changed}: D {m.hidden_size}, {m.num_layers} layers, {m.num_heads} heads, FFN {m.ffn_size}, "
+        f"preset {args.preset}{changed}: D {m.hidden_size}, {m.num_layers} layers, {m.num_heads} heads, FFN "
+        f"{m.ffn_size}, "
         f"V {V}, seq {L}, batch {B}, masked {masked:.3f}; AdamW; median of {len(times[0])} steps "
         f"in {args.rounds} alternating rounds after {args.warmup} warm-up"
     )
     print(
-        f"{'model':<34} {'step s':>7} {'best s':>7} {'tokens/s':>9} {'GFLOP/step':>11} {'GFLOP/s':>8} {'MFU':>6}"
+        f"{'model':<34} {'step s':>7} {'best s':>7} {'tokens/s':>9} {'GFLOP/step':>11} {'GFLOP/s':>8} "
+        f"{'MFU':>6}"
     )
     for r in results:
         print(

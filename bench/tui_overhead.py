@@ -325,7 +325,8 @@ def main() -> None:
             report["overhead"] = measure_overhead(args, run_dir, tmux)
             result = report["overhead"]
             print(
-                f"tokens/s alone {result['alone_tokens_per_s']:,.0f}, watched {result['watched_tokens_per_s']:,.0f}; "
+                f"tokens/s alone {result['alone_tokens_per_s']:,.0f}, watched "
+                f"{result['watched_tokens_per_s']:,.0f}; "
                 f"overhead {100 * result['overhead']:.1f} % (median of pairs: "
                 f"{', '.join(f'{100 * o:.1f}' for o in result['per_pair'])})",
                 flush=True,

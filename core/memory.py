@@ -75,7 +75,8 @@ def check_fits(cfg: Config, device, bf16: bool = False) -> Estimate:
         raise UserError(
             f"This model needs about {_gib(estimate.total_bytes)} to train ({estimate.parameters:,} "
             f"parameters: {_gib(estimate.state_bytes)} of weights, gradients, optimizer and EMA state, "
-            f"{_gib(estimate.activation_bytes)} of activations for a micro-batch of {cfg.train.micro_batch} x "
+            f"{_gib(estimate.activation_bytes)} of activations for a micro-batch of {cfg.train.micro_batch} "
+            "x "
             f"{cfg.data.seq_len} tokens) but only {_gib(free)} is available on {device}; make the model "
             "smaller or lower train.micro_batch."
         )

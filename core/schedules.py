@@ -114,7 +114,8 @@ class CosineSquared(Schedule):
 
 
 def _gaussian_rate(t: Tensor, mu: Tensor | float, sigma: Tensor | float) -> tuple[Tensor, Tensor]:
-    """r = mu + sigma z with z = Phi^-1(t): the rate is N(mu, sigma^2); |alpha'| = sigma sqrt(2 pi) e^{z^2/2}."""
+    """r = mu + sigma z with z = Phi^-1(t): the rate is N(mu, sigma^2);
+    |alpha'| = sigma sqrt(2 pi) e^{z^2/2}."""
     z = torch.special.ndtri(t.clamp(T_CLAMP, 1 - T_CLAMP))
     rate = (mu + sigma * z).clamp(T_CLAMP, 1 - T_CLAMP)
     return rate, sigma * SQRT_2PI * torch.exp(0.5 * z * z)

@@ -152,7 +152,8 @@ class _RowScorer:
         owners: torch.Tensor,
         scores: torch.Tensor,
     ) -> None:
-        """base [R, T] clean ids, masked [R, T], rates [R]; adds sum_l log p(x_l) * weight to scores[owner]."""
+        """base [R, T] clean ids, masked [R, T], rates [R]; adds sum_l log p(x_l) * weight to
+        scores[owner]."""
         device = self.device
         noised = base.masked_fill(masked, MASK_ID).to(device)
         output_mask = masked.to(device)

@@ -3,7 +3,8 @@ wug pairs as one kind of Item; the reading suite's sentences are core.reading's.
 
 Where a suite comes from:
     "blimp" | "supplement" | "ewok"   found under the BabyLM evaluation_data layout (full_eval/ or fast_eval/)
-    "entity_tracking" | "wug_adj" | "wug_past" | "reading"   the BabyLM 2025 pipeline's other zero-shot tasks, likewise
+    "entity_tracking" | "wug_adj" | "wug_past" | "reading"
+                                      the BabyLM 2025 pipeline's other zero-shot tasks, likewise
     "all"                             every one of those that is present
     "babylm"                          the same, saying which of the pipeline's tasks have no data
     "builtin"                         a small suite generated here from templates, so evaluation works offline
@@ -264,7 +265,8 @@ def _load_one(spec: str, data_dir: str | None, on_bad_line: str, warn: Callable[
             wanted = "reading/reading_data.csv" if spec == "reading" else f"{LAYOUT_FOLDERS[spec]}/"
             raise UserError(
                 f"Suite '{spec}' not found: no {wanted} under {where}, its full_eval/ or "
-                f"fast_eval/ (or evaluation_data/); pass --data pointing at the BabyLM evaluation_data folder."
+                "fast_eval/ (or evaluation_data/); pass --data pointing at the BabyLM evaluation_data "
+                "folder."
             )
         return [_load_layout(spec, folder, on_bad_line, warn)]
     if spec in ("all", "babylm"):
@@ -324,7 +326,8 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
     parts = spec[3:].split(":")
     if not parts[0] or len(parts) > 3:
         raise UserError(
-            f"'{spec}' must look like hf:<dataset id>[:config][:split], for example hf:nyu-mll/blimp:adjunct_island."
+            f"'{spec}' must look like hf:<dataset id>[:config][:split], for example "
+            "hf:nyu-mll/blimp:adjunct_island."
         )
     name = parts[0]
     config = (parts[1] or None) if len(parts) > 1 else None

@@ -214,7 +214,7 @@ def test_the_screens_load_without_torch():
     assert done.stdout.strip() == "False", done.stderr
 
 
-# ------------------------------------------------------------ the Weight tab, keys typed ahead, run name, long runs
+# ---------------------------------------------------- Weight tab, keys typed ahead, run name, long runs
 
 
 def test_resizing_by_one_column_on_the_weight_tab_keeps_the_app(tmp_path, monkeypatch):

@@ -54,7 +54,8 @@ class ConfigureScreen(Guarded, Screen):
     ConfigureScreen #configure-body { height: 1fr; }
     ConfigureScreen #configure-form-column { width: 40; padding: 0 1; }
     ConfigureScreen #configure-right { width: 1fr; }
-    ConfigureScreen #configure-verdict { height: auto; max-height: 5; padding: 0 1; }  /* 5: room for a warning line */
+    /* 5: room for a warning line */
+    ConfigureScreen #configure-verdict { height: auto; max-height: 5; padding: 0 1; }
     ConfigureScreen #configure-verdict.-invalid { text-style: bold; color: $error; }
     ConfigureScreen #configure-buttons { height: auto; margin-top: 1; }
     ConfigureScreen #configure-buttons Button { min-width: 10; margin-right: 1; }
@@ -200,7 +201,8 @@ class ConfigureScreen(Guarded, Screen):
             )  # a warning, not an error: Start still works
             # the summary is made here, not in the worker: the devices field may have changed since
             self.query_one("#configure-verdict", Static).update(
-                f"✓ {self.preset}: {self._summary(message.cfg)}, {message.parameters / 1e6:.1f}M parameters{warning}"
+                f"✓ {self.preset}: {self._summary(message.cfg)}, {message.parameters / 1e6:.1f}M "
+                f"parameters{warning}"
             )
 
     def action_frequency_preview(self) -> None:

@@ -391,7 +391,8 @@ class EvalScreen(Guarded, Screen):
             metric = self.metrics.get(suite, "accuracy")
             text = f"{suite} {'macro' if metric == 'accuracy' else short_label(metric)} {percent(macro)}"
             if earlier is not None:
-                text += f" (vs {step_name(earlier)} {percent(earlier.macro)}, Δ {signed_points(macro, earlier.macro)})"
+                change = signed_points(macro, earlier.macro)
+                text += f" (vs {step_name(earlier)} {percent(earlier.macro)}, Δ {change})"
             elif auto and self.compared.get(suite, (None, {}))[1] is None:
                 text += " (a report that does not record its settings: not compared)"
             elif auto:

@@ -170,12 +170,17 @@ class TrainScreen(Guarded, Screen):
         self.query_one("#train-numbers", Readout).show(f"step {step}/{total or '?'}  {pace}".rstrip())
         dev = message.latest_dev
         lines = [
-            f"epoch {fmt.number(train.get('epoch'), 2)}  tokens {fmt.count(status.get('tokens', train.get('tokens')))}",
-            f"loss {fmt.number(status.get('loss', train.get('loss')))}  CE {fmt.number(train.get('masked_ce'))}",
-            f"dev {fmt.number(dev.get('dev_loss', status.get('dev_loss')))}  lr {fmt.scientific(train.get('lr'))}",
-            # a saved report (every evaluation writes one, the trainer's and `mdlm-tui eval`'s), as on the Runs row
+            f"epoch {fmt.number(train.get('epoch'), 2)}  tokens "
+            f"{fmt.count(status.get('tokens', train.get('tokens')))}",
+            f"loss {fmt.number(status.get('loss', train.get('loss')))}  CE "
+            f"{fmt.number(train.get('masked_ce'))}",
+            f"dev {fmt.number(dev.get('dev_loss', status.get('dev_loss')))}  lr "
+            f"{fmt.scientific(train.get('lr'))}",
+            # a saved report (every evaluation writes one, the trainer's and `mdlm-tui eval`'s), as on the
+            # Runs row
             f"eval {fmt.eval_label(message.latest_report or message.latest_eval)}",
-            f"ckpt {status.get('checkpoint') or '--'}  beat {fmt.age(time.time() - status['heartbeat']) if status.get('heartbeat') else '--'}",
+            f"ckpt {status.get('checkpoint') or '--'}  beat "
+            f"{fmt.age(time.time() - status['heartbeat']) if status.get('heartbeat') else '--'}",
         ]
         words = status.get("words", train.get("words"))
         upcoming = [m for m in message.milestones if m > (words or 0)]  # the trainer saves on reaching one

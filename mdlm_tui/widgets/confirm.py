@@ -16,7 +16,9 @@ from mdlm_tui.widgets.guard import Guarded
 class ConfirmScreen(Guarded, ModalScreen[bool]):
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
-    ConfirmScreen > Vertical { width: 60; max-width: 100%; height: auto; border: thick $error; background: $surface; padding: 1 2; }
+    ConfirmScreen > Vertical {
+        width: 60; max-width: 100%; height: auto; border: thick $error; background: $surface; padding: 1 2;
+    }
     ConfirmScreen #confirm-word { margin-top: 1; }
     ConfirmScreen #confirm-hint { color: $text-muted; }
     ConfirmScreen Horizontal { height: auto; margin-top: 1; }

@@ -26,7 +26,9 @@ def default_out(runs_root: Path, run: Path) -> Path:
 class ExportScreen(Guarded, ModalScreen[None]):
     DEFAULT_CSS = """
     ExportScreen { align: center middle; }
-    ExportScreen > Vertical { width: 76; max-width: 100%; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    ExportScreen > Vertical {
+        width: 76; max-width: 100%; height: auto; border: thick $primary; background: $surface; padding: 1 2;
+    }
     ExportScreen Input, ExportScreen Select, ExportScreen Checkbox { margin-top: 1; }
     ExportScreen #export-result { margin-top: 1; }
     ExportScreen #export-result.error { color: $error; }

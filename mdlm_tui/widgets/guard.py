@@ -4,8 +4,9 @@ Textual ends the whole app on an exception in any handler, action, timer, render
 started with exit_on_error; others fail silently), and stops the message loop of the screen or
 widget whose handler raised, so that part of the screen would freeze even if the app went on. A
 guarded node catches the exception where it is handled, keeps its loop running and hands the error
-to the app's `show_failure` (MdlmApp: a notification naming what failed). A render that fails draws that sentence in place of the widget, so the rest of
-the screen still draws; a worker that fails is reported from its node's `Worker.StateChanged`.
+to the app's `show_failure` (MdlmApp: a notification naming what failed). A render that fails draws
+that sentence in place of the widget, so the rest of the screen still draws; a worker that fails is
+reported from its node's `Worker.StateChanged`.
 Under an app without `show_failure` (a widget tested alone) errors go to Textual as before.
 """
 

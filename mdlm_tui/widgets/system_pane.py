@@ -37,16 +37,19 @@ def system_lines(machine: dict | None, trainer: dict | None = None, record: dict
         if not gpus:
             lines.append("no GPU")
         lines.append(
-            f"machine now: CPU {_field(machine.get('cpu_percent'), '%'):>4}  RAM {_field(machine.get('ram_used_percent'), '%')}"
+            f"machine now: CPU {_field(machine.get('cpu_percent'), '%'):>4}  RAM "
+            f"{_field(machine.get('ram_used_percent'), '%')}"
         )
     if trainer is not None:
         lines.append(
-            f"trainer now: CPU {_field(trainer.get('process_cpu_percent'), '%'):>4}  RSS {_field(trainer.get('rss_mb'), ' MB')}"
+            f"trainer now: CPU {_field(trainer.get('process_cpu_percent'), '%'):>4}  RSS "
+            f"{_field(trainer.get('rss_mb'), ' MB')}"
         )
     elif isinstance(record, dict) and record:  # from a file: only what it holds
         lines.append("last record (not live):")
         lines.append(
-            f"  trainer CPU {_field(record.get('process_cpu_percent'), '%')}  RSS {_field(record.get('rss_mb'), ' MB')}"
+            f"  trainer CPU {_field(record.get('process_cpu_percent'), '%')}  RSS "
+            f"{_field(record.get('rss_mb'), ' MB')}"
         )
     return lines
 
