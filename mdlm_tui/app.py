@@ -202,6 +202,12 @@ class MdlmApp(TypeAhead, Guarded, App):
         else:
             self.action_show("train")
 
+    def on_configure_screen_run_started(self, message) -> None:
+        self.open_run(message.run_dir)
+
+    def on_runs_screen_run_deleted(self, message) -> None:
+        self.forget_run(message.path)
+
     def forget_run(self, path: Path) -> None:
         """A run was deleted: drop its screens (unless one is showing) and stop following it."""
         if Path(path) != self.current_run or any(s in self.screen_stack for s in self._run_screens.values()):
@@ -213,9 +219,7 @@ class MdlmApp(TypeAhead, Guarded, App):
 
     def _discard(self, screen: Screen, removed_by_switch: bool) -> None:
         """Stop a screen of a run no longer open; the switch that replaced it removes it, or we do."""
-        stop = getattr(screen, "stop_watching", None)
-        if stop is not None:
-            stop()
+        screen.stop_watching()
         self.uninstall_screen(screen)
         if not removed_by_switch and screen.is_mounted:
             screen.remove()

@@ -28,7 +28,7 @@ SIZE = (80, 24)
 
 
 class ConfigureHost(App):
-    """A stand-in for the real app: hosts the screen and records open_run calls."""
+    """A stand-in for the real app: hosts the screen and records the runs it starts."""
 
     def __init__(self, runs_root: Path) -> None:
         super().__init__()
@@ -39,9 +39,9 @@ class ConfigureHost(App):
     def on_mount(self) -> None:
         self.push_screen(ConfigureScreen(self.runs_root))
 
-    def open_run(self, path: Path) -> None:
-        self.opened.append(Path(path))
-        self.current_run = Path(path)
+    def on_configure_screen_run_started(self, message: ConfigureScreen.RunStarted) -> None:
+        self.opened.append(Path(message.run_dir))
+        self.current_run = Path(message.run_dir)
 
 
 def verdict_text(screen) -> str:

@@ -75,6 +75,13 @@ class ConfigureScreen(Guarded, Screen):
             super().__init__()
             self.preview, self.error = preview, error
 
+    class RunStarted(Message):
+        """A run was started from this screen: the app opens it."""
+
+        def __init__(self, run_dir: Path) -> None:
+            super().__init__()
+            self.run_dir = run_dir
+
     class FrequencyPreviewLog(Message):
         def __init__(self, line: str) -> None:
             super().__init__()
@@ -264,6 +271,4 @@ class ConfigureScreen(Guarded, Screen):
             return
         self.last_run_dir = run_dir
         self.notify(f"started {run_dir} (log: {run_dir / 'train.log'})", title="Run started", markup=False)
-        open_run = getattr(self.app, "open_run", None)
-        if callable(open_run):
-            open_run(run_dir)
+        self.post_message(self.RunStarted(run_dir))

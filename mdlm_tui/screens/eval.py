@@ -16,10 +16,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
+from mdlm_tui.screens.run_screen import RunScreen
 from mdlm_tui.widgets.eval_metrics import short_label
 from mdlm_tui.widgets.eval_reports import (
     current_run,
@@ -29,7 +29,6 @@ from mdlm_tui.widgets.eval_reports import (
     read_reports,
 )
 from mdlm_tui.widgets.eval_table import EvalTable, percent, signed_points, step_name
-from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
 
 AUTO_COMPARE = "auto"  # the same suite and settings at the nearest earlier step
@@ -72,7 +71,7 @@ class Sentences(Static):
         self.update(break_long_paths(self.sentences, width) if width > 0 else self.sentences)
 
 
-class EvalScreen(Guarded, Screen):
+class EvalScreen(RunScreen):
     """Checkpoint, suites, limit, backend; Run; a per-UID table with the macro average."""
 
     BINDINGS = [

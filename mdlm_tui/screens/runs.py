@@ -13,6 +13,7 @@ from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
@@ -110,6 +111,13 @@ def find_runs(root: Path) -> list[Path]:
 
 
 class RunsScreen(Guarded, Screen):
+    class RunDeleted(Message):
+        """A run was moved to the trash: the app stops following it."""
+
+        def __init__(self, path: Path) -> None:
+            super().__init__()
+            self.path = path
+
     BINDINGS = [
         Binding("enter", "open_run", "Open", show=False),
         Binding("o", "open_run", "Open/attach"),
@@ -261,8 +269,7 @@ class RunsScreen(Guarded, Screen):
                 markup=False,
             )
             return
-        if hasattr(self.app, "forget_run"):
-            self.app.forget_run(path)
+        self.post_message(self.RunDeleted(path))
         self.notify(
             f"Moved {path.name} to {trashed}; `mdlm-tui restore {path.name} --runs {self.runs_root}` "
             "brings it back.",

@@ -14,12 +14,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Button, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
+from mdlm_tui.screens.run_screen import RunScreen
 from mdlm_tui.widgets.eval_reports import current_run, fill_checkpoint_picker
-from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
 from mdlm_tui.widgets.samples_replay import ReplayView
 from mdlm_tui.widgets.samples_runner import CheckpointSampler, SampleOptions
@@ -37,7 +36,7 @@ NUMBER_FIELDS = (
 )
 
 
-class SamplesScreen(Guarded, Screen):
+class SamplesScreen(RunScreen):
     """A list of traces, a replay view, and a sample-now form."""
 
     BINDINGS = [

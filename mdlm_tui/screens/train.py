@@ -16,14 +16,13 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import ProgressBar, RichLog, Static
 
 from core.config import milestone_name
+from mdlm_tui.screens.run_screen import RunScreen
 from mdlm_tui.watcher import RunUpdated, RunWatcher, is_live, run_health
 from mdlm_tui.widgets import formatting as fmt
 from mdlm_tui.widgets.curves import CurvePlot
-from mdlm_tui.widgets.guard import Guarded
 from mdlm_tui.widgets.key_bar import KeyBar
 from mdlm_tui.widgets.readout import Readout
 from mdlm_tui.widgets.state_label import StateLabel
@@ -70,7 +69,7 @@ class WrappedLog(RichLog):
                 self.write(Text(line))
 
 
-class TrainScreen(Guarded, Screen):
+class TrainScreen(RunScreen):
     # The log, as before the side column could scroll: its keys (up, down, end) follow the training.
     AUTO_FOCUS = "#train-log"
     # Toasts at the top: at the bottom right they would cover the newest log lines.
