@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass, field, fields
@@ -198,8 +199,26 @@ def preset_dir() -> Path:
     return Path(str(resources.files("presets")))
 
 
+def _is_base(path: Path) -> bool:
+    # only a file with a top-level `base:` key is parsed: the TUI lists the presets while it draws
+    text = path.read_text(encoding="utf-8-sig")
+    return bool(re.search(r"^base\s*:", text, re.M)) and read_yaml(path).get("base") is True
+
+
+def _builtin_presets() -> dict[str, bool]:
+    """Every preset shipped under presets/, by name: whether it is a base (`base: true`)."""
+    paths = sorted(preset_dir().glob("*.yaml"), key=lambda path: path.stem)
+    return {path.stem: _is_base(path) for path in paths}
+
+
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in preset_dir().glob("*.yaml"))
+    """The presets to train: every shipped preset but the bases, which others extend."""
+    return [name for name, base in _builtin_presets().items() if not base]
+
+
+def base_names() -> list[str]:
+    """The shipped bases: recipes the presets extend, not offered for training on their own."""
+    return [name for name, base in _builtin_presets().items() if base]
 
 
 class _DuplicateKey(Exception):
@@ -258,10 +277,100 @@ def preset_path(name: str) -> Path:
     path = preset_dir() / f"{name}.yaml"
     if not path.is_file():
         names = preset_names()
-        close = difflib.get_close_matches(name, names, n=1)
+        close = difflib.get_close_matches(name, names + base_names(), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise UserError(f"Unknown preset '{name}'.{hint} Available: {', '.join(names)}.")
     return path
+
+
+SET, DEFAULT = "--set", "default"  # where a value comes from, when not from a preset
+
+
+# Two keys of a preset file are about the file itself, never config values and never inherited:
+# `extends` names the preset it starts from, `base: true` marks a recipe to extend rather than train.
+@dataclass
+class PresetFile:
+    path: Path
+    shown: str  # how messages name the file
+    label: str  # how provenance names it: the preset's name
+    data: dict  # its config keys, the meta keys taken out
+
+
+def _is_builtin(path: Path) -> bool:
+    return path.resolve().parent == preset_dir().resolve()
+
+
+def _shown(path: Path) -> str:
+    return path.name if _is_builtin(path) else os.path.normpath(path)
+
+
+def _what(value: Any) -> str:
+    if value is None or value == "":
+        return "nothing"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+def _parent_path(value: Any, child: PresetFile) -> Path:
+    """Where `extends: VALUE` in the child leads: a preset name, or a YAML file beside the child."""
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(
+            f"'extends' in {child.shown} must be one preset name or YAML file (extends: cosine), "
+            f"got {_what(value)}."
+        )
+    value = value.strip()
+    if value.endswith((".yaml", ".yml")) or "/" in value or os.sep in value:
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else child.path.parent / path
+        if not path.is_file():
+            stem = Path(value).stem
+            builtin = (
+                f" For the preset '{stem}', write `extends: {stem}`." if stem in _builtin_presets() else ""
+            )
+            raise UserError(f"{child.shown} extends {value}, but there is no file {_shown(path)}.{builtin}")
+        return path
+    path = preset_dir() / f"{value}.yaml"
+    if not path.is_file():
+        names = preset_names()
+        close = difflib.get_close_matches(value, names + base_names(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        if (child.path.parent / f"{value}.yaml").is_file() and not _is_builtin(child.path):
+            hint = f" For the file beside it, write `extends: {value}.yaml`."
+        raise UserError(
+            f"{child.shown} extends '{value}', which is not a preset.{hint} Available: {', '.join(names)}."
+        )
+    return path
+
+
+def _preset_file(path: Path, shown: str) -> PresetFile:
+    data = read_yaml(path)
+    if not isinstance(data.get("base", False), bool):
+        raise UserError(f"'base' in {shown} must be true or false, got {_what(data['base'])}.")
+    data.pop("base", None)
+    return PresetFile(path, shown, path.stem, data)
+
+
+def preset_chain(preset: str) -> list[PresetFile]:
+    """The preset and the presets it extends, nearest first; a cycle or a missing parent is refused."""
+    path = preset_path(preset)
+    chain = [_preset_file(path, _shown(path))]
+    seen = [path.resolve()]
+    while "extends" in chain[-1].data:
+        child = chain[-1]
+        path = _parent_path(child.data.pop("extends"), child)
+        chain.append(_preset_file(path, _shown(path)))
+        if path.resolve() in seen:
+            circle = " -> ".join(f.shown for f in chain)
+            raise UserError(f"Presets cannot extend in a circle: {circle}; remove one of these `extends`.")
+        seen.append(path.resolve())
+    labels = [f.label for f in chain]
+    for f in chain:  # two files of one name (your cosine.yaml extending the preset cosine): the path tells
+        if (labels.count(f.label) > 1 or f.label in (SET, DEFAULT)) and not _is_builtin(f.path):
+            f.label = f.shown
+    return chain
 
 
 # ---------------------------------------------------------------- building and overriding
@@ -397,13 +506,20 @@ def _renamed(cfg: Config, items: list[tuple[str, Any]], where: str) -> list[tupl
     return rest + [item for item in new if item[0] not in given]
 
 
-def from_dict(data: dict, where: str = "config", base: Config | None = None) -> Config:
-    cfg = base or Config()
-    for key, value in _renamed(cfg, _flatten(data, where), where):
+def _set_from(cfg: Config, data: dict, where: str) -> list[str]:
+    """Set the keys of a YAML mapping on cfg; returns the keys set (renamed ones under their new names)."""
+    items = _renamed(cfg, _flatten(data, where), where)
+    for key, value in items:
         try:
             _apply(cfg, key, value)
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
+    return [key for key, _ in items]
+
+
+def from_dict(data: dict, where: str = "config", base: Config | None = None) -> Config:
+    cfg = base or Config()
+    _set_from(cfg, data, where)
     return cfg
 
 
@@ -417,20 +533,57 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, parsed if not isinstance(parsed, (dict, list)) else value
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    for key, value in _renamed(cfg, [parse_override(text) for text in overrides or []], "--set"):
+def _set_overrides(cfg: Config, overrides: list[str]) -> list[str]:
+    items = _renamed(cfg, [parse_override(text) for text in overrides or []], "--set")
+    for key, value in items:
         _apply(cfg, key, value)
+    return [key for key, _ in items]
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    _set_overrides(cfg, overrides)
     validate(cfg)
     return cfg
 
 
+@dataclass
+class Resolved:
+    config: Config
+    # every key (all_keys()) -> where its value comes from: a preset's name, SET or DEFAULT
+    sources: dict[str, str]
+    chain: list[str]  # the preset and those it extends, nearest first, by name
+
+
+def resolve_config(preset: str, overrides: list[str] | None = None) -> Resolved:
+    """load_config, saying where each value comes from.
+
+    The presets of the chain apply from the farthest to the preset itself, each setting only the keys it
+    lists (a child's `train: {lr: 1e-3}` changes train.lr alone), then --set. `name` and `description`
+    are never inherited: the name is the preset's own (its file name unless it sets one), and a preset
+    that extends another without a description of its own reads "extends PARENT"."""
+    chain = preset_chain(preset)
+    cfg, sources, defaults = Config(), {}, Config()
+    for file in reversed(chain):
+        if file is chain[0]:  # a parent's name and description describe the parent
+            cfg.name, cfg.description = defaults.name, defaults.description
+            for key in ("name", "description"):
+                sources.pop(key, None)
+        sources.update(dict.fromkeys(_set_from(cfg, file.data, file.path.name), file.label))
+    itself = chain[0]
+    if cfg.name == defaults.name:
+        cfg.name = itself.path.stem
+    sources["name"] = itself.label
+    if "description" not in sources and len(chain) > 1:
+        cfg.description = f"extends {chain[1].label}"
+        sources["description"] = itself.label
+    sources.update(dict.fromkeys(_set_overrides(cfg, overrides or []), SET))
+    validate(cfg)
+    return Resolved(cfg, {key: sources.get(key, DEFAULT) for key in all_keys()}, [f.label for f in chain])
+
+
 def load_config(preset: str, overrides: list[str] | None = None) -> Config:
-    path = preset_path(preset)
-    data = read_yaml(path)
-    cfg = from_dict(data, where=path.name)
-    if cfg.name == "custom":
-        cfg.name = path.stem
-    return apply_overrides(cfg, overrides or [])
+    """A preset (a name under presets/ or a YAML path, with whatever it extends) with --set overrides."""
+    return resolve_config(preset, overrides).config
 
 
 # Keys added after run folders were first written, with the value that reproduces what those runs
@@ -655,7 +808,8 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise UserError(
-                f"{key} must be one of {', '.join(allowed)}; got '{value}'.{_did_you_mean(str(value), list(allowed))}"
+                f"{key} must be one of {', '.join(allowed)}; got '{value}'."
+                f"{_did_you_mean(str(value), list(allowed))}"
             )
     parse_budget(cfg.train.budget)
     parse_milestones(cfg.train.save_at_words)
@@ -677,7 +831,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"data.vocab_size must exceed 272 (16 specials + 256 bytes), got {d.vocab_size}.")
     if d.source == "embedded" and d.path:
         raise UserError(
-            f"data.path is set ({d.path}) but data.source is 'embedded'; set data.source=auto to train on the path."
+            f"data.path is set ({d.path}) but data.source is 'embedded'; "
+            "set data.source=auto to train on the path."
         )
     t = cfg.train
     if t.global_batch % t.micro_batch:
@@ -709,3 +864,35 @@ def to_dict(cfg: Config) -> dict:
 
 def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def _entry(key: str, value: Any, indent: int) -> list[str]:
+    # PyYAML breaks a long string at the first space past `width`: 70 keeps it within 80 columns
+    text = yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=False, width=70 - indent)
+    return [" " * indent + line for line in text.rstrip("\n").split("\n")]
+
+
+def to_yaml_with_sources(resolved: Resolved, column: int = 44) -> str:
+    """The config as YAML, each value followed by a comment saying where it comes from (`from PRESET`,
+    `--set` or `default`), aligned so that lines stay within 80 characters; still valid YAML, read back
+    as the same config. A value long enough to wrap over lines (a long description) goes without one."""
+    lines: list[tuple[str, str | None]] = []  # (line, the source said to its right, if any)
+    for top, value in to_dict(resolved.config).items():
+        if isinstance(value, dict):
+            lines.append((f"{top}:", None))
+            entries = [(f"{top}.{key}", _entry(key, one, 2)) for key, one in value.items()]
+        else:
+            entries = [(top, _entry(top, value, 0))]
+        for key, text in entries:
+            source = resolved.sources[key]
+            said = source if source in (SET, DEFAULT) else f"from {source}"
+            lines += [(line, said if len(text) == 1 else None) for line in text]
+    width = min(column, max(len(line) for line, said in lines if said)) + 2
+    parents = "".join(
+        f"{', which' if i else ''} extends {parent}" for i, parent in enumerate(resolved.chain[1:])
+    )
+    head = [
+        f"# preset {resolved.chain[0]}{parents}",
+        "# each value's source on the right: from PRESET, --set or default (built in)",
+    ]
+    return "\n".join(head + [f"{line:<{width}}# {said}" if said else line for line, said in lines]) + "\n"

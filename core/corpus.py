@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -79,6 +80,17 @@ def detect_source(path: str | None) -> str:
     )
 
 
+def cache_root(cfg: DataConfig) -> Path:
+    """Where prepared data is cached (core.dataset) and local files converted by `datasets` go:
+    data.cache_dir, else $MDLM_TUI_CACHE, else $XDG_CACHE_HOME/mdlm-tui or ~/.cache/mdlm-tui."""
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    if os.environ.get("MDLM_TUI_CACHE"):
+        return Path(os.environ["MDLM_TUI_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mdlm-tui"
+
+
 # ---------------------------------------------------------------- helpers shared by the sources
 
 
@@ -105,7 +117,8 @@ _ASCII_SPACE[[9, 10, 11, 12, 13, 32]] = True
 
 
 def count_words(texts: Iterable[str]) -> int:
-    """Whitespace-separated words, counted on bytes so a 100M-word corpus takes seconds, not a list of words."""
+    """Whitespace-separated words, counted on bytes so a 100M-word corpus takes seconds, not a list of
+    words."""
     total, batch, size = 0, [], 0
     for text in [*texts, None]:
         if text is not None:
@@ -279,7 +292,8 @@ def _babylm_train_dir(root: Path, strict: bool = True) -> Path | None:
     sized = [p for p in found if p.name != "train"]
     if len(sized) > 1 and strict:
         raise UserError(
-            f"{root} holds both {sized[0].name} and {sized[1].name}: set data.path to the one to train on, e.g. {sized[0]}."
+            f"{root} holds both {sized[0].name} and {sized[1].name}: set data.path to the one to train on, "
+            f"e.g. {sized[0]}."
         )
     return found[0] if found else None
 
@@ -293,7 +307,8 @@ def _babylm(cfg: DataConfig) -> CorpusSource:
     train_dir = _babylm_train_dir(root)
     if train_dir is None:
         raise UserError(
-            f"No *.train files in {cfg.path} or its train_100M/, train_10M/, train/ folders: point data.path at a BabyLM train folder."
+            f"No *.train files in {cfg.path} or its train_100M/, train_10M/, train/ folders: point data.path "
+            "at a BabyLM train folder."
         )
     train_files = sorted(train_dir.glob("*.train"))
     if cfg.dev_path:
@@ -322,7 +337,8 @@ def _text(cfg: DataConfig) -> CorpusSource:
     files = [f for f in text_files(where, TEXT_SUFFIXES) if f not in dev_files]
     if not files:
         raise UserError(
-            f"No text files (*.txt, *.text, *.train, *.md) in {cfg.path}: point data.path at a file or a folder of them."
+            f"No text files (*.txt, *.text, *.train, *.md) in {cfg.path}: point data.path at a file or a "
+            "folder of them."
         )
     label = f"text {'file' if where.is_file() else 'folder'} {where}"
     return _files_corpus("text", label, files, dev_files, dev_note, cfg)
@@ -364,15 +380,13 @@ def _load_hf_splits(cfg: DataConfig, name: str, where: Path):
 
     if not sys.stderr.isatty():
         datasets.disable_progress_bars()  # log files get one line per phase, not redrawn bars
-    from core.dataset import cache_root  # local files get converted to Arrow; keep that next to our cache
-
     if where.is_dir() and ((where / "dataset_dict.json").exists() or (where / "state.json").exists()):
         loaded = datasets.load_from_disk(str(where))
         label = f"saved dataset {where}"
         if isinstance(loaded, datasets.Dataset):
             return loaded, None, label
         splits = dict(loaded)
-    elif where.exists():
+    elif where.exists():  # local files get converted to Arrow: that is kept next to our own cache
         local_cache = str(cache_root(cfg) / "hf-datasets")
         if where.is_file():
             builder = HF_FILE_BUILDERS.get(where.suffix.lower())
@@ -392,7 +406,8 @@ def _load_hf_splits(cfg: DataConfig, name: str, where: Path):
         return _load_hub(cfg, name)
     if cfg.hf_split not in splits:
         raise UserError(
-            f"{where} has no '{cfg.hf_split}' split (it has {', '.join(splits)}): set data.hf_split to one of them."
+            f"{where} has no '{cfg.hf_split}' split (it has {', '.join(splits)}): set data.hf_split to one "
+            "of them."
         )
     dev_name = next((s for s in HF_DEV_SPLITS if s in splits and s != cfg.hf_split), None)
     return splits[cfg.hf_split], ((dev_name, splits[dev_name]) if dev_name else None), label
@@ -412,7 +427,8 @@ def _load_hub(cfg: DataConfig, name: str):
     except Exception as e:  # network, authentication, unknown id or split: all the user's to fix
         reason = (str(e).splitlines() or [type(e).__name__])[0]
         raise UserError(
-            f"Cannot load Hugging Face dataset '{name}' split '{cfg.hf_split}' ({reason}): check the id, the network and data.hf_config."
+            f"Cannot load Hugging Face dataset '{name}' split '{cfg.hf_split}' ({reason}): check the id, the "
+            "network and data.hf_config."
         ) from None
     dev_name = next((s for s in HF_DEV_SPLITS if s in split_names and s != cfg.hf_split), None)
     dev = (dev_name, datasets.load_dataset(name, cfg.hf_config, split=dev_name)) if dev_name else None
@@ -422,7 +438,8 @@ def _load_hub(cfg: DataConfig, name: str):
 def _column_texts(rows, field: str, name: str) -> list[str]:
     if field not in rows.column_names:
         raise UserError(
-            f"{name} has no column '{field}' (it has {', '.join(rows.column_names)}): set data.hf_text_field to the one holding the text."
+            f"{name} has no column '{field}' (it has {', '.join(rows.column_names)}): set data.hf_text_field "
+            "to the one holding the text."
         )
     texts = []
     for batch in rows.select_columns([field]).iter(batch_size=1000):
@@ -433,7 +450,8 @@ def _column_texts(rows, field: str, name: str) -> list[str]:
                 continue
             if not isinstance(value, str):
                 raise UserError(
-                    f"Column '{field}' of {name} holds {type(value).__name__} values, not text: set data.hf_text_field to a text column."
+                    f"Column '{field}' of {name} holds {type(value).__name__} values, not text: set "
+                    "data.hf_text_field to a text column."
                 )
             value = value.strip()
             if value:

@@ -38,11 +38,11 @@ import torch
 from tokenizers import Tokenizer
 
 from core.config import DataConfig
-from core.corpus import find_corpus, human_count
+from core.corpus import cache_root, find_corpus, human_count
 from core.errors import UserError
 from core.runs import sha256_file
 from core.specials import BOS_ID, NUM_SPECIAL, PAD_ID
-from core.tokenizer import encode_documents, load_tokenizer, train_tokenizer
+from core.tokenizer import check_vocab_size, encode_documents, load_tokenizer, train_tokenizer
 
 FORMAT_VERSION = 1
 CHUNK_FORMAT = 2  # 2: train_words.npy
@@ -87,18 +87,8 @@ def masking_counts(data: PreparedData, statistics: str) -> np.ndarray:
     raise ValueError(f"Unknown masking statistics '{statistics}'; choose sequence or maskable.")
 
 
-def cache_root(cfg: DataConfig) -> Path:
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir).expanduser()
-    if os.environ.get("MDLM_TUI_CACHE"):
-        return Path(os.environ["MDLM_TUI_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mdlm-tui"
-
-
 def prepare_data(cfg: DataConfig, log: Callable[[str], None] = print) -> PreparedData:
-    if cfg.vocab_size <= 272:
-        raise UserError(f"data.vocab_size must exceed 272 (16 specials + 256 bytes), got {cfg.vocab_size}.")
+    check_vocab_size(cfg.vocab_size)
     if cfg.seq_len < 2:
         raise UserError(f"data.seq_len must be at least 2 (<s> and one token), got {cfg.seq_len}.")
     source = find_corpus(cfg)
@@ -257,7 +247,8 @@ def _tokenise(source, cfg: DataConfig, key: dict, folder: Path, log: Callable[[s
     tok = train_tokenizer(corpus.train, cfg.vocab_size)
     tok.save(str(folder / "tokenizer.json"))
     log(
-        f"data: trained a byte-level BPE tokenizer ({tok.get_vocab_size():,} ids) in {time.perf_counter() - started:.1f}s"
+        f"data: trained a byte-level BPE tokenizer ({tok.get_vocab_size():,} ids) in "
+        f"{time.perf_counter() - started:.1f}s"
     )
 
     started = time.perf_counter()
@@ -403,8 +394,9 @@ def _load(folder: Path) -> PreparedData:
     train = np.load(folder / "train.npy", mmap_mode="r")
     dev = np.load(folder / "dev.npy", mmap_mode="r")
     description = (
-        f"{meta['description']} -> vocab {meta['tokenizer_vocab']:,}, {human_count(meta['train_tokens'])} train tokens "
-        f"in {len(train):,} x {meta['seq_len']} chunks, {len(dev):,} dev chunks"
+        f"{meta['description']} -> vocab {meta['tokenizer_vocab']:,}, "
+        f"{human_count(meta['train_tokens'])} train tokens in {len(train):,} x {meta['seq_len']} chunks, "
+        f"{len(dev):,} dev chunks"
     )
     return PreparedData(
         tokenizer=load_tokenizer(tokenizer_path),
@@ -516,8 +508,8 @@ class BatchStream:
         ]:
             if d.get(name, mine) != mine:
                 raise UserError(
-                    f"The checkpoint's data position was saved with {name} {d[name]}, but this run has {mine}: "
-                    "resume with the same data and batch settings."
+                    f"The checkpoint's data position was saved with {name} {d[name]}, but this run has "
+                    f"{mine}: resume with the same data and batch settings."
                 )
         if not (0 <= d["index"] < self.batches_per_epoch and d["epoch"] >= 0):
             raise UserError(

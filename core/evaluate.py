@@ -9,7 +9,6 @@ accuracy, and the reading suite the gain in R^2 (core.reading); per_uid keeps it
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -20,51 +19,19 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.checkpoint import latest_checkpoint, load_checkpoint, snapshot_id, tokenizer_matches
+from core.checkpoint import STEP_NAME, latest_checkpoint, load_checkpoint, snapshot_id, tokenizer_matches
 from core.config import Config, EvalConfig, load_saved_config
+from core.device import resolve_device
 from core.errors import UserError
-from core.masking import Masker, maskable
+from core.eval_report import EvalReport, report_settings
+from core.masking import Masker
 from core.model import MDLM
-from core.objective import diffusion_loss
+from core.objective import NoisedBatch, noise_batch, noised_loss
 from core.schedules import LogLinear, Schedule
 from core.suites import Suite
-from core.tokenizer import load_tokenizer
+from core.tokenizer import check_vocab, load_tokenizer
 
 ITEMS_PER_CALL = 512  # items per scorer call: large enough to batch well, small enough for progress
-
-
-@dataclass
-class EvalReport:
-    suite: str
-    per_uid: dict[str, dict]  # uid -> {"accuracy", "n", "field", "term"}
-    per_field: dict[str, float]  # field -> mean accuracy of its UIDs
-    macro: float  # mean accuracy over UIDs
-    n: int
-    seconds: float
-    backend: str
-    checkpoint: str
-    skipped: int = 0  # items left out because they are longer than the model's positions
-    # What besides the checkpoint changes the numbers (see report_settings); None: not applicable
-    limit: int | None = None  # items per UID, when that left some out
-    weights: str | None = None  # ema | raw
-    rate_value: float | str | None = None  # pll only
-    draws: int | None = None  # nelbo only
-    metric: str = "accuracy"  # what per_uid "accuracy" and macro hold: accuracy | spearman | delta_r2
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def report_settings(scorer, suite: Suite) -> dict:
-    """The settings saved in each report: only reports made alike are compared, and they are saved
-    under different names (see save_report)."""
-    return {
-        "backend": getattr(scorer, "backend", type(scorer).__name__),
-        "limit": getattr(suite, "limit", None),
-        "weights": getattr(scorer, "model_weights", None),
-        "rate_value": getattr(scorer, "rate_value", None),
-        "draws": getattr(scorer, "draws", None),
-    }
 
 
 # Scores are sums of fp32 log-probabilities, exact only to about 1e-7 of their size: the batch
@@ -106,7 +73,8 @@ def evaluate(
     checkpoint: str = "",
     predictions: list[dict] | None = None,
 ) -> EvalReport:
-    """Score every item; with a `predictions` list, also append one record per item to it (see item_record)."""
+    """Score every item; with a `predictions` list, also append one record per item to it (see
+    item_record)."""
     metric = getattr(suite, "metric", "accuracy")
     if metric == "delta_r2":
         from core.reading import evaluate_reading
@@ -201,7 +169,8 @@ def find_run_and_checkpoint(target: str) -> tuple[Path, Path]:
     path = Path(target).expanduser()
     if not path.exists():
         raise UserError(
-            f"{target} does not exist: give a run folder or a checkpoint folder (runs/NAME/checkpoints/step-N)."
+            f"{target} does not exist: give a run folder or a checkpoint folder "
+            "(runs/NAME/checkpoints/step-N)."
         )
     if (path / "config.yaml").is_file():
         ckpt = latest_checkpoint(path / "checkpoints")
@@ -214,11 +183,13 @@ def find_run_and_checkpoint(target: str) -> tuple[Path, Path]:
         run = path.parent.parent
         if not (run / "config.yaml").is_file():
             raise UserError(
-                f"Checkpoint {path} is not inside a run folder (no config.yaml in {run}), so its model shape is unknown."
+                f"Checkpoint {path} is not inside a run folder (no config.yaml in {run}), so its model "
+                "shape is unknown."
             )
         return run, path
     raise UserError(
-        f"{target} is neither a run folder (with config.yaml) nor a checkpoint folder (with model.safetensors)."
+        f"{target} is neither a run folder (with config.yaml) nor a checkpoint folder (with "
+        "model.safetensors)."
     )
 
 
@@ -238,8 +209,8 @@ def check_weights_fit(ckpt: Path, model: MDLM, cfg: Config) -> None:
     vocab = shapes.get("word_embedding.weight")
     if vocab is not None and vocab[0] != cfg.data.vocab_size:
         raise UserError(
-            f"Checkpoint {ckpt} has a vocabulary of {vocab[0]:,} ids but its run's config says data.vocab_size "
-            f"{cfg.data.vocab_size:,}: the checkpoint belongs to another tokenizer."
+            f"Checkpoint {ckpt} has a vocabulary of {vocab[0]:,} ids but its run's config says "
+            f"data.vocab_size {cfg.data.vocab_size:,}: the checkpoint belongs to another tokenizer."
         )
     for name, shape in expected.items():
         if name in shapes and shapes[name] != shape:
@@ -253,8 +224,6 @@ def load_for_eval(target: str, weights: str = "ema", device="cpu", warn: Callabl
     """(model in eval mode on device, tokenizer, config, checkpoint folder)."""
     if weights not in ("ema", "raw"):
         raise UserError(f"weights must be 'ema' or 'raw', got '{weights}'.")
-    from core.trainer import resolve_device  # the same device rules and messages as training
-
     device = resolve_device(str(device))
     # A trainer may delete or replace the checkpoint between lookup and load (rotation): when the
     # folder changed meanwhile, look again instead of calling a whole checkpoint damaged.
@@ -276,11 +245,7 @@ def _load_checkpoint_model(run: Path, ckpt: Path, weights: str, warn: Callable[[
     cfg = load_saved_config(run / "config.yaml")
     tokenizer = load_tokenizer(run / "tokenizer.json")
     model = MDLM(cfg.model, cfg.data.vocab_size)
-    if tokenizer.get_vocab_size() > cfg.data.vocab_size:
-        raise UserError(
-            f"{run / 'tokenizer.json'} has {tokenizer.get_vocab_size():,} ids but the model has only "
-            f"{cfg.data.vocab_size:,}: the tokenizer belongs to another run."
-        )
+    check_vocab(tokenizer, cfg.data.vocab_size, run / "tokenizer.json")
     check_weights_fit(ckpt, model, cfg)
     try:
         _, ema = load_checkpoint(ckpt, model, None, torch.device("cpu"))
@@ -308,6 +273,39 @@ def _load_checkpoint_model(run: Path, ckpt: Path, weights: str, warn: Callable[[
 # ---------------------------------------------------------------- dev NELBO
 
 
+@dataclass
+class DevSums:
+    """What dev_sums adds up over the dev batches."""
+
+    weighted_ce: float = 0.0  # each batch's loss x its non-pad tokens, undoing the per-batch normaliser
+    masked_ce: float = 0.0  # CE summed over the masked tokens
+    tokens: int = 0  # non-pad tokens, <s> included: what a batch's loss is normalised by
+    maskable: int = 0  # tokens a mask can hit: <s> and pads are not text, they are not predicted
+    masked: int = 0
+
+
+def dev_sums(
+    model,
+    dev: np.ndarray,
+    batch_size: int,
+    noise: Callable[[torch.Tensor], NoisedBatch],
+    subs: bool,
+) -> DevSums:
+    """The loss of `model` on the dev chunks `dev`, batch_size at a time, each batch noised by `noise`
+    (which leaves it on the model's device): the one loop of the trainer's dev loss and of dev_nelbo,
+    which differ in their forward process. The caller sets eval mode, no_grad and the precision."""
+    chunks = torch.from_numpy(np.asarray(dev, dtype=np.int64))
+    sums = DevSums()
+    for first in range(0, len(chunks), batch_size):
+        out = noised_loss(model, noise(chunks[first : first + batch_size]), subs)
+        sums.weighted_ce += out.loss.item() * out.n_tokens
+        sums.masked_ce += out.masked_ce.item() * out.n_masked
+        sums.tokens += out.n_tokens
+        sums.maskable += out.n_maskable
+        sums.masked += out.n_masked
+    return sums
+
+
 @torch.no_grad()
 def dev_nelbo(
     model, data, cfg: Config, device, batches: int = 10, seed: int = 0, schedule: Schedule | None = None
@@ -325,38 +323,31 @@ def dev_nelbo(
     schedule = schedule or LogLinear(cfg.schedule.eps)
     masker = Masker("uniform")
     generator = torch.Generator(device=device).manual_seed(seed)
-    chunks = torch.from_numpy(np.asarray(data.dev[:n], dtype=np.int64))
-    weighted_ce = masked_ce = 0.0
-    tokens = masked = 0
+
+    def noise(ids: torch.Tensor) -> NoisedBatch:  # drawn on the device, where the ids go first
+        return noise_batch(
+            ids.to(device),
+            schedule=schedule,
+            masker=masker,
+            power=1.0,
+            progress=1.0,
+            epoch=0,
+            total_epochs=1,
+            generator=generator,
+        )
+
     was_training = model.training
     model.eval()
     try:
-        for first in range(0, n, batch_size):
-            ids = chunks[first : first + batch_size].to(device)
-            out = diffusion_loss(
-                model,
-                ids,
-                schedule=schedule,
-                masker=masker,
-                power=1.0,
-                progress=1.0,
-                epoch=0,
-                total_epochs=1,
-                generator=generator,
-                subs=cfg.objective.subs,
-            )
-            weighted_ce += out.loss.item() * out.n_tokens  # undo the per-batch normaliser
-            masked_ce += out.masked_ce.item() * out.n_masked
-            masked += out.n_masked
-            tokens += int(maskable(ids).sum())  # <s> and pads are not text: they are not predicted
+        sums = dev_sums(model, data.dev[:n], batch_size, noise, cfg.objective.subs)
     finally:
         model.train(was_training)
-    per_token = weighted_ce / max(tokens, 1)
+    per_token = sums.weighted_ce / max(sums.maskable, 1)
     return {
         "dev_nelbo_per_token": per_token,
         "dev_ppl_bound": math.exp(min(per_token, 700.0)),  # exp overflows past ~709
-        "dev_masked_ce": masked_ce / max(masked, 1),
-        "dev_tokens": tokens,
+        "dev_masked_ce": sums.masked_ce / max(sums.masked, 1),
+        "dev_tokens": sums.maskable,
         "dev_sequences": n,
         "dev_seed": seed,
         "dev_schedule": type(schedule).__name__,
@@ -434,8 +425,8 @@ def save_report(report: EvalReport, eval_dir: Path, step: int | None) -> Path:
 
 def checkpoint_step(ckpt: Path) -> int | None:
     """The step a checkpoint holds: from a step-N name, else (a chck_* milestone) from its meta.json."""
-    if ckpt.name.startswith("step-") and ckpt.name[5:].isdigit():
-        return int(ckpt.name[5:])
+    if (match := STEP_NAME.fullmatch(ckpt.name)) is not None:
+        return int(match.group(1))
     try:
         step = json.loads((ckpt / "meta.json").read_bytes()).get("step")
     except (OSError, ValueError, AttributeError):

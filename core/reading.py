@@ -249,7 +249,7 @@ def reading_results(rows: list[dict[str, float]]) -> dict[str, dict]:
 def evaluate_reading(
     scorer, suite, progress=None, checkpoint: str = "", predictions: list[dict] | None = None
 ):
-    from core.evaluate import EvalReport, report_settings
+    from core.eval_report import EvalReport, report_settings
 
     started = time.perf_counter()
     words = [word for sentence in suite.items for word in sentence.words]

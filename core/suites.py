@@ -361,7 +361,7 @@ def _hf_rows(name: str, config: str | None, split: str):
     import datasets  # slow to import; only this source needs it
 
     from core.config import DataConfig
-    from core.dataset import cache_root
+    from core.corpus import cache_root
 
     where = Path(name).expanduser()
     try:

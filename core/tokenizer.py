@@ -54,12 +54,30 @@ def new_tokenizer() -> Tokenizer:
     return tok
 
 
-def train_tokenizer(documents: Iterable[str], vocab_size: int) -> Tokenizer:
-    """A byte-level BPE of at most vocab_size ids (fewer when the corpus runs out of pairs to merge)."""
+def check_vocab_size(vocab_size: int) -> None:
+    """data.vocab_size leaves room for a merge beyond the 16 specials and the 256 bytes."""
     if vocab_size <= len(SPECIAL_TOKENS) + 256:
         raise UserError(
-            f"data.vocab_size must exceed {len(SPECIAL_TOKENS) + 256} (16 specials + 256 bytes), got {vocab_size}."
+            f"data.vocab_size must exceed {len(SPECIAL_TOKENS) + 256} (16 specials + 256 bytes), "
+            f"got {vocab_size}."
         )
+
+
+def check_vocab(tok: Tokenizer, vocab_size: int, where) -> int:
+    """data.vocab_size (the model's embedding rows) against the ids of a tokenizer, read from `where`:
+    refused when the tokenizer has ids the model has no row for; else the rows no id uses."""
+    ids = tok.get_vocab_size()
+    if ids > vocab_size:
+        raise UserError(
+            f"{where} has {ids:,} ids but the model has only {vocab_size:,}: the tokenizer belongs to "
+            "another run."
+        )
+    return vocab_size - ids
+
+
+def train_tokenizer(documents: Iterable[str], vocab_size: int) -> Tokenizer:
+    """A byte-level BPE of at most vocab_size ids (fewer when the corpus runs out of pairs to merge)."""
+    check_vocab_size(vocab_size)
     tok = new_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -115,13 +133,15 @@ def load_tokenizer(path) -> Tokenizer:
     path = Path(path)
     if not path.is_file():
         raise UserError(
-            f"Tokenizer file {path} does not exist: prepare the data again or point at the run's tokenizer.json."
+            f"Tokenizer file {path} does not exist: prepare the data again or point at the run's "
+            "tokenizer.json."
         )
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception for malformed JSON
         raise UserError(
-            f"{path} is not a valid tokenizer file ({str(e).splitlines()[0][:120]}): delete it to have it rebuilt."
+            f"{path} is not a valid tokenizer file ({str(e).splitlines()[0][:120]}): delete it to have it "
+            "rebuilt."
         ) from None
     check_tokenizer(tok, where=str(path))
     return tok

@@ -13,6 +13,7 @@ the first step at or past each milestone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -36,37 +37,21 @@ from core.config import Config, milestone_name, parse_budget, parse_milestones, 
 from core.control import ControlReader
 from core.corpus import find_corpus
 from core.dataset import BatchStream, PreparedData, masking_counts, prepare_data
+from core.device import resolve_device
 from core.distributed import Alone, Group, World, join, launched_worker, stop_with_launcher, worker_device
 from core.errors import TrainingFailed, UserError
+from core.evaluate import dev_sums
 from core.masking import Masker, curriculum_power, frequency_scores
 from core.memory import check_fits
 from core.model import build_model
-from core.objective import noise_batch, noised_loss
+from core.objective import NoisedBatch, noise_batch, noised_loss
 from core.optim import EMA, build_optimizer, lr_multiplier
 from core.probes import Probes
 from core.runs import ACTIVE_STATES, IMPORTED_MARKER, RunDir, atomic_write_text
 from core.schedules import build_schedule
 from core.specials import PAD_ID
 from core.telemetry import SystemMonitor
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(
-                f"--device {name} was asked for, but PyTorch sees no CUDA GPU on this machine; use --device cpu or auto."
-            )
-        index = torch.device(name).index or 0
-        if index >= torch.cuda.device_count():
-            raise UserError(
-                f"--device {name} was asked for, but only {torch.cuda.device_count()} GPU(s) are visible."
-            )
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise UserError(f"Unknown device '{name}'; use auto, cpu, cuda or cuda:N.")
+from core.tokenizer import check_vocab
 
 
 @dataclass
@@ -102,32 +87,53 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-# What one worker adds up over a logging interval from its own rows; the workers' sums add up to
-# the whole run's (its loss share, CE summed over masked tokens, the counts, the rates of its rows).
+# The fields of StepSums that one worker adds up from its own rows; the workers' sums add up to the
+# whole run's (its loss share, CE summed over masked tokens, the counts, the rates of its rows).
 WORKER_SUMS = ("loss", "ce_sum", "masked", "maskable", "rate_sum", "rows")
 
 
+@dataclass
+class StepSums:
+    """What one training step adds to its logging interval, and an interval's total of them: WORKER_SUMS
+    from this worker's rows, and the gradient norm and global tokens, which every worker knows whole.
+    On CUDA the loss, CE and norm stay tensors on the device until the interval is logged."""
+
+    loss: float | torch.Tensor = 0.0  # this worker's share of the step's loss
+    ce_sum: float | torch.Tensor = 0.0  # CE summed over its masked tokens
+    masked: float = 0.0  # its masked tokens
+    maskable: float = 0.0  # its tokens a mask could hit
+    rate_sum: float = 0.0  # the schedule's mask rates of its rows, summed
+    rows: float = 0.0  # its rows
+    grad_norm: float | torch.Tensor = 0.0
+    tokens: float = 0.0  # non-pad tokens of the global batch
+
+    def values(self) -> dict:
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
 class _Interval:
-    """Sums over one logging interval: WORKER_SUMS, and the gradient norm and global tokens, which
-    every worker knows whole."""
+    """The StepSums of one logging interval."""
 
     def __init__(self):
         self.steps = 0
-        self.sums = dict.fromkeys((*WORKER_SUMS, "grad_norm", "tokens"), 0.0)
+        self.sums = StepSums()
         self.start = time.perf_counter()
 
-    def add(self, step: dict) -> None:
+    def add(self, step: StepSums) -> None:
         self.steps += 1
-        for key, value in step.items():
-            self.sums[key] += value  # a CUDA step's loss and norm stay tensors on the device until logged
+        for name, value in step.values().items():
+            total = getattr(self.sums, name)
+            total += value  # a CUDA step's loss and norm stay tensors on the device until logged
+            setattr(self.sums, name, total)
 
-    def on_host(self) -> dict:
+    def on_host(self) -> StepSums:
         """The sums as numbers: the interval's one wait for the device."""
-        tensors = [key for key, value in self.sums.items() if torch.is_tensor(value)]
-        if not tensors:
-            return dict(self.sums)
-        values = torch.stack([self.sums[key].double() for key in tensors]).tolist()
-        return {**self.sums, **dict(zip(tensors, values))}
+        sums = self.sums.values()
+        tensors = [name for name, value in sums.items() if torch.is_tensor(value)]
+        if tensors:
+            values = torch.stack([sums[name].double() for name in tensors]).tolist()
+            sums.update(zip(tensors, values))
+        return StepSums(**sums)
 
 
 class FollowerRun:
@@ -236,8 +242,9 @@ class Trainer:
         tune_allocator()
         with self.group.local_first():  # one worker per node fills the data cache, the others read it
             self.data: PreparedData = prepare_data(cfg.data, log=self.log)
-        produced = self.data.tokenizer.get_vocab_size()
-        if produced < cfg.data.vocab_size:  # the extra rows are never an input: wasted parameters
+        spare = check_vocab(self.data.tokenizer, cfg.data.vocab_size, self.data.tokenizer_path)
+        if spare:  # the extra rows are never an input: wasted parameters
+            produced = cfg.data.vocab_size - spare
             self.log(
                 f"warning: data.vocab_size is {cfg.data.vocab_size:,} but this corpus gives a tokenizer of "
                 f"{produced:,} ids; set data.vocab_size={produced} to drop the unused embedding rows"
@@ -403,9 +410,10 @@ class Trainer:
         self.noise.set_state(state["rng_noise"])
         if (saved_world, saved_micro) != (self.world.size, self.cfg.train.micro_batch):
             self.log(
-                f"warning: {name} was trained by {saved_world} worker(s) with micro-batch {saved_micro}, this "
-                f"run has {self.world.size} with {self.cfg.train.micro_batch}: it continues from the same global "
-                "sample position, but the noise and dropout random streams differ from an uninterrupted run"
+                f"warning: {name} was trained by {saved_world} worker(s) with micro-batch {saved_micro}, "
+                f"this run has {self.world.size} with {self.cfg.train.micro_batch}: it continues from the "
+                "same global sample position, but the noise and dropout random streams differ from an "
+                "uninterrupted run"
             )
 
     # ------------------------------------------------------------ checkpoints
@@ -474,14 +482,14 @@ class Trainer:
             )
         return model
 
-    def _train_step(self) -> dict:
+    def _train_step(self) -> StepSums:
         if not self.compile_tried:
             self.compile_tried = True
             if self.cfg.train.compile:
                 return self._first_compiled_step()
         return self._step()
 
-    def _first_compiled_step(self) -> dict:
+    def _first_compiled_step(self) -> StepSums:
         """torch.compile fails, if at all, on its first call: the step is then taken again without it,
         from the same data position and noise."""
         noise, position = self.noise.get_state(), self.stream.state_dict()
@@ -498,9 +506,9 @@ class Trainer:
             self.stepper = self._forward_model(compiled=False)
             return self._step()
 
-    def _step(self) -> dict:
+    def _step(self) -> StepSums:
         """One optimizer step on a global batch: this worker's rows of each of `accum` micro-batch rounds.
-        Returns this worker's sums for the logging interval (WORKER_SUMS, grad_norm, tokens)."""
+        Returns what it adds to the logging interval."""
         cfg, rank, workers = self.cfg, self.world.rank, self.world.size
         micro, accum = cfg.train.micro_batch, self.accum
         per_round = workers * micro
@@ -574,16 +582,16 @@ class Trainer:
         self.step += 1
         self.tokens += tokens
         self.words += self.stream.last_words
-        return {
-            "loss": loss,
-            "ce_sum": ce,
-            "masked": masked,
-            "maskable": maskable,
-            "rate_sum": rate_sum,
-            "rows": micro * accum,
-            "grad_norm": gnorm,
-            "tokens": tokens,
-        }
+        return StepSums(
+            loss=loss,
+            ce_sum=ce,
+            masked=masked,
+            maskable=maskable,
+            rate_sum=rate_sum,
+            rows=micro * accum,
+            grad_norm=gnorm,
+            tokens=tokens,
+        )
 
     def _check_finite(self) -> None:
         """The deferred check of the steps since the last one (one wait for the device): a non-finite
@@ -612,11 +620,13 @@ class Trainer:
             if self.skipped <= self.cfg.objective.max_skipped:
                 return
             raise TrainingFailed(
-                f"{self.skipped} steps had a non-finite loss or gradient (more than objective.max_skipped = {self.cfg.objective.max_skipped}); training diverged."
+                f"{self.skipped} steps had a non-finite loss or gradient (more than objective.max_skipped = "
+                f"{self.cfg.objective.max_skipped}); training diverged."
             )
         saved = f" the last good checkpoint is step-{last};" if last is not None else ""
         raise TrainingFailed(
-            f"Step {self.step + 1} gave a non-finite {what}:{saved} lower train.lr, or set objective.on_nonfinite=skip to skip such steps."
+            f"Step {self.step + 1} gave a non-finite {what}:{saved} lower train.lr, or set "
+            "objective.on_nonfinite=skip to skip such steps."
         )
 
     # ------------------------------------------------------------ dev loss
@@ -642,28 +652,24 @@ class Trainer:
         if n == 0:
             return None
         generator = torch.Generator().manual_seed(cfg.seed + 7919)  # the same masks every time, on any device
-        chunks = torch.from_numpy(self.data.dev[:n].astype(np.int64))
-        loss = ce = tokens = masked = 0.0
+
+        def noise(ids: torch.Tensor) -> NoisedBatch:  # the training objective's, on the host as in a step
+            return noise_batch(
+                ids,
+                schedule=self.schedule,
+                masker=self.masker,
+                power=cfg.schedule.power,
+                progress=self.step / self.plan.total_steps,
+                epoch=self.stream.epoch,
+                total_epochs=self.plan.total_epochs,
+                generator=generator,
+            ).to_device(self.device)
+
         with self.inference("ema"):
-            for start in range(0, n, cfg.train.micro_batch):
-                noised = noise_batch(
-                    chunks[start : start + cfg.train.micro_batch],
-                    schedule=self.schedule,
-                    masker=self.masker,
-                    power=cfg.schedule.power,
-                    progress=self.step / self.plan.total_steps,
-                    epoch=self.stream.epoch,
-                    total_epochs=self.plan.total_epochs,
-                    generator=generator,
-                )
-                out = noised_loss(self.model, noised.to_device(self.device), cfg.objective.subs)
-                loss += out.loss.item() * out.n_tokens
-                ce += out.masked_ce.item() * out.n_masked
-                tokens += out.n_tokens
-                masked += out.n_masked
+            sums = dev_sums(self.model, self.data.dev[:n], cfg.train.micro_batch, noise, cfg.objective.subs)
         return {
-            "dev_loss": loss / max(tokens, 1),
-            "dev_masked_ce": ce / max(masked, 1),
+            "dev_loss": sums.weighted_ce / max(sums.tokens, 1),
+            "dev_masked_ce": sums.masked_ce / max(sums.masked, 1),
             "dev_weights": "ema" if self.ema is not None else "raw",
             "dev_sequences": n,
         }
@@ -691,9 +697,8 @@ class Trainer:
         cfg, plan = self.cfg, self.plan
         self._check_finite()
         sums = iv.on_host()
-        run = dict(
-            zip(WORKER_SUMS, self.group.total([sums[key] for key in WORKER_SUMS]))
-        )  # every worker's rows
+        totals = self.group.total([getattr(sums, name) for name in WORKER_SUMS])
+        run = dataclasses.replace(sums, **dict(zip(WORKER_SUMS, totals)))  # every worker's rows
         if not self.world.main:
             return
         seconds = time.perf_counter() - iv.start
@@ -704,14 +709,14 @@ class Trainer:
             "epoch": round(self.step / plan.steps_per_epoch, 4),
             "tokens": self.tokens,
             "words": self.words,
-            "loss": run["loss"] / n,
-            "masked_ce": run["ce_sum"] / max(run["masked"], 1),
+            "loss": run.loss / n,
+            "masked_ce": run.ce_sum / max(run.masked, 1),
             "lr": self.optimizer.param_groups[0]["lr"],
-            "grad_norm": sums["grad_norm"] / n,
-            "tokens_per_s": sums["tokens"] / max(seconds, 1e-9),
+            "grad_norm": sums.grad_norm / n,
+            "tokens_per_s": sums.tokens / max(seconds, 1e-9),
             "world_size": self.world.size,
-            "mask_rate": run["masked"] / max(run["maskable"], 1),
-            "schedule_rate": run["rate_sum"] / max(run["rows"], 1),
+            "mask_rate": run.masked / max(run.maskable, 1),
+            "schedule_rate": run.rate_sum / max(run.rows, 1),
             "p_freq": curriculum_power(
                 cfg.masking.p_freq, self.stream.epoch, plan.total_epochs, cfg.masking.curriculum
             )
@@ -728,9 +733,10 @@ class Trainer:
             step=self.step, tokens=self.tokens, words=self.words, loss=record["loss"], eta_s=eta
         )
         self.log(
-            f"step {self.step}/{plan.total_steps} | epoch {record['epoch']:.2f} | loss {record['loss']:.4f} | "
-            f"masked CE {record['masked_ce']:.4f} | lr {record['lr']:.2e} | {record['tokens_per_s']:,.0f} tok/s | "
-            f"mask {record['mask_rate']:.3f} (schedule {record['schedule_rate']:.3f}) | eta {_fmt_duration(eta)}"
+            f"step {self.step}/{plan.total_steps} | epoch {record['epoch']:.2f} | "
+            f"loss {record['loss']:.4f} | masked CE {record['masked_ce']:.4f} | lr {record['lr']:.2e} | "
+            f"{record['tokens_per_s']:,.0f} tok/s | mask {record['mask_rate']:.3f} "
+            f"(schedule {record['schedule_rate']:.3f}) | eta {_fmt_duration(eta)}"
         )
 
     def _log_dev(self) -> None:
@@ -740,7 +746,8 @@ class Trainer:
         self.run.append_metrics({"event": "dev", "step": self.step, **result, "time": time.time()})
         self.run.update_status(dev_loss=result["dev_loss"])
         self.log(
-            f"step {self.step} | dev loss {result['dev_loss']:.4f} | dev masked CE {result['dev_masked_ce']:.4f} ({result['dev_weights']} weights)"
+            f"step {self.step} | dev loss {result['dev_loss']:.4f} | "
+            f"dev masked CE {result['dev_masked_ce']:.4f} ({result['dev_weights']} weights)"
         )
 
     def train(self) -> str:
@@ -808,7 +815,8 @@ class Trainer:
         plan = self.plan
         self.log(
             f"model: {sum(p.numel() for p in self.model.parameters()):,} parameters on {self.device}; "
-            f"{plan.total_steps:,} steps ({plan.total_epochs} epoch(s), {plan.steps_per_epoch:,.1f} steps an epoch)"
+            f"{plan.total_steps:,} steps ({plan.total_epochs} epoch(s), "
+            f"{plan.steps_per_epoch:,.1f} steps an epoch)"
         )
         self.run.update_status(
             state="running",
@@ -856,7 +864,8 @@ class Trainer:
             message=f"stopped by {self.stop_reason}" if self.stop_reason else "",
         )
         self.log(
-            f"{state} at step {self.step} after {_fmt_duration(self._elapsed())}; checkpoint {self.run.checkpoints_dir / ('step-%d' % self.step)}"
+            f"{state} at step {self.step} after {_fmt_duration(self._elapsed())}; "
+            f"checkpoint {self.run.checkpoints_dir / ('step-%d' % self.step)}"
         )
         return state
 
@@ -1024,7 +1033,10 @@ def _train(trainer: Trainer, run: RunDir | FollowerRun, world: World, log: Calla
         last_word(state="stopped", step=trainer.last_saved or 0, message="interrupted")
         raise
     except OSError as e:
-        reason = f"Cannot write the run folder {run.path} ({e.strerror or e}); it was made read-only, filled up or removed."
+        reason = (
+            f"Cannot write the run folder {run.path} ({e.strerror or e}); it was made read-only, filled up "
+            "or removed."
+        )
         last_word(state="failed", error=reason, step=trainer.step)
         raise UserError(reason) from None
     except BaseException as e:

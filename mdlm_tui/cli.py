@@ -103,7 +103,15 @@ def run(
     else:
         if preset is None:
             raise UserError(
-                "Choose a preset with --preset NAME (see `mdlm-tui presets`), or continue a run with --resume."
+                "Choose a preset with --preset NAME (see `mdlm-tui presets`), "
+                "or continue a run with --resume."
+            )
+        from core.config import base_names
+
+        if preset in base_names():
+            raise UserError(
+                f"{preset} is a base recipe that other presets extend, not a run of its own; train one of "
+                "them (see `mdlm-tui presets`) or your own file that extends it."
             )
         cfg = load_config(preset, overrides)
         if run_dir is None and world.several:
@@ -217,7 +225,8 @@ def restore(
     )
     if chosen is None:
         raise UserError(
-            f"No deleted run named {name} in {runs / TRASH_FOLDER}; `mdlm-tui restore --runs {runs}` lists them."
+            f"No deleted run named {name} in {runs / TRASH_FOLDER}; "
+            f"`mdlm-tui restore --runs {runs}` lists them."
         )
     print(f"restored {chosen} to {restore_run(chosen)}")
 
@@ -226,7 +235,8 @@ def restore(
 def import_command(
     source: str = typer.Argument(
         ...,
-        help="A released checkpoint folder (step_N/), a Hugging Face style model folder, or a hub id owner/name.",
+        help="A released checkpoint folder (step_N/), a Hugging Face style model folder, "
+        "or a hub id owner/name.",
     ),
     run_dir: Path = typer.Option(
         ..., "--run-dir", "-o", help="The run folder to write; it must not hold a run."
@@ -285,31 +295,37 @@ def _reporter():
 
 @app.command(short_help="List the presets.")
 def presets():
-    """List the presets, one line each."""
-    from core.config import load_config, preset_names
+    """List the presets, one line each; the bases, which presets extend, last and marked [base]."""
+    from core.config import base_names, load_config, preset_names
 
-    names = preset_names()
-    width = max(map(len, names))
+    names, bases = preset_names(), base_names()
+    width = max(map(len, names + bases))
     for name in names:
         print(f"{name:<{width}}  {load_config(name).description}")
+    for name in bases:
+        print(f"{name:<{width}}  [base] {load_config(name).description}")
 
 
-@app.command(short_help="The resolved config and the parameter count.")
+@app.command(short_help="The resolved config, its sources and the parameter count.")
 def inspect(
     preset: str = typer.Option(..., "--preset", "-p", help="Preset name or YAML file."),
     overrides: List[str] = SetOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """Print the resolved config and the model's parameter count."""
-    from core.config import apply_overrides, load_config, to_dict, to_yaml
+    """Print the resolved config, where each value comes from (the preset, a preset it extends, --set
+    or the built-in default) and the model's parameter count."""
+    from core.config import resolve_config, to_dict, to_yaml_with_sources
     from core.model import count_parameters
 
-    cfg = apply_overrides(load_config(preset), overrides)
+    resolved = resolve_config(preset, overrides)
+    cfg = resolved.config
     params = count_parameters(cfg.model, cfg.data.vocab_size)
     if as_json:
-        print(json.dumps({"config": to_dict(cfg), "parameters": params}, indent=2))
+        report = {"config": to_dict(cfg), "parameters": params}
+        report.update(sources=resolved.sources, chain=resolved.chain)
+        print(json.dumps(report, indent=2))
     else:
-        print(to_yaml(cfg).rstrip())
+        print(to_yaml_with_sources(resolved).rstrip())
         print(f"# parameters: {params:,}")
 
 
@@ -380,12 +396,16 @@ def eval_command(
     suite: Optional[str] = typer.Option(
         None,
         "--suite",
-        help="blimp, supplement, ewok, entity_tracking, wug_adj, wug_past, reading, all, babylm (every BabyLM zero-shot task, with a summary), builtin, dev (dev-set NELBO), a .jsonl file or folder, hf:<id>; comma-separated for several (default: the run's eval.suites).",
+        help="blimp, supplement, ewok, entity_tracking, wug_adj, wug_past, reading, all, babylm "
+        "(every BabyLM zero-shot task, with a summary), builtin, dev (dev-set NELBO), a .jsonl file "
+        "or folder, hf:<id>; comma-separated for several (default: the run's eval.suites).",
     ),
     data: Optional[str] = typer.Option(
         None,
         "--data",
-        help="The BabyLM evaluation_data folder holding blimp_filtered, supplement_filtered, ewok_filtered, entity_tracking, wug_adj_nominalization, reading, ... (under full_eval/ or fast_eval/).",
+        help="The BabyLM evaluation_data folder holding blimp_filtered, supplement_filtered, "
+        "ewok_filtered, entity_tracking, wug_adj_nominalization, reading, ... "
+        "(under full_eval/ or fast_eval/).",
     ),
     limit: Optional[int] = typer.Option(
         None, "--limit", help="At most N items per UID, for reading N sentences (default: all)."
@@ -453,8 +473,8 @@ def eval_command(
         for one in suites:
             if drop_long_items(one, tokenizer, longest):
                 print(
-                    f"{one.name}: {one.skipped:,} of {one.skipped + len(one.items):,} items skipped, longer than "
-                    f"the model's {longest} positions (model.max_position)"
+                    f"{one.name}: {one.skipped:,} of {one.skipped + len(one.items):,} items skipped, "
+                    f"longer than the model's {longest} positions (model.max_position)"
                 )
             if not one.items:
                 continue
@@ -510,7 +530,8 @@ def _dev_report(model, cfg, ckpt, run_dir: Path, step) -> dict:
         **dev_nelbo(model, data, cfg, next(model.parameters()).device),
     }
     print(
-        f"dev NELBO {result['dev_nelbo_per_token']:.4f} nats/token, perplexity bound {result['dev_ppl_bound']:.2f} "
+        f"dev NELBO {result['dev_nelbo_per_token']:.4f} nats/token, "
+        f"perplexity bound {result['dev_ppl_bound']:.2f} "
         f"({result['dev_tokens']:,} tokens, {result['dev_sequences']} sequences, seed {result['dev_seed']})"
     )
     path = run_dir / "eval" / f"dev-step-{step}-nelbo.json"
@@ -662,10 +683,12 @@ def export_command(
     milestones: bool = typer.Option(
         False,
         "--milestones",
-        help="Write OUT/main (the latest checkpoint) and one folder per milestone checkpoint (checkpoints/chck_*), each a hub revision.",
+        help="Write OUT/main (the latest checkpoint) and one folder per milestone checkpoint "
+        "(checkpoints/chck_*), each a hub revision.",
     ),
 ):
-    """Write a Hugging Face model folder (config.json, modeling file, safetensors, tokenizer) for the BabyLM pipeline."""
+    """Write a Hugging Face model folder (config.json, modeling file, safetensors, tokenizer) for the
+    BabyLM pipeline."""
     from core.export import export
 
     written = export(

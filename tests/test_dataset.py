@@ -9,10 +9,9 @@ from tokenizers import Tokenizer, models
 
 import core.dataset as dataset
 from core.config import DataConfig
-from core.corpus import load_corpus
+from core.corpus import cache_root, load_corpus
 from core.dataset import (
     BatchStream,
-    cache_root,
     chunk_documents,
     masking_counts,
     prepare_data,

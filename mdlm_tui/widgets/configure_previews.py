@@ -95,8 +95,7 @@ def epoch_tokens(data_cfg) -> int | None:
     the whole corpus could tell."""
     import json
 
-    from core.corpus import count_words, find_corpus
-    from core.dataset import cache_root
+    from core.corpus import cache_root, count_words, find_corpus
     from core.errors import UserError
 
     try:
