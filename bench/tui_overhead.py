@@ -207,8 +207,8 @@ async def headless_latency(run_dir: Path, presses: int) -> dict:
     from textual import events
 
     from mdlm_tui.app import MdlmApp
-    from mdlm_tui.screens.help import HelpScreen
-    from mdlm_tui.screens.train import TrainScreen
+    from mdlm_tui.shell.help import HelpScreen
+    from mdlm_tui.train.screen import TrainScreen
 
     app = MdlmApp(runs_root=run_dir.parent, watch=run_dir)
     times: dict[str, list[float]] = {"?": [], "escape": [], "t": []}

@@ -20,6 +20,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from core.errors import UserError
+from core.registry import MASKING_KINDS, SAMPLERS, SCHEDULES
 
 
 @dataclass
@@ -66,7 +67,9 @@ class ModelConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"  # linear | cosine | cosine-squared | log-linear | gaussian | bimodal
+    # linear | cosine | cosine-squared | log-linear | gaussian | bimodal | one registered in core.registry's
+    # SCHEDULES; a registered schedule may read extra keys schedule.<param> (see schedule_extras)
+    name: str = "cosine"
     power: float = 1.0  # derivative power p in w = |alpha'|^p / (1 - alpha)
     eps: float = 1e-3  # log-linear
     mu: float = 0.3  # gaussian: mean mask rate
@@ -82,7 +85,7 @@ class ScheduleConfig:
 
 @dataclass
 class MaskingConfig:
-    kind: str = "uniform"  # uniform | frequency
+    kind: str = "uniform"  # uniform | frequency | one registered in core.registry's MASKING_KINDS
     # sequence: min, max and mean over all L positions, <s> and pads included, counts over the padded
     # sequences (as released); maskable: over maskable positions only, counts without specials
     statistics: str = "sequence"
@@ -173,10 +176,12 @@ class Config:
     samples: SamplesConfig = field(default_factory=SamplesConfig)
 
 
+# The allowed values of a key; a registry (iterable, `in`) for the extension points, so that a schedule
+# masking kind or sampler registered at runtime is allowed too.
 CHOICES = {
     "data.source": ("auto", "embedded", "babylm", "text", "hf"),
-    "schedule.name": ("linear", "cosine", "cosine-squared", "log-linear", "gaussian", "bimodal"),
-    "masking.kind": ("uniform", "frequency"),
+    "schedule.name": SCHEDULES,
+    "masking.kind": MASKING_KINDS,
     "masking.statistics": ("sequence", "maskable"),
     "model.position_terms": ("ltg", "mirrored"),
     "model.ffn_gelu": ("tanh", "exact"),
@@ -188,7 +193,7 @@ CHOICES = {
     "train.precision": ("auto", "fp32", "bf16"),
     "eval.backend": ("pll", "nelbo"),
     "eval.weights": ("ema", "raw"),
-    "samples.sampler": ("ancestral", "confidence"),
+    "samples.sampler": SAMPLERS,
 }
 
 
@@ -386,11 +391,33 @@ def _sections() -> dict[str, type]:
 
 
 def all_keys() -> list[str]:
+    """The keys of every config (the dataclass fields); schedule_extras adds a registered schedule's."""
     sections = _sections()
     keys = [f.name for f in fields(Config) if f.name not in sections]
     for name, cls in sections.items():
         keys += [f"{name}.{g.name}" for g in fields(cls)]
     return keys
+
+
+def schedule_extras(name: str | None = None) -> dict[str, Any]:
+    """The parameters registered schedules declare (their `params`) beyond ScheduleConfig's fields, with
+    their defaults: those of the schedule `name`, or of every registered one (the first declared default
+    when two declare one parameter). Each is a key schedule.<param> while its schedule is registered; its
+    value lives as an attribute of the ScheduleConfig, written to config.yaml when the schedule is chosen,
+    and an unset one takes the schedule's default."""
+    shared = {f.name for f in fields(ScheduleConfig)}
+    extras: dict[str, Any] = {}
+    for key, cls in SCHEDULES.registered().items():
+        if name is None or key == name:
+            for param, default in getattr(cls, "params", {}).items():
+                if param not in shared:
+                    extras.setdefault(param, default)
+    return extras
+
+
+def config_keys(cfg: Config) -> list[str]:
+    """all_keys() and the extra schedule.* keys of cfg's schedule: every key its YAML holds."""
+    return all_keys() + [f"schedule.{param}" for param in schedule_extras(cfg.schedule.name)]
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
@@ -442,6 +469,12 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
     parts = key.split(".")
     known = all_keys()
     if key not in known:
+        extras = schedule_extras()
+        if parts[0] == "schedule" and len(parts) == 2 and parts[1] in extras:
+            default = extras[parts[1]]
+            setattr(cfg.schedule, parts[1], _coerce(key, value, type(default)))
+            return
+        known += [f"schedule.{param}" for param in extras]
         raise UserError(f"Unknown config key '{key}'.{_did_you_mean(key, known)}")
     if len(parts) == 1:
         typ = get_type_hints(Config)[key]
@@ -578,7 +611,8 @@ def resolve_config(preset: str, overrides: list[str] | None = None) -> Resolved:
         sources["description"] = itself.label
     sources.update(dict.fromkeys(_set_overrides(cfg, overrides or []), SET))
     validate(cfg)
-    return Resolved(cfg, {key: sources.get(key, DEFAULT) for key in all_keys()}, [f.label for f in chain])
+    keys = config_keys(cfg)
+    return Resolved(cfg, {key: sources.get(key, DEFAULT) for key in keys}, [f.label for f in chain])
 
 
 def load_config(preset: str, overrides: list[str] | None = None) -> Config:
@@ -859,7 +893,11 @@ def validate(cfg: Config) -> None:
 
 
 def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as plain data; the chosen schedule's extra parameters (schedule_extras) included."""
+    data = dataclasses.asdict(cfg)
+    for param, default in schedule_extras(cfg.schedule.name).items():
+        data["schedule"][param] = getattr(cfg.schedule, param, default)
+    return data
 
 
 def to_yaml(cfg: Config) -> str:

@@ -28,7 +28,7 @@ from core.masking import Masker
 from core.model import MDLM
 from core.objective import NoisedBatch, noise_batch, noised_loss
 from core.schedules import LogLinear, Schedule
-from core.suites import Suite
+from core.suite_types import Suite
 from core.tokenizer import check_vocab, load_tokenizer
 
 ITEMS_PER_CALL = 512  # items per scorer call: large enough to batch well, small enough for progress

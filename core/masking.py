@@ -10,6 +10,9 @@ while keeping their mean equal to the schedule's rate r_b. Two variants of the p
   frequent type still takes n = 0 when it outranks <s>.
 - "maskable": over maskable positions only (mean over them of q is r_b). The sequence's most frequent
   real token type then gets n = 0 and q = 0 whenever mu > r: it is never masked once p > 0.
+
+Each kind is a MaskingKind subclass registered by name in MASKING_KINDS (`@register_masking_kind`);
+`Masker` builds the one `masking.kind` names, and config validation reads the same registry.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.errors import UserError
+from core.registry import MASKING_KINDS
 from core.schedules import draw_uniform
 from core.specials import NUM_SPECIAL
 
@@ -115,8 +120,78 @@ def sample_mask(
     return (u < probs) & maskable(ids)
 
 
+class MaskingKind:
+    """How one masking kind turns per-sequence rates into per-position mask probabilities.
+
+    A subclass registered with @register_masking_kind says, as class attributes, its `name` (what
+    `masking.kind` calls it) and `needs_scores`: whether it reads the corpus frequency scores, which the
+    trainer then counts and passes in. It is built from the masking.* keys (p_freq, curriculum,
+    statistics) and gives `probs(ids, rates, epoch, total_epochs)`, q in [0, 1] of ids' shape whose mean
+    over a row's maskable positions is about that row's rate; specials are never masked, whatever q says."""
+
+    name = "kind"
+    needs_scores = False
+
+    def __init__(
+        self,
+        scores: Tensor | None = None,
+        p_freq: float = 0.02,
+        curriculum: bool = True,
+        statistics: str = "sequence",
+    ):
+        self.scores, self.p_freq, self.curriculum, self.statistics = scores, p_freq, curriculum, statistics
+
+    def power(self, epoch: int, total_epochs: int) -> float:
+        return curriculum_power(self.p_freq, epoch, total_epochs, self.curriculum)
+
+    def probs(self, ids: Tensor, rates: Tensor, epoch: int, total_epochs: int) -> Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """What Masker's repr says inside the parentheses."""
+        return self.name
+
+
+def register_masking_kind(cls: type[MaskingKind]) -> type[MaskingKind]:
+    """Class decorator: file a MaskingKind subclass in MASKING_KINDS under its `name`, once."""
+    if not (isinstance(cls, type) and issubclass(cls, MaskingKind)):
+        raise UserError(f"{cls!r} must be a subclass of core.masking.MaskingKind to be registered.")
+    return MASKING_KINDS.register(cls)
+
+
+@register_masking_kind
+class UniformMasking(MaskingKind):
+    """Every maskable position at its sequence's rate."""
+
+    name = "uniform"
+
+    def probs(self, ids, rates, epoch, total_epochs):
+        return uniform_mask_probs(ids, rates)
+
+
+@register_masking_kind
+class FrequencyMasking(MaskingKind):
+    """Frequency-informed: rare tokens more often, the power p_freq grown by the curriculum."""
+
+    name = "frequency"
+    needs_scores = True
+
+    def probs(self, ids, rates, epoch, total_epochs):
+        if self.scores.device != ids.device:
+            self.scores = self.scores.to(ids.device)  # moved once, not every step
+        return frequency_mask_probs(ids, rates, self.scores, self.power(epoch, total_epochs), self.statistics)
+
+    def describe(self) -> str:
+        return f"frequency, p_freq={self.p_freq}, curriculum={self.curriculum}, statistics={self.statistics}"
+
+
+def needs_scores(kind: str) -> bool:
+    """Whether the masking kind reads the corpus frequency scores (the trainer counts them only then)."""
+    return MASKING_KINDS.get(kind).needs_scores
+
+
 class Masker:
-    """Turns per-sequence rates into a boolean mask, uniformly or frequency-informed."""
+    """Turns per-sequence rates into a boolean mask with the registered masking kind `kind`."""
 
     def __init__(
         self,
@@ -126,24 +201,26 @@ class Masker:
         curriculum: bool = True,
         statistics: str = "sequence",
     ):
-        if kind not in ("uniform", "frequency"):
-            raise ValueError(f"Unknown masking kind '{kind}'; choose uniform or frequency.")
-        if kind == "frequency" and scores is None:
-            raise ValueError("Frequency-informed masking needs the corpus frequency scores.")
+        cls = MASKING_KINDS.get(kind)
+        if cls.needs_scores and scores is None:
+            what = "Frequency-informed" if kind == "frequency" else f"The {kind}"
+            raise ValueError(f"{what} masking needs the corpus frequency scores.")
         if statistics not in STATISTICS:
             raise ValueError(f"Unknown masking statistics '{statistics}'; choose sequence or maskable.")
-        self.kind, self.scores, self.p_freq, self.curriculum = kind, scores, p_freq, curriculum
-        self.statistics = statistics
+        self.kind = kind
+        self.method = cls(scores, p_freq, curriculum, statistics)
+
+    # The kind's settings, read where the Masker used to keep them.
+    scores = property(lambda self: self.method.scores)
+    p_freq = property(lambda self: self.method.p_freq)
+    curriculum = property(lambda self: self.method.curriculum)
+    statistics = property(lambda self: self.method.statistics)
 
     def power(self, epoch: int, total_epochs: int) -> float:
-        return curriculum_power(self.p_freq, epoch, total_epochs, self.curriculum)
+        return self.method.power(epoch, total_epochs)
 
     def probs(self, ids: Tensor, rates: Tensor, epoch: int, total_epochs: int) -> Tensor:
-        if self.kind == "uniform":
-            return uniform_mask_probs(ids, rates)
-        if self.scores.device != ids.device:
-            self.scores = self.scores.to(ids.device)  # moved once, not every step
-        return frequency_mask_probs(ids, rates, self.scores, self.power(epoch, total_epochs), self.statistics)
+        return self.method.probs(ids, rates, epoch, total_epochs)
 
     def __call__(
         self,
@@ -157,9 +234,4 @@ class Masker:
         return sample_mask(ids, self.probs(ids, rates, epoch, total_epochs), generator, rows)
 
     def __repr__(self) -> str:
-        if self.kind == "uniform":
-            return "Masker(uniform)"
-        return (
-            f"Masker(frequency, p_freq={self.p_freq}, curriculum={self.curriculum}, "
-            f"statistics={self.statistics})"
-        )
+        return f"Masker({self.method.describe()})"

@@ -34,6 +34,7 @@ import torch
 from core.errors import UserError
 from core.objective import masked_cross_entropy
 from core.specials import BOS_ID, MASK_ID
+from core.suite_types import Suite
 
 MASKS = 3  # the pipeline's --number_of_mask_tokens_to_append default
 EYE_TRACKING = ("RTfirstfix", "RTfirstpass", "RTgopast", "RTrightbound")
@@ -99,7 +100,6 @@ def _word(row: dict) -> ReadingWord:
 
 
 def load_reading(path: Path, on_bad_line: str = "refuse", warn: Callable[[str], None] = print):
-    from core.suites import Suite
 
     path = Path(path)
     sentences: dict[str, ReadingSentence] = {}

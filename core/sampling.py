@@ -9,6 +9,12 @@ walks t from 1 down to eps along a deterministic schedule (`schedules.sampling_s
 - confidence: each step unmasks the k masked positions whose drawn token is the most probable, with
   k set so the number still masked follows the schedule and reaches 0 at the last step.
 
+Each sampler is a class registered by name in SAMPLERS (core.registry) with `register_sampler`,
+with its own parameters (a dataclass, `Params`, whose defaults apply) and its per-step update as a
+method, as MDLM's diffusion.py gives each sampler update its own method; `sample` runs the loop shared
+by all of them and looks the sampler up by cfg.sampler. A user's module can register another before
+calling `sample`.
+
 Categorical draws are Gumbel-max in float64: float32 noise cannot draw a token more than ~17 nats
 below the best one, which measurably changes samples. Ids below 16 (the specials, [MASK] included)
 are never drawn.
@@ -22,21 +28,22 @@ template with "<mask>*20" to also continue it. Positions after a template are pa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
 
 from core.errors import UserError
+from core.registry import SAMPLERS
 from core.schedules import sampling_schedule
 from core.specials import BOS_ID, MASK_ID, NUM_SPECIAL, PAD_ID
 
-SAMPLERS = ("ancestral", "confidence")
 MASK_TEXT = "[MASK]"  # how a masked position shows in TraceStep.text
 MASK_MARKER = re.compile(r" ?(?:<mask>|\[mask\])(?:\*(\d+))?", re.IGNORECASE)
 
@@ -45,13 +52,14 @@ MASK_MARKER = re.compile(r" ?(?:<mask>|\[mask\])(?:\*(\d+))?", re.IGNORECASE)
 class SampleConfig:
     length: int = 64
     steps: int = 32
-    sampler: str = "ancestral"  # ancestral | confidence
+    sampler: str = "ancestral"  # a name in SAMPLERS: ancestral | confidence | one a user registered
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 0
     schedule: str = "linear"  # the reverse process; see schedules.SAMPLING_SCHEDULES
     eps: float = 1e-5  # the last time, t_N
     cache: bool = True  # run the model only at steps that unmask something (see `sample`)
+    sampler_params: dict[str, Any] = field(default_factory=dict)  # the sampler's own Params, by name
 
 
 @dataclass
@@ -73,8 +81,7 @@ class SampleResult:
 
 
 def check_config(cfg: SampleConfig) -> None:
-    if cfg.sampler not in SAMPLERS:
-        raise UserError(f"Unknown sampler '{cfg.sampler}'; choose one of {', '.join(SAMPLERS)}.")
+    sampler_params(cfg)  # an unknown sampler or parameter is refused with what there is
     if cfg.steps < 1:
         raise UserError(f"Sampling needs at least 1 step, got {cfg.steps}.")
     if cfg.length < 2:
@@ -200,6 +207,123 @@ def confidence_plan(masked: int, rates: Tensor) -> list[int]:
     return [b - a for b, a in zip(before, remaining)]
 
 
+# ---------------------------------------------------------------- samplers
+
+
+@dataclass
+class NoParams:
+    """A sampler with no options of its own."""
+
+
+class Sampler:
+    """One reverse process. `sample` makes one per sequence, calls `start` with the template, then
+    `update` once per step with the state the shared loop keeps:
+
+    - ids [1, L], changed in place: the sampler writes the tokens it unmasks;
+    - where: the masked positions before this step, as `(ids == MASK_ID).nonzero(as_tuple=True)`;
+    - predict(): float64 log-probabilities [M, V] at those positions, in row-major order, after
+      temperature and top-p; each call is one forward pass, so call it only when the step needs logits
+      (with self.cfg.cache False a step that has masked positions should still call it: that is what
+      the uncached count of passes measures).
+
+    Draw randomness from self.generator only (uniform64, draw_tokens), so a seed gives one result.
+    Subclasses set `Params`, a dataclass of their own options with defaults; self.params is one,
+    filled from cfg.sampler_params."""
+
+    name: ClassVar[str] = ""  # what cfg.sampler says to pick this one
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, cfg: SampleConfig, rates: Tensor, generator: torch.Generator, params) -> None:
+        self.cfg = cfg
+        self.rates = rates  # float64 [steps + 1]: the mask rate at each time, t = 1 first
+        self.generator = generator
+        self.params = params
+        self.greedy = cfg.temperature == 0
+
+    def start(self, ids: Tensor) -> None:
+        """Once, before the first step, with the starting template."""
+
+    def update(
+        self, step: int, ids: Tensor, where: tuple[Tensor, Tensor], predict: Callable[[], Tensor]
+    ) -> None:
+        raise NotImplementedError
+
+
+def register_sampler(cls: type[Sampler]) -> type[Sampler]:
+    """Class decorator: add a Sampler subclass to SAMPLERS under its `name`. A name already taken is
+    refused, and so are the built-in names from any other module."""
+    if not (isinstance(cls, type) and issubclass(cls, Sampler)):
+        raise UserError(f"{cls!r} must be a subclass of core.sampling.Sampler to be registered as a sampler.")
+    if not dataclasses.is_dataclass(cls.Params):
+        raise UserError(f"Sampler {cls.__qualname__}: its Params must be a dataclass, got {cls.Params!r}.")
+    return SAMPLERS.register(cls)
+
+
+def sampler_class(name: str) -> type[Sampler]:
+    """The sampler registered as `name`; an unknown name is refused in one sentence listing them all."""
+    if name not in SAMPLERS.registered():
+        raise UserError(f"Unknown sampler '{name}'; choose one of {', '.join(SAMPLERS.registered())}.")
+    return SAMPLERS.get(name)
+
+
+def sampler_params(cfg: SampleConfig):
+    """cfg.sampler's Params, its defaults overridden by cfg.sampler_params; unknown keys are refused."""
+    cls = sampler_class(cfg.sampler)
+    given = dict(cfg.sampler_params or {})
+    known = [f.name for f in dataclasses.fields(cls.Params)]
+    unknown = [key for key in given if key not in known]
+    if unknown:
+        has = f"its parameters are {', '.join(known)}" if known else "it has no parameters"
+        raise UserError(f"Sampler '{cfg.sampler}' has no parameter {', '.join(unknown)}; {has}.")
+    return cls.Params(**given)
+
+
+@register_sampler
+class AncestralSampler(Sampler):
+    """From t to s each masked position unmasks with probability 1 - r_s / r_t and takes a token drawn
+    from p_theta; the last step fills any position still masked with the argmax."""
+
+    name = "ancestral"
+
+    def update(self, step, ids, where, predict):
+        n_masked = where[0].numel()
+        if not n_masked:
+            return
+        last = step == self.cfg.steps
+        stay = float(self.rates[step] / self.rates[step - 1])  # P(still masked at s | masked at t)
+        unmask = uniform64(n_masked, self.generator) >= stay
+        if unmask.any() or last or not self.cfg.cache:
+            log_probs = predict()
+        if unmask.any():
+            ids[where[0][unmask], where[1][unmask]] = draw_tokens(
+                log_probs[unmask], self.generator, self.greedy
+            )
+        if last and not unmask.all():
+            keep = ~unmask
+            ids[where[0][keep], where[1][keep]] = log_probs[keep].argmax(dim=-1)
+
+
+@register_sampler
+class ConfidenceSampler(Sampler):
+    """Each step unmasks the k masked positions whose drawn token is the most probable, with k set so
+    the number still masked follows the schedule (confidence_plan) and reaches 0 at the last step."""
+
+    name = "confidence"
+
+    def start(self, ids):
+        self.plan = confidence_plan(int((ids == MASK_ID).sum()), self.rates)
+
+    def update(self, step, ids, where, predict):
+        k = self.plan[step - 1]
+        if k or (where[0].numel() and not self.cfg.cache):
+            log_probs = predict()
+        if k:
+            drawn = draw_tokens(log_probs, self.generator, self.greedy)
+            confidence = log_probs.gather(-1, drawn[:, None])[:, 0]
+            chosen = confidence.topk(k).indices
+            ids[where[0][chosen], where[1][chosen]] = drawn[chosen]
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -209,7 +333,8 @@ def sample(
     device="cpu",
     on_step: Callable[[TraceStep], None] | None = None,
 ) -> SampleResult:
-    """Sample one sequence; every step's state goes to the trace and to on_step.
+    """Sample one sequence with the sampler SAMPLERS names cfg.sampler; every step's state goes to the
+    trace and to on_step.
 
     Caching: with cfg.cache the model runs only at steps that unmask at least one position. That is
     SPEC 7's reuse of logits for an unchanged sequence (MDLM's ddpm_cache) taken one step further:
@@ -225,7 +350,7 @@ def sample(
     generator = torch.Generator(device=torch.device(device)).manual_seed(cfg.seed)
     times = torch.linspace(1.0, cfg.eps, cfg.steps + 1, dtype=torch.float64)
     rates = sampling_schedule(cfg.schedule).rate(times)
-    greedy = cfg.temperature == 0
+    sampler = sampler_class(cfg.sampler)(cfg, rates, generator, sampler_params(cfg))
     passes = 0
     trace: list[TraceStep] = []
 
@@ -250,33 +375,11 @@ def sample(
     model.eval()
     try:
         record(0)
-        plan = confidence_plan(int((ids == MASK_ID).sum()), rates) if cfg.sampler == "confidence" else None
+        sampler.start(ids)
         for step in range(1, cfg.steps + 1):
             where = (ids == MASK_ID).nonzero(as_tuple=True)
-            n_masked = where[0].numel()
             rate = float(rates[step - 1])  # time conditioning sees the rate of the sequence it is given
-            if plan is not None:
-                k = plan[step - 1]
-                if k or (n_masked and not cfg.cache):
-                    log_probs = predict(rate)
-                if k:
-                    drawn = draw_tokens(log_probs, generator, greedy)
-                    confidence = log_probs.gather(-1, drawn[:, None])[:, 0]
-                    chosen = confidence.topk(k).indices
-                    ids[where[0][chosen], where[1][chosen]] = drawn[chosen]
-            elif n_masked:
-                last = step == cfg.steps
-                stay = float(rates[step] / rates[step - 1])  # P(still masked at s | masked at t)
-                unmask = uniform64(n_masked, generator) >= stay
-                if unmask.any() or last or not cfg.cache:
-                    log_probs = predict(rate)
-                if unmask.any():
-                    ids[where[0][unmask], where[1][unmask]] = draw_tokens(
-                        log_probs[unmask], generator, greedy
-                    )
-                if last and not unmask.all():
-                    keep = ~unmask
-                    ids[where[0][keep], where[1][keep]] = log_probs[keep].argmax(dim=-1)
+            sampler.update(step, ids, where, lambda rate=rate: predict(rate))
             record(step)
     finally:
         model.train(was_training)

@@ -1,7 +1,10 @@
 """Noise schedules (SPEC section 2): for a batch of times t, the mask rate r = 1 - alpha_t and |alpha'_t|.
 
 Every schedule is a small class with `sample(t, progress, generator)` for training and, except the
-bimodal one, a deterministic `rate(t)` for the sampler (see `sampling_schedule`). All of them use the
+bimodal one, a deterministic `rate(t)` for the sampler (see `sampling_schedule`). Each is registered by
+name in SCHEDULES (`@register_schedule`) with the `schedule.*` keys it reads and their defaults
+(`params`); `build_schedule`, config validation and the CLI look names up there, so a schedule a user's
+module registers is accepted everywhere (README, "Extending"). All of them use the
 convention of SPEC section 7 (and MDLM): alpha_t falls as t grows, so t = 0 is clean text and t = 1
 the most masked. The SPEC's cosine and gaussian rows are written with t -> 1 - t; for t ~ U[0, 1]
 (and z -> -z for the gaussians) that is the same law of (r, |alpha'|), so E[r], the weights and the
@@ -17,6 +20,7 @@ from torch import Tensor
 
 from core.config import ScheduleConfig
 from core.errors import UserError
+from core.registry import SCHEDULES
 
 # A sequence with rate r masks about r * L tokens and weighs each by 1/r. Below 1e-3 (0.13 expected
 # masked tokens at L = 128) the rare masked token would carry a weight of thousands and one such step
@@ -46,9 +50,20 @@ def nelbo_weight(rate: Tensor, abs_dalpha: Tensor, power: float) -> Tensor:
 
 
 class Schedule:
-    """Base class: subclasses give r and |alpha'| in float64; `sample` adds clamping and dtype."""
+    """Base class: subclasses give r and |alpha'| in float64; `sample` adds clamping and dtype.
+
+    A subclass registered with @register_schedule says, as class attributes:
+    - name: what `schedule.name` calls it;
+    - params: the `schedule.*` keys it reads, with their defaults; `build_schedule` passes them to the
+      constructor as keywords. Keys of ScheduleConfig (eps, mu, sigma, ...) are shared; any other
+      becomes a config key `schedule.<param>` (YAML and --set) while the schedule is registered;
+    - sampling: whether the sampler may walk its `rate(t)` from all-masked (t = 1) to clean (t = 0);
+    - progressive: whether its rates move with training progress (what `mdlm-tui schedule` shows)."""
 
     name = "schedule"
+    params: dict[str, float] = {}
+    sampling = False
+    progressive = False
 
     def sample(
         self, t: Tensor, progress: float = 0.0, generator: torch.Generator | None = None
@@ -72,19 +87,31 @@ class Schedule:
         return f"{type(self).__name__}()"
 
 
+def register_schedule(cls: type[Schedule]) -> type[Schedule]:
+    """Class decorator: file a Schedule subclass in SCHEDULES under its `name`; a name is taken once."""
+    if not (isinstance(cls, type) and issubclass(cls, Schedule)):
+        raise UserError(f"{cls!r} must be a subclass of core.schedules.Schedule to be registered.")
+    return SCHEDULES.register(cls)
+
+
+@register_schedule
 class Linear(Schedule):
     """alpha = 1 - t: r = t, |alpha'| = 1, weight 1/t at p = 1."""
 
     name = "linear"
+    sampling = True
 
     def _rate_and_slope(self, t, progress, generator):
         return t, torch.ones_like(t)
 
 
+@register_schedule
 class LogLinear(Schedule):
     """MDLM's default: alpha = 1 - (1 - eps) t, so even t = 1 leaves alpha = eps."""
 
     name = "log-linear"
+    params = {"eps": 1e-3}
+    sampling = True
 
     def __init__(self, eps: float = 1e-3):
         self.eps = eps
@@ -93,20 +120,24 @@ class LogLinear(Schedule):
         return (1 - self.eps) * t, torch.full_like(t, 1 - self.eps)
 
 
+@register_schedule
 class Cosine(Schedule):
     """alpha = cos(pi/2 t): r = 1 - cos(pi/2 t), |alpha'| = pi/2 sin(pi/2 t), E[r] = 1 - 2/pi."""
 
     name = "cosine"
+    sampling = True
 
     def _rate_and_slope(self, t, progress, generator):
         angle = 0.5 * math.pi * t
         return 1 - torch.cos(angle), 0.5 * math.pi * torch.sin(angle)
 
 
+@register_schedule
 class CosineSquared(Schedule):
     """alpha = cos^2(pi/2 t): r = sin^2(pi/2 t), |alpha'| = pi sin cos, E[r] = 1/2."""
 
     name = "cosine-squared"
+    sampling = True
 
     def _rate_and_slope(self, t, progress, generator):
         angle = 0.5 * math.pi * t
@@ -121,10 +152,12 @@ def _gaussian_rate(t: Tensor, mu: Tensor | float, sigma: Tensor | float) -> tupl
     return rate, sigma * SQRT_2PI * torch.exp(0.5 * z * z)
 
 
+@register_schedule
 class Gaussian(Schedule):
     """Mask rate ~ N(mu, sigma^2): E[r] = mu. |alpha'| explodes in the tails, hence the power p."""
 
     name = "gaussian"
+    params = {"mu": 0.3, "sigma": 0.1}
 
     def __init__(self, mu: float = 0.3, sigma: float = 0.1):
         self.mu, self.sigma = mu, sigma
@@ -136,11 +169,22 @@ class Gaussian(Schedule):
         return f"Gaussian(mu={self.mu}, sigma={self.sigma})"
 
 
+@register_schedule
 class BimodalGaussian(Schedule):
     """Per sequence, a left (low-rate) mode with probability w_left, else a right mode that moves
     from mu_right_start towards mu_right_end as training progresses (the paper's best schedule)."""
 
     name = "bimodal"
+    params = {
+        "w_left": 0.6,
+        "mu_left": 0.12,
+        "sigma_left": 0.02,
+        "mu_right_start": 0.40,
+        "mu_right_end": 0.85,
+        "sigma_right": 0.08,
+        "k": 1.0,
+    }
+    progressive = True
 
     def __init__(
         self,
@@ -189,25 +233,15 @@ class BimodalGaussian(Schedule):
 
 
 def build_schedule(cfg: ScheduleConfig) -> Schedule:
-    builders = {
-        "linear": lambda: Linear(),
-        "cosine": lambda: Cosine(),
-        "cosine-squared": lambda: CosineSquared(),
-        "log-linear": lambda: LogLinear(cfg.eps),
-        "gaussian": lambda: Gaussian(cfg.mu, cfg.sigma),
-        "bimodal": lambda: BimodalGaussian(
-            cfg.w_left,
-            cfg.mu_left,
-            cfg.sigma_left,
-            cfg.mu_right_start,
-            cfg.mu_right_end,
-            cfg.sigma_right,
-            cfg.k,
-        ),
-    }
-    if cfg.name not in builders:
-        raise ValueError(f"Unknown schedule '{cfg.name}'; choose one of {', '.join(builders)}.")
-    return builders[cfg.name]()
+    """The schedule SCHEDULES names cfg.name, given the `schedule.*` keys it declares in `params`: from
+    cfg (a ScheduleConfig field, or an extra key set on it by config) or else the declared default."""
+    cls = SCHEDULES.get(cfg.name)
+    return cls(**{param: getattr(cfg, param, default) for param, default in cls.params.items()})
+
+
+def sampling_schedules() -> tuple[str, ...]:
+    """The registered schedules the sampler may walk (their `sampling` is true)."""
+    return tuple(name for name, cls in SCHEDULES.registered().items() if cls.sampling)
 
 
 # Schedules whose rate runs from 0 at t = 0 to (about) 1 at t = 1, so the sampler can walk them from
@@ -215,18 +249,19 @@ def build_schedule(cfg: ScheduleConfig) -> Schedule:
 # (0.86 for the defaults) and the bimodal one is random per sequence. A model trained with either
 # is sampled along one of these (linear by default, as MDLM); with time conditioning it is then
 # asked about rates it saw rarely, which is a known cost of those schedules, not of the sampler.
-SAMPLING_SCHEDULES = ("linear", "cosine", "cosine-squared", "log-linear")
+# The built-in ones; sampling_schedules() adds those registered later.
+SAMPLING_SCHEDULES = sampling_schedules()
 
 
 def sampling_schedule(name: str) -> Schedule:
-    """A schedule with a deterministic `rate(t)` for the reverse (unmasking) process."""
-    builders = {"linear": Linear, "cosine": Cosine, "cosine-squared": CosineSquared, "log-linear": LogLinear}
-    if name not in builders:
+    """A schedule with a deterministic `rate(t)` for the reverse (unmasking) process, at its defaults."""
+    cls = SCHEDULES.registered().get(name)
+    if cls is None or not cls.sampling:
         raise UserError(
-            f"Sampling schedule '{name}' is not one of {', '.join(SAMPLING_SCHEDULES)} "
+            f"Sampling schedule '{name}' is not one of {', '.join(sampling_schedules())} "
             "(models trained with gaussian or bimodal schedules are sampled along one of these)."
         )
-    return builders[name]()
+    return cls(**cls.params)
 
 
 QUANTILES = {"p1": 0.01, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}

@@ -11,20 +11,47 @@ Where a suite comes from:
     path/to/file.jsonl, path/to/dir   any JSONL with sentence_good / sentence_bad, or EWoK rows
     "hf:<id>[:config][:split]"        a Hugging Face dataset (a hub id, or a local data file or folder)
 Several specs may be joined with commas.
+
+Each of those is a registered suite kind (SuiteKind, in SUITES): a named kind loads the spec equal to
+its name, a pattern kind (hf:, a reading_data.csv file, a .jsonl file, a folder) any spec it matches,
+tried after the names in registration order. A user's module adds a suite with `register_suite`:
+
+    @register_suite("tiny-pairs")
+    def tiny_pairs(spec: str, request: SuiteRequest) -> Suite: ...
+
+The shared types (Item, Suite, BadRecord) and the JSONL helpers live in core.suite_types, which the
+loaders of core.zero_shot and core.reading import; they stay importable from here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, ClassVar
 
 from core.errors import UserError
+from core.registry import Registry
+from core.suite_types import (  # noqa: F401  (re-exported: the old home of these names)
+    EWOK_FIELDS,
+    PAIR_FIELDS,
+    BadRecord,
+    Item,
+    Suite,
+    _text,
+    check_mode,
+    collect_items,
+    jsonl_records,
+    normalise_field,
+    read_jsonl_items,
+    record_to_item,
+)
+
+# the old private names, for code that imported them from here
+_collect, _jsonl_records, _check_mode = collect_items, jsonl_records, check_mode
 
 # The BabyLM 2025 pipeline's folder names, by the short name users type (its task names), in the order
 # its eval_zero_shot.sh runs them.
@@ -43,149 +70,6 @@ FAST_FOLDERS = {"entity_tracking": "entity_tracking_fast"}
 # two splits, or an evaluation_data/ folder one level down. full_eval comes first: it is the real score.
 LAYOUT_ROOTS = ("", "full_eval", "fast_eval", "evaluation_data/full_eval", "evaluation_data/fast_eval")
 SUITE_NAMES = ", ".join([*LAYOUT_FOLDERS, "all", "babylm", "builtin"])
-EWOK_FIELDS = ("Context1", "Target1", "Target2")
-PAIR_FIELDS = ("sentence_good", "sentence_bad")
-
-
-@dataclass
-class Item:
-    """One scored comparison: right when `good` scores higher than `bad`."""
-
-    uid: str
-    field: str | None
-    term: str | None
-    good: str
-    bad: str
-    # EWoK: the scored text is context + " " + target, and only the target's tokens are summed.
-    context: str | None = None
-    # Entity tracking: every option after the context, the first correct (good and bad are the first two).
-    options: list[str] | None = None
-    ratio: float | None = None  # wug: the human preference for `good`, the first form
-
-    def texts(self) -> list[str]:
-        """What is scored, in order; the first is the right answer."""
-        return self.options if self.options is not None else [self.good, self.bad]
-
-
-@dataclass
-class Suite:
-    name: str
-    items: list[Item]
-    source: str  # the file, folder or dataset id, for the report
-    skipped: int = 0  # items left out as longer than the model can score (see scoring.drop_long_items)
-    limit: int | None = None  # items kept per UID, when that left some out (see load_suite)
-    metric: str = "accuracy"  # accuracy | spearman (wug) | delta_r2 (reading): what per-UID numbers mean
-    macro_by_field: bool = False  # macro = mean of the per-field means (entity tracking: of its files)
-
-    def uids(self) -> list[str]:
-        return list(dict.fromkeys(item.uid for item in self.items))
-
-
-# ---------------------------------------------------------------- one record -> one Item
-
-
-class BadRecord(ValueError):
-    """A record that cannot become an Item; the message says why, without the location."""
-
-
-def normalise_field(field) -> str | None:
-    # BLiMP spells one field two ways; the filtered files use both.
-    if field is None:
-        return None
-    return "syntax/semantics" if field == "syntax_semantics" else str(field)
-
-
-def _text(record: dict, key: str) -> str:
-    value = record.get(key)
-    if not isinstance(value, str):
-        got = "missing" if value is None else f"a {type(value).__name__}"
-        raise BadRecord(f"'{key}' is {got}, not text")
-    return value
-
-
-def record_to_item(record, default_uid: str) -> Item:
-    if not isinstance(record, dict):
-        raise BadRecord(f"expected a JSON object, got a {type(record).__name__}")
-    if all(key in record for key in PAIR_FIELDS):
-        return Item(
-            uid=str(record.get("UID") or default_uid),
-            field=normalise_field(record.get("field")),
-            term=record.get("linguistics_term"),
-            good=_text(record, "sentence_good"),
-            bad=_text(record, "sentence_bad"),
-        )
-    if all(key in record for key in EWOK_FIELDS):
-        # The filtered files hold each item twice with the contexts swapped; each row is scored on
-        # its own Context1, so the swapped copy asks the same question of the other context.
-        # No field or term: ContextType and ContextDiff vary within a domain, so they would
-        # mislabel the UID.
-        return Item(
-            uid=str(record.get("Domain") or default_uid),
-            field=None,
-            term=None,
-            good=_text(record, "Target1"),
-            bad=_text(record, "Target2"),
-            context=_text(record, "Context1"),
-        )
-    raise BadRecord("has neither sentence_good/sentence_bad nor Context1/Target1/Target2")
-
-
-def _collect(
-    records: Iterable[tuple[str, object]],
-    default_uid: str,
-    on_bad_line: str,
-    warn: Callable[[str], None],
-    convert: Callable[[object, str], Item] = record_to_item,
-) -> list[Item]:
-    """Items from (location, record or exception) pairs, refusing or skipping the bad ones."""
-    items = []
-    for where, record in records:
-        try:
-            if isinstance(record, Exception):
-                raise BadRecord(str(record))
-            items.append(convert(record, default_uid))
-        except BadRecord as e:
-            if on_bad_line == "skip":
-                warn(f"warning: {where}: {e}; line skipped")
-                continue
-            raise UserError(f"{where}: {e} (pass --on-bad-line skip to skip such lines).") from None
-    return items
-
-
-def _jsonl_records(path: Path) -> Iterable[tuple[str, object]]:
-    try:
-        handle = open(path, encoding="utf-8-sig")  # a byte-order mark, as some editors write, is no record
-    except OSError as e:
-        raise UserError(f"Cannot read {path}: {e.strerror}.") from None
-    with handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield f"{path}:{number}", json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield f"{path}:{number}", ValueError(f"not valid JSON ({e.msg} at column {e.colno})")
-        except UnicodeDecodeError:
-            raise UserError(f"{path} is not UTF-8 text.") from None
-
-
-def _check_mode(on_bad_line: str) -> None:
-    if on_bad_line not in ("refuse", "skip"):
-        raise UserError(f"on_bad_line must be 'refuse' or 'skip', got '{on_bad_line}'.")
-
-
-def read_jsonl_items(
-    path: Path, on_bad_line: str = "refuse", warn: Callable[[str], None] = print
-) -> list[Item]:
-    """A JSONL file's items; UID from each record, else the file stem (the BLiMP supplement's rule)."""
-    path = Path(path)
-    items = _collect(_jsonl_records(path), path.stem, on_bad_line, warn)
-    if not items:
-        raise UserError(
-            f"{path} holds no items: expected JSON lines with sentence_good and sentence_bad, or EWoK rows."
-        )
-    return items
 
 
 # ---------------------------------------------------------------- where suites live
@@ -221,20 +105,6 @@ def find_layout_folder(name: str, data_dir: str | None) -> Path | None:
     return None
 
 
-def _load_layout(name: str, folder: Path, on_bad_line: str, warn: Callable[[str], None]) -> Suite:
-    """A pipeline task's suite from its folder; each format has its own reader."""
-    from core.reading import load_reading
-    from core.zero_shot import load_entity_tracking, load_wug
-
-    if name == "reading":
-        return load_reading(folder / "reading_data.csv", on_bad_line, warn)
-    if name == "entity_tracking":
-        return load_entity_tracking(folder, on_bad_line, warn)
-    if name in ("wug_adj", "wug_past"):
-        return load_wug(folder, name, on_bad_line, warn)
-    return load_folder(folder, name, on_bad_line, warn)
-
-
 def _layout_name(folder: Path) -> str | None:
     """The task a folder given by path holds, by the pipeline's folder names."""
     names = {**{v: k for k, v in LAYOUT_FOLDERS.items()}, **{v: k for k, v in FAST_FOLDERS.items()}}
@@ -253,45 +123,270 @@ def _suite_name(folder: Path) -> str:
     return folder.name.removesuffix("_filtered")
 
 
-def _load_one(spec: str, data_dir: str | None, on_bad_line: str, warn: Callable[[str], None]) -> list[Suite]:
-    if spec == "builtin":
-        return [builtin_suite()]
-    if spec.startswith("hf:"):
-        return [load_hf_suite(spec, on_bad_line, warn)]
-    if spec in LAYOUT_FOLDERS:
-        folder = find_layout_folder(spec, data_dir)
+# ---------------------------------------------------------------- the registry of suite kinds
+
+
+@dataclass(frozen=True)
+class SuiteRequest:
+    """What a loader gets besides the spec: where the BabyLM data is, and what to do with a bad line."""
+
+    data_dir: str | None = None
+    on_bad_line: str = "refuse"
+    warn: Callable[[str], None] = print
+
+
+class SuiteKind:
+    """One way a suite spec loads. A named kind answers the spec equal to its `name`; one with
+    `pattern = True` answers any spec its `matches` accepts, and is tried after every name."""
+
+    name: ClassVar[str] = ""
+    pattern: ClassVar[bool] = False
+    describe: ClassVar[str] = ""  # a few words for the CLI's help
+
+    @classmethod
+    def matches(cls, spec: str) -> bool:
+        return spec == cls.name
+
+    @classmethod
+    def load(cls, spec: str, request: SuiteRequest) -> Suite | list[Suite]:
+        raise NotImplementedError
+
+
+SUITES = Registry(
+    "suite",
+    "eval.suites",
+    "core.suites",
+    (
+        *LAYOUT_FOLDERS,
+        "all",
+        "babylm",
+        "builtin",
+        "hf",
+        "reading-file",
+        "jsonl-file",
+        "jsonl-folder",
+    ),
+)
+
+
+def register_suite(kind_or_name, *, describe: str = ""):
+    """Register a suite kind: over a SuiteKind subclass as a plain decorator, or as
+    @register_suite("name") over a function (spec, SuiteRequest) -> Suite or list of Suites, which then
+    loads the spec "name". A name already registered is refused."""
+    if isinstance(kind_or_name, type):
+        if not issubclass(kind_or_name, SuiteKind):
+            raise UserError(f"{kind_or_name!r} must be a subclass of core.suites.SuiteKind to be registered.")
+        return SUITES.register(kind_or_name)
+    if not isinstance(kind_or_name, str):
+        raise UserError(f"register_suite takes a suite name or a SuiteKind subclass, got {kind_or_name!r}.")
+
+    def register(function: Callable[[str, SuiteRequest], Suite | list[Suite]]):
+        kind = type(
+            f"{function.__name__}_suite",
+            (SuiteKind,),
+            {
+                "name": kind_or_name,
+                "describe": describe,
+                "load": classmethod(lambda cls, spec, request: function(spec, request)),
+                "__module__": function.__module__,
+                "__qualname__": function.__qualname__,
+            },
+        )
+        SUITES.register(kind)
+        return function
+
+    return register
+
+
+def suite_names() -> list[str]:
+    """The names a spec may be (the named kinds), in registration order."""
+    return [name for name, kind in SUITES.registered().items() if not kind.pattern]
+
+
+def _suite_hint() -> str:
+    return f"use {', '.join(suite_names())}, a .jsonl file or folder, or hf:<dataset id>"
+
+
+def find_kind(spec: str) -> type[SuiteKind]:
+    """The registered kind that loads `spec`: the named kind of that name, else the first pattern kind
+    that matches it."""
+    kinds = SUITES.registered()
+    named = kinds.get(spec)
+    if named is not None and not named.pattern:
+        return named
+    for kind in kinds.values():
+        if kind.pattern and kind.matches(spec):
+            return kind
+    raise UserError(f"Unknown suite '{spec}': {_suite_hint()}.")
+
+
+class LayoutSuite(SuiteKind):
+    """A BabyLM pipeline task, found under the evaluation_data layout (full_eval/ or fast_eval/)."""
+
+    describe = "a BabyLM pipeline task under --data"
+
+    @classmethod
+    def load(cls, spec, request):
+        folder = find_layout_folder(cls.name, request.data_dir)
         if folder is None:
-            where = Path(data_dir or ".").expanduser()
-            wanted = "reading/reading_data.csv" if spec == "reading" else f"{LAYOUT_FOLDERS[spec]}/"
+            where = Path(request.data_dir or ".").expanduser()
+            wanted = "reading/reading_data.csv" if cls.name == "reading" else f"{LAYOUT_FOLDERS[cls.name]}/"
             raise UserError(
-                f"Suite '{spec}' not found: no {wanted} under {where}, its full_eval/ or "
+                f"Suite '{cls.name}' not found: no {wanted} under {where}, its full_eval/ or "
                 "fast_eval/ (or evaluation_data/); pass --data pointing at the BabyLM evaluation_data "
                 "folder."
             )
-        return [_load_layout(spec, folder, on_bad_line, warn)]
-    if spec in ("all", "babylm"):
-        found = [name for name in LAYOUT_FOLDERS if find_layout_folder(name, data_dir) is not None]
+        return cls.load_folder(folder, request)
+
+    @classmethod
+    def load_folder(cls, folder: Path, request: SuiteRequest) -> Suite:
+        """This task's suite from its folder; minimal pairs and EWoK rows are plain JSONL."""
+        return load_folder(folder, cls.name, request.on_bad_line, request.warn)
+
+
+class _EntityTracking(LayoutSuite):
+    @classmethod
+    def load_folder(cls, folder, request):
+        from core.zero_shot import load_entity_tracking
+
+        return load_entity_tracking(folder, request.on_bad_line, request.warn)
+
+
+class _Wug(LayoutSuite):
+    @classmethod
+    def load_folder(cls, folder, request):
+        from core.zero_shot import load_wug
+
+        return load_wug(folder, cls.name, request.on_bad_line, request.warn)
+
+
+class _Reading(LayoutSuite):
+    @classmethod
+    def load_folder(cls, folder, request):
+        from core.reading import load_reading  # imports torch: only when the reading suite is loaded
+
+        return load_reading(folder / "reading_data.csv", request.on_bad_line, request.warn)
+
+
+_LAYOUT_KINDS = {"entity_tracking": _EntityTracking, "wug_adj": _Wug, "wug_past": _Wug, "reading": _Reading}
+for _name in LAYOUT_FOLDERS:
+    register_suite(type(f"{_name}_suite", (_LAYOUT_KINDS.get(_name, LayoutSuite),), {"name": _name}))
+
+
+def _load_layout(name: str, folder: Path, on_bad_line: str, warn: Callable[[str], None]) -> Suite:
+    """A pipeline task's suite from its folder, by its registered kind."""
+    return SUITES.get(name).load_folder(folder, SuiteRequest(None, on_bad_line, warn))
+
+
+@register_suite
+class AllSuites(SuiteKind):
+    """Every pipeline task present under --data ("babylm" also says which are missing)."""
+
+    name = "all"
+    describe = "every BabyLM task present"
+
+    @classmethod
+    def load(cls, spec, request):
+        found = [name for name in LAYOUT_FOLDERS if find_layout_folder(name, request.data_dir) is not None]
+        where = Path(request.data_dir or ".")
         if not found:
             raise UserError(
-                f"No evaluation suites ({', '.join(LAYOUT_FOLDERS.values())}) under {Path(data_dir or '.')}: "
+                f"No evaluation suites ({', '.join(LAYOUT_FOLDERS.values())}) under {where}: "
                 "pass --data pointing at the BabyLM evaluation_data folder, or use the builtin suite."
             )
         missing = [name for name in LAYOUT_FOLDERS if name not in found]
-        if spec == "babylm" and missing:  # a submission reports every task: say which are left out
-            warn(f"warning: babylm: no data for {', '.join(missing)} under {Path(data_dir or '.')}; left out")
-        return [suite for name in found for suite in _load_one(name, data_dir, on_bad_line, warn)]
-    path = Path(spec).expanduser()
-    if path.is_file() and path.name == "reading_data.csv":
-        return [_load_layout("reading", path.parent, on_bad_line, warn)]
-    if path.is_file():
-        return [Suite(name=path.stem, items=read_jsonl_items(path, on_bad_line, warn), source=str(path))]
-    if path.is_dir() and _layout_name(path) not in (None, "blimp", "supplement", "ewok"):
-        return [_load_layout(_layout_name(path), path, on_bad_line, warn)]
-    if path.is_dir():
-        return [load_folder(path, _suite_name(path), on_bad_line, warn)]
-    raise UserError(
-        f"Unknown suite '{spec}': use {SUITE_NAMES}, a .jsonl file or folder, or hf:<dataset id>."
-    )
+        if cls.name == "babylm" and missing:  # a submission reports every task: say which are left out
+            request.warn(f"warning: babylm: no data for {', '.join(missing)} under {where}; left out")
+        return [suite for name in found for suite in _load_one(name, request)]
+
+
+@register_suite
+class BabyLMSuites(AllSuites):
+    name = "babylm"
+    describe = "every BabyLM task, with a summary"
+
+
+@register_suite
+class BuiltinSuite(SuiteKind):
+    name = "builtin"
+    describe = "template minimal pairs, no data needed"
+
+    @classmethod
+    def load(cls, spec, request):
+        return builtin_suite()
+
+
+@register_suite
+class HFSuite(SuiteKind):
+    name = "hf"
+    pattern = True
+    describe = "hf:<id>[:config][:split], a Hugging Face dataset"
+
+    @classmethod
+    def matches(cls, spec):
+        return spec.startswith("hf:")
+
+    @classmethod
+    def load(cls, spec, request):
+        return load_hf_suite(spec, request.on_bad_line, request.warn)
+
+
+@register_suite
+class ReadingFile(SuiteKind):
+    name = "reading-file"
+    pattern = True
+    describe = "a reading_data.csv file"
+
+    @classmethod
+    def matches(cls, spec):
+        path = Path(spec).expanduser()
+        return path.name == "reading_data.csv" and path.is_file()
+
+    @classmethod
+    def load(cls, spec, request):
+        return _load_layout("reading", Path(spec).expanduser().parent, request.on_bad_line, request.warn)
+
+
+@register_suite
+class JsonlFile(SuiteKind):
+    name = "jsonl-file"
+    pattern = True
+    describe = "a .jsonl file"
+
+    @classmethod
+    def matches(cls, spec):
+        return Path(spec).expanduser().is_file()
+
+    @classmethod
+    def load(cls, spec, request):
+        path = Path(spec).expanduser()
+        return Suite(
+            name=path.stem, items=read_jsonl_items(path, request.on_bad_line, request.warn), source=str(path)
+        )
+
+
+@register_suite
+class JsonlFolder(SuiteKind):
+    name = "jsonl-folder"
+    pattern = True
+    describe = "a folder of .jsonl files, or a pipeline task's folder"
+
+    @classmethod
+    def matches(cls, spec):
+        return Path(spec).expanduser().is_dir()
+
+    @classmethod
+    def load(cls, spec, request):
+        path = Path(spec).expanduser()
+        task = _layout_name(path)
+        if task not in (None, "blimp", "supplement", "ewok"):  # its own format
+            return _load_layout(task, path, request.on_bad_line, request.warn)
+        return load_folder(path, _suite_name(path), request.on_bad_line, request.warn)
+
+
+def _load_one(spec: str, request: SuiteRequest) -> list[Suite]:
+    loaded = find_kind(spec).load(spec, request)
+    return [loaded] if isinstance(loaded, Suite) else list(loaded)
 
 
 def load_suite(
@@ -301,15 +396,16 @@ def load_suite(
     on_bad_line: str = "refuse",
     warn: Callable[[str], None] = print,
 ) -> list[Suite]:
-    _check_mode(on_bad_line)
+    check_mode(on_bad_line)
     parts = (
         [part.strip() for part in str(spec).split(",") if part.strip()]
         if not str(spec).startswith("hf:")
         else [spec]
     )
     if not parts:
-        raise UserError(f"No suite given: use {SUITE_NAMES}, a .jsonl file or folder, or hf:<dataset id>.")
-    suites = [suite for part in parts for suite in _load_one(part, data_dir, on_bad_line, warn)]
+        raise UserError(f"No suite given: {_suite_hint()}.")
+    request = SuiteRequest(data_dir, on_bad_line, warn)
+    suites = [suite for part in parts for suite in _load_one(part, request)]
     for suite in suites:
         kept = limit_per_uid(suite.items, limit)
         # A limit that left nothing out scores the whole suite: its report compares with unlimited ones.
@@ -390,7 +486,7 @@ def load_hf_suite(spec: str, on_bad_line: str = "refuse", warn: Callable[[str], 
     rows = _hf_rows(name, config, split)
     default_uid = config or Path(name).stem
     records = ((f"{spec} row {index}", row) for index, row in enumerate(rows))
-    items = _collect(records, default_uid, on_bad_line, warn)
+    items = collect_items(records, default_uid, on_bad_line, warn)
     if not items:
         raise UserError(
             f"{spec} holds no items: expected rows with sentence_good and sentence_bad, or EWoK rows."

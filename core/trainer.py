@@ -41,7 +41,7 @@ from core.device import resolve_device
 from core.distributed import Alone, Group, World, join, launched_worker, stop_with_launcher, worker_device
 from core.errors import TrainingFailed, UserError
 from core.evaluate import dev_sums
-from core.masking import Masker, curriculum_power, frequency_scores
+from core.masking import Masker, curriculum_power, frequency_scores, needs_scores
 from core.memory import check_fits
 from core.model import build_model
 from core.objective import NoisedBatch, noise_batch, noised_loss
@@ -280,7 +280,7 @@ class Trainer:
         self.ema = EMA(self.model, cfg.train.ema) if cfg.train.ema > 0 and self.world.main else None
         self.schedule = build_schedule(cfg.schedule)
         scores = None
-        if cfg.masking.kind == "frequency":
+        if needs_scores(cfg.masking.kind):  # the registered kind reads the corpus frequency scores
             scores = frequency_scores(
                 masking_counts(self.data, cfg.masking.statistics)
             )  # masks are drawn on the host

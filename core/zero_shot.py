@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import UserError
-from core.suites import BadRecord, Item, Suite, _collect, _jsonl_records
+from core.suite_types import BadRecord, Item, Suite, collect_items, jsonl_records
 
 
 def entity_tracking_item(record, file_stem: str) -> Item:
@@ -68,7 +68,7 @@ def _read(folder: Path, convert, default_uid, on_bad_line: str, warn: Callable[[
         raise UserError(f"{folder} holds no .jsonl files.")
     items = []
     for path in files:
-        items += _collect(_jsonl_records(path), default_uid(path), on_bad_line, warn, convert)
+        items += collect_items(jsonl_records(path), default_uid(path), on_bad_line, warn, convert)
     if not items:
         raise UserError(f"{folder} holds no items.")
     return items

@@ -24,14 +24,15 @@ from textual.screen import Screen
 from textual.widgets import Input, Static
 from textual.worker import WorkerFailed
 
+from core.control import COMMANDS as CONTROL_COMMANDS  # light: json and the run folder only
 from core.runs import RunDir
-from mdlm_tui.screens.help import HelpScreen
-from mdlm_tui.screens.runs import RunsScreen, find_runs
-from mdlm_tui.screens.train import TrainScreen
-from mdlm_tui.type_ahead import TypeAhead
+from mdlm_tui.common.guard import Guarded, culprit
+from mdlm_tui.common.key_bar import KeyBar
+from mdlm_tui.run_list.screen import RunsScreen, find_runs
+from mdlm_tui.shell.help import HelpScreen
+from mdlm_tui.shell.type_ahead import TypeAhead
+from mdlm_tui.train.screen import TrainScreen
 from mdlm_tui.watcher import run_health
-from mdlm_tui.widgets.guard import Guarded, culprit
-from mdlm_tui.widgets.key_bar import KeyBar
 
 SCREEN_TITLES = {
     "runs": "Runs: every run, its state, open or delete",
@@ -42,7 +43,6 @@ SCREEN_TITLES = {
     "help": "Help: keys and watching remote runs",
 }
 RUN_BOUND = ("train", "eval", "samples")
-CONTROL_COMMANDS = ("stop", "pause", "resume", "checkpoint")
 REPEAT_QUIET_S = 30.0  # the same failure is notified once in this time: a render may fail on every frame
 
 
@@ -61,9 +61,10 @@ class UnavailableScreen(Guarded, Screen):
 def _optional_screen(module: str, class_name: str):
     """The class, or None only when its module does not exist; a broken module still raises."""
     try:
-        return getattr(importlib.import_module(f"mdlm_tui.screens.{module}"), class_name)
+        return getattr(importlib.import_module(f"mdlm_tui.{module}.screen"), class_name)
     except ModuleNotFoundError as e:
-        if e.name == f"mdlm_tui.screens.{module}":
+        # the feature's folder may be missing as a whole, or only its screen module
+        if e.name in (f"mdlm_tui.{module}", f"mdlm_tui.{module}.screen"):
             return None
         raise
 

@@ -14,6 +14,8 @@ from typing import List, Optional
 import typer
 
 from core.errors import TrainingFailed, UserError
+from core.registry import SAMPLERS, SCHEDULES
+from core.suites import suite_names
 
 _show_warning = warnings.showwarning
 
@@ -332,7 +334,7 @@ def inspect(
 @app.command(short_help="A schedule's mean mask rate and NELBO weights.")
 def schedule(
     name: str = typer.Argument(
-        ..., help="linear | cosine | cosine-squared | log-linear | gaussian | bimodal"
+        ..., help=f"{' | '.join(SCHEDULES.names())}, or one your own module registers."
     ),
     overrides: List[str] = typer.Option(
         [], "--set", "-s", help="Schedule keys, e.g. --set power=0.1 (the schedule. prefix is optional)."
@@ -340,7 +342,8 @@ def schedule(
     progress: Optional[str] = typer.Option(
         None,
         "--progress",
-        help="Training progress points, e.g. 0,0.5,1 (default: 0,0.5,1 for bimodal, else 0).",
+        help="Training progress points, e.g. 0,0.5,1 (default: 0,0.5,1 for bimodal and other schedules that "
+        "move with training, else 0).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
@@ -348,6 +351,7 @@ def schedule(
     from core.config import Config, apply_overrides
     from core.schedules import summarize
 
+    # the names come from SCHEDULES: a schedule registered (by a module imported before) is a choice too
     cfg = apply_overrides(
         Config(),
         [f"schedule.name={name}"] + [o if o.startswith("schedule.") else f"schedule.{o}" for o in overrides],
@@ -356,7 +360,7 @@ def schedule(
         points = (
             [float(p) for p in progress.split(",")]
             if progress
-            else ([0.0, 0.5, 1.0] if name == "bimodal" else [0.0])
+            else ([0.0, 0.5, 1.0] if SCHEDULES.get(name).progressive else [0.0])
         )
     except ValueError:
         raise UserError(f"--progress must be numbers separated by commas, got '{progress}'.") from None
@@ -396,9 +400,9 @@ def eval_command(
     suite: Optional[str] = typer.Option(
         None,
         "--suite",
-        help="blimp, supplement, ewok, entity_tracking, wug_adj, wug_past, reading, all, babylm "
-        "(every BabyLM zero-shot task, with a summary), builtin, dev (dev-set NELBO), a .jsonl file "
-        "or folder, hf:<id>; comma-separated for several (default: the run's eval.suites).",
+        help=f"{', '.join(suite_names())} (babylm: every BabyLM zero-shot task, with a summary), "
+        "dev (dev-set NELBO), a .jsonl file or folder, hf:<id>, or a suite your own module registers "
+        "(core.suites.register_suite); comma-separated for several (default: the run's eval.suites).",
     ),
     data: Optional[str] = typer.Option(
         None,
@@ -430,7 +434,7 @@ def eval_command(
     """Score a checkpoint on zero-shot suites: a table per UID, per field and the macro average."""
     from core.config import apply_overrides
     from core.evaluate import checkpoint_step, evaluate, load_for_eval, make_scorer, save_report
-    from mdlm_tui.widgets.eval_metrics import metric_of, print_report, print_summary
+    from mdlm_tui.eval.metrics import metric_of, print_report, print_summary
 
     for option, path in (
         ("--json", json_out),
@@ -595,7 +599,12 @@ def sample(
     ),
     length: int = typer.Option(64, "--length", help="Tokens in the sample, <s> included."),
     steps: int = typer.Option(32, "--steps", help="Unmasking steps."),
-    sampler: str = typer.Option("ancestral", "--sampler", help="ancestral | confidence"),
+    sampler: str = typer.Option(
+        "ancestral",
+        "--sampler",
+        help=f"{' | '.join(SAMPLERS.names())}, or one your own module registers "
+        "(core.sampling.register_sampler).",
+    ),
     seed: int = typer.Option(0, "--seed"),
     prompt: Optional[str] = typer.Option(
         None,
@@ -617,7 +626,7 @@ def sample(
 ):
     """Generate text by iterative unmasking and print it (live, step by step, on a terminal)."""
     from core.evaluate import load_for_eval
-    from core.sampling import MASK_TEXT, SampleConfig, trace_to_jsonl
+    from core.sampling import MASK_TEXT, SampleConfig, check_config, trace_to_jsonl
     from core.sampling import sample as run_sampler
 
     if trace is not None and trace.is_dir():
@@ -633,6 +642,7 @@ def sample(
         seed=seed,
         schedule=schedule_name,
     )
+    check_config(cfg)  # an unknown sampler is refused, with the registered ones, before the model loads
     model, tokenizer, _, ckpt = load_for_eval(
         target, weights=weights, device=device, warn=lambda m: print(m, file=sys.stderr)
     )

@@ -306,7 +306,7 @@ class FrozenClock:
         return getattr(time, name)
 
 
-FROZEN_MODULES = ("mdlm_tui.screens.runs", "mdlm_tui.screens.train")
+FROZEN_MODULES = ("mdlm_tui.run_list.screen", "mdlm_tui.train.screen")
 
 
 # what the system pane reads "live" while frozen: a machine without a GPU, half busy

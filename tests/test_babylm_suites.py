@@ -307,7 +307,7 @@ def test_missing_data_is_one_sentence(run_copy, tmp_path, suite, folder):
 
 
 def test_the_eval_screens_runner_reports_whole_suites(run_copy, shared_data):
-    from mdlm_tui.widgets.eval_runner import EvalRequest, run_evaluation
+    from mdlm_tui.eval.runner import EvalRequest, run_evaluation
 
     seen, done = [], []
     saved = run_evaluation(
@@ -326,8 +326,8 @@ def test_the_eval_screen_names_what_a_saved_reports_numbers_are(run_copy):
     from textual.app import App
     from textual.widgets import Static
 
-    from mdlm_tui.screens.eval import EvalScreen
-    from mdlm_tui.widgets.eval_table import EvalTable
+    from mdlm_tui.eval.screen import EvalScreen
+    from mdlm_tui.eval.table import EvalTable
 
     row = {"accuracy": 0.25, "n": 40, "field": None, "term": None, "metric": "spearman"}
     report = {

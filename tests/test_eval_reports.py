@@ -10,7 +10,7 @@ import pytest
 
 from core.evaluate import evaluate, save_report
 from core.suites import load_suite
-from mdlm_tui.widgets.eval_reports import earlier_report, read_reports
+from mdlm_tui.eval.reports import earlier_report, read_reports
 from tests.helpers import mdlm
 
 
@@ -120,7 +120,7 @@ def test_a_milestone_report_is_named_by_the_step_in_its_meta(tmp_path):
 
 
 def test_checkpoints_list_steps_newest_first_then_milestones(tmp_path):
-    from mdlm_tui.widgets.eval_reports import list_checkpoints
+    from mdlm_tui.common.checkpoints import list_checkpoints
 
     for name in ("step-4", "step-8", "chck_20K", "chck_2M", "chck_1M", "chck_notes", "step-x"):
         (tmp_path / "checkpoints" / name).mkdir(parents=True)

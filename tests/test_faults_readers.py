@@ -17,9 +17,9 @@ from textual.geometry import Region
 
 from core.runs import RunDir, read_jsonl
 from mdlm_tui.app import MdlmApp, run_app
-from mdlm_tui.screens.runs import RunsScreen
-from mdlm_tui.screens.train import TrainScreen
-from mdlm_tui.widgets.curves import CurvePlot
+from mdlm_tui.common.curves import CurvePlot
+from mdlm_tui.run_list.screen import RunsScreen
+from mdlm_tui.train.screen import TrainScreen
 from tests.helpers import show_weight_tab, wait_for
 from tests.test_tui_runs import make_run, state_cell
 
@@ -242,7 +242,7 @@ def test_a_failing_handler_is_shown_and_the_screen_keeps_updating(tmp_path, monk
     def explode(self, stats):
         raise RuntimeError("system stats exploded")
 
-    monkeypatch.setattr("mdlm_tui.widgets.system_pane.SystemPane.show_stats", explode)
+    monkeypatch.setattr("mdlm_tui.train.system_pane.SystemPane.show_stats", explode)
     run = make_run(tmp_path / "runs", "live", "finished", step=20)
 
     async def body():
@@ -329,7 +329,7 @@ def test_a_failing_worker_is_shown(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("preview exploded")
 
-    monkeypatch.setattr("mdlm_tui.widgets.configure_previews.schedule_preview", explode)
+    monkeypatch.setattr("mdlm_tui.configure.previews.schedule_preview", explode)
 
     async def body():
         app = MdlmApp(runs_root=tmp_path / "runs")

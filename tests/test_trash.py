@@ -14,7 +14,7 @@ def tree(path: Path) -> dict[str, bytes]:
 
 def test_restore_brings_a_trashed_run_back_intact(finished_smoke_run, tmp_path):
     from core.runs import trash_run
-    from mdlm_tui.screens.runs import find_runs
+    from mdlm_tui.run_list.screen import find_runs
 
     root = tmp_path / "runs"
     run = root / "smoke"

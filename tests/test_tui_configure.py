@@ -18,10 +18,10 @@ from textual.widgets import Input, Select, Static
 from core.config import load_config
 from core.runs import RunDir
 from mdlm_tui.app import MdlmApp
+from mdlm_tui.configure.form import DEVICES_ID, EXTRA_ID, RUN_NAME_ID, field_id
+from mdlm_tui.configure.plots import FrequencyRankPlot, MaskRateHistogram, WeightVsRate
+from mdlm_tui.configure.screen import ConfigureScreen
 from mdlm_tui.launch import parse_extra_overrides, run_command, validate_overrides
-from mdlm_tui.screens.configure import ConfigureScreen
-from mdlm_tui.widgets.configure_form import DEVICES_ID, EXTRA_ID, RUN_NAME_ID, field_id
-from mdlm_tui.widgets.configure_plots import FrequencyRankPlot, MaskRateHistogram, WeightVsRate
 from tests.helpers import show_weight_tab, wait_for
 
 SIZE = (80, 24)
@@ -207,7 +207,7 @@ def test_validate_overrides_matches_load_config():
 def test_the_screens_load_without_torch():
     """The app must start fast: torch is imported only inside workers."""
     code = (
-        "import sys; import mdlm_tui.screens.configure, mdlm_tui.screens.eval, mdlm_tui.screens.samples, "
+        "import sys; import mdlm_tui.configure.screen, mdlm_tui.eval.screen, mdlm_tui.samples.screen, "
         "mdlm_tui.launch; print('torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -431,7 +431,7 @@ def test_the_run_name_names_the_folder_and_a_bad_or_taken_name_is_a_sentence(tmp
     failed.update_status(state="failed", pid=999_999_999, step=0, error="no corpus at /nope")
     started = []
     monkeypatch.setattr(
-        "mdlm_tui.screens.configure.spawn_run",
+        "mdlm_tui.configure.screen.spawn_run",
         lambda preset, overrides, run_dir, nproc=1: started.append(run_dir) or subprocess.Popen(["true"]),
     )
 
@@ -497,7 +497,7 @@ def test_devices_start_that_many_processes_and_anything_else_is_a_sentence(tmp_p
     1 (or empty) starts an ordinary run, and a count that is not a whole number of 1 or more is refused."""
     commands = []
     monkeypatch.setattr(
-        "mdlm_tui.screens.configure.spawn_run",
+        "mdlm_tui.configure.screen.spawn_run",
         lambda preset, overrides, run_dir, nproc=1: (
             commands.append(run_command(preset, overrides, run_dir, nproc)) or subprocess.Popen(["true"])
         ),

@@ -14,8 +14,8 @@ import pytest
 from textual.app import App
 from textual.widgets import Input, Select, Static
 
-from mdlm_tui.screens.eval import EvalScreen
-from mdlm_tui.widgets.eval_table import EvalTable
+from mdlm_tui.eval.screen import EvalScreen
+from mdlm_tui.eval.table import EvalTable
 from tests.helpers import wait_for
 
 SIZE = (80, 24)

@@ -10,8 +10,8 @@ import shutil
 from textual.widgets import Input
 
 from mdlm_tui.app import MdlmApp
-from mdlm_tui.screens.runs import RunsScreen
-from mdlm_tui.widgets.export_dialog import ExportScreen
+from mdlm_tui.run_list.export_dialog import ExportScreen
+from mdlm_tui.run_list.screen import RunsScreen
 from tests.helpers import wait_for
 
 EXPORT_TIMEOUT_S = 120

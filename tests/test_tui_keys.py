@@ -9,13 +9,13 @@ from textual.binding import Binding
 from textual.widgets import Input
 
 from mdlm_tui.app import MdlmApp
-from mdlm_tui.screens.configure import ConfigureScreen
-from mdlm_tui.screens.eval import EvalScreen
-from mdlm_tui.screens.help import HelpScreen
-from mdlm_tui.screens.runs import RunsScreen
-from mdlm_tui.screens.samples import SamplesScreen
-from mdlm_tui.screens.train import TrainScreen
-from mdlm_tui.widgets.configure_form import EXTRA_ID, field_id
+from mdlm_tui.configure.form import EXTRA_ID, field_id
+from mdlm_tui.configure.screen import ConfigureScreen
+from mdlm_tui.eval.screen import EvalScreen
+from mdlm_tui.run_list.screen import RunsScreen
+from mdlm_tui.samples.screen import SamplesScreen
+from mdlm_tui.shell.help import HelpScreen
+from mdlm_tui.train.screen import TrainScreen
 from tests.helpers import wait_for
 
 

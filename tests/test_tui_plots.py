@@ -10,7 +10,7 @@ import re
 import pytest
 from textual.app import App
 
-from mdlm_tui.widgets.curves import CurvePlot
+from mdlm_tui.common.curves import CurvePlot
 
 STEPS = list(range(1, 316))
 LOSS = [6.91 + 1.65 * math.exp(-s / 60) for s in STEPS]  # 8.56 down to 6.91, as in a short smoke run

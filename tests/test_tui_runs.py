@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 from mdlm_tui.app import MdlmApp
-from mdlm_tui.screens.help import HelpScreen
-from mdlm_tui.screens.runs import RunsScreen
-from mdlm_tui.screens.train import TrainScreen
+from mdlm_tui.common.confirm import ConfirmScreen
+from mdlm_tui.common.state_label import StateLabel
+from mdlm_tui.run_list.screen import RunsScreen
+from mdlm_tui.shell.help import HelpScreen
+from mdlm_tui.train.screen import TrainScreen
 from mdlm_tui.watcher import FileTail, Series, run_health
-from mdlm_tui.widgets.confirm import ConfirmScreen
-from mdlm_tui.widgets.state_label import StateLabel
 
 
 def dead_pid() -> int:
@@ -169,7 +169,7 @@ def dialog_word(app: MdlmApp) -> str | None:
 
 
 def test_stray_typing_never_deletes_and_delete_moves_the_run_to_the_trash(tmp_path):
-    from mdlm_tui.screens.runs import find_runs
+    from mdlm_tui.run_list.screen import find_runs
 
     runs = runs_folder(tmp_path)
     root = tmp_path / "runs"
@@ -408,7 +408,7 @@ def test_no_color_at_80x24_reads_states_as_words(tmp_path, monkeypatch):
 def test_creating_the_app_does_not_import_torch():
     code = (
         "import sys; from mdlm_tui.app import MdlmApp; MdlmApp(); "
-        "import mdlm_tui.watcher, mdlm_tui.screens.runs, mdlm_tui.screens.train, mdlm_tui.screens.help; "
+        "import mdlm_tui.watcher, mdlm_tui.run_list.screen, mdlm_tui.train.screen, mdlm_tui.shell.help; "
         "print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

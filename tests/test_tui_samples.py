@@ -11,9 +11,9 @@ import pytest
 from textual.app import App
 from textual.widgets import Input, OptionList, TabbedContent
 
-from mdlm_tui.screens.samples import SamplesScreen
-from mdlm_tui.widgets.samples_replay import MASK_GLYPH, ReplayView, render_masked
-from mdlm_tui.widgets.samples_traces import MASK_TEXT, read_run_traces
+from mdlm_tui.samples.replay import MASK_GLYPH, ReplayView, render_masked
+from mdlm_tui.samples.screen import SamplesScreen
+from mdlm_tui.samples.traces import MASK_TEXT, read_run_traces
 from tests.helpers import wait_for
 from tests.test_tui_eval import TINY_STEPS, trained_tiny_run
 

@@ -17,9 +17,9 @@ import pytest
 from textual.geometry import Region
 
 from mdlm_tui.app import MdlmApp
-from mdlm_tui.screens.train import TrainScreen
-from mdlm_tui.widgets.curves import CurvePlot
-from mdlm_tui.widgets.state_label import StateLabel
+from mdlm_tui.common.curves import CurvePlot
+from mdlm_tui.common.state_label import StateLabel
+from mdlm_tui.train.screen import TrainScreen
 from tests.helpers import wait_for
 
 STARTUP_TIMEOUT_S = 180  # a fresh test cache builds the tokenizer of the embedded corpus first
@@ -209,7 +209,7 @@ def test_watcher_follows_appends_and_a_resume_truncation(tmp_path):
 
 
 def test_system_pane_shows_gpus_or_says_there_is_none():
-    from mdlm_tui.widgets.system_pane import system_lines
+    from mdlm_tui.train.system_pane import system_lines
 
     cpu_only = system_lines(
         {"cpu_percent": 12.0, "ram_used_percent": 40.0},
@@ -548,7 +548,7 @@ def test_tokens_per_s_and_eta_change_gradually_over_one_slow_step(tmp_path, monk
 
         def stop(self): ...
 
-    monkeypatch.setattr("mdlm_tui.screens.train.RunWatcher", Quiet)
+    monkeypatch.setattr("mdlm_tui.train.screen.RunWatcher", Quiet)
     run = tmp_path / "runs" / "live"
     run.mkdir(parents=True)
     total, metrics = 200, run / "metrics.jsonl"

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from mdlm_tui.app import MdlmApp
-from mdlm_tui.screens.help import HelpScreen
-from mdlm_tui.widgets.curves import thin
-from mdlm_tui.widgets.key_bar import KeyBar
+from mdlm_tui.common.curves import thin
+from mdlm_tui.common.key_bar import KeyBar
+from mdlm_tui.shell.help import HelpScreen
 from tests.test_tui_runs import runs_folder, until
 
 SCREEN_KEYS = {  # the screen's own keys, which must always be readable in full

@@ -1,0 +1,103 @@
+"""Extension points by name: the schedules, masking kinds and samplers a config may name.
+
+A registry maps a name to one class. The built-in classes register themselves where they are defined
+(core/schedules.py, core/masking.py); a user's module registers its own the same way, with the
+decorator, before the config is validated. Config validation, the CLI's choices and the build
+functions all read the registry, so a class registered at runtime is accepted everywhere.
+
+This module imports neither torch nor the modules that define the classes: config validation and
+`mdlm-tui --help` must stay fast, so each registry knows its built-in names (and the module that holds
+them) before that module is imported; looking a built-in up is done by code that imported it already.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Generic, TypeVar
+
+from core.errors import UserError
+
+T = TypeVar("T")
+
+
+class UnknownName(UserError, ValueError):
+    """A name no class is registered under; a UserError for front ends, a ValueError for callers."""
+
+
+class Registry(Generic[T]):
+    """Classes of one kind by name. `builtin` names are reserved for the module `home`, which registers
+    them when imported; they are known (to config validation, the CLI) before it is."""
+
+    def __init__(
+        self, what: str, key: str | None = None, home: str | None = None, builtin: tuple[str, ...] = ()
+    ):
+        self.what, self.key, self.home, self.builtin = what, key, home, tuple(builtin)
+        self._classes: dict[str, T] = {}
+
+    def register(self, name_or_cls, cls: T | None = None):
+        """File a class under a name: `register(cls)` (a class decorator; the name is `cls.name`) or
+        `register(name, cls)`. A name is registered once; a second registration is refused."""
+        if cls is None:
+            cls, name = name_or_cls, getattr(name_or_cls, "name", None)
+        else:
+            name = name_or_cls
+        shown = getattr(cls, "__qualname__", repr(cls))
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise UserError(f"{shown} needs a name (a non-empty string) to be registered as a {self.what}.")
+        if name in self._classes or (name in self.builtin and getattr(cls, "__module__", None) != self.home):
+            raise UserError(
+                f"A {self.what} named '{name}' is already registered ({self._origin(name)}); "
+                f"register {shown} under another name."
+            )
+        self._classes[name] = cls
+        return cls
+
+    def unregister(self, name: str) -> None:
+        """Forget a name registered at runtime (a test's, a notebook's); the built-ins stay."""
+        if name not in self.builtin:
+            self._classes.pop(name, None)
+
+    def names(self) -> tuple[str, ...]:
+        """Every name a config may use: the built-ins, then those registered at runtime, in order."""
+        return self.builtin + tuple(name for name in self._classes if name not in self.builtin)
+
+    def registered(self) -> dict[str, T]:
+        """The classes registered so far (the built-ins once their module is imported), in `names()` order."""
+        return {name: self._classes[name] for name in self.names() if name in self._classes}
+
+    def get(self, name: str) -> T:
+        if name not in self._classes:
+            raise UnknownName(self.unknown(name))
+        return self._classes[name]
+
+    def unknown(self, name: str) -> str:
+        """The sentence that refuses a name: the nearest registered one, and all of them."""
+        names = list(self.names())
+        close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"Unknown {self.what} '{name}'.{hint} Registered: {', '.join(names)}."
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def _origin(self, name: str) -> str:
+        cls = self._classes.get(name)
+        if cls is None:
+            return f"built in, {self.home}"
+        return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', repr(cls))}"
+
+
+SCHEDULES = Registry(
+    "schedule",
+    "schedule.name",
+    "core.schedules",
+    ("linear", "cosine", "cosine-squared", "log-linear", "gaussian", "bimodal"),
+)
+MASKING_KINDS = Registry("masking kind", "masking.kind", "core.masking", ("uniform", "frequency"))
+SAMPLERS = Registry("sampler", "samples.sampler", "core.sampling", ("ancestral", "confidence"))

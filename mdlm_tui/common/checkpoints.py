@@ -1,0 +1,55 @@
+"""A run's checkpoint folders, and the picker that offers them on the Eval and Samples screens.
+
+Plain paths: no torch here. The engine lists the same folders in core.checkpoint.step_dirs and
+core.export.milestone_folders, but those modules import torch, which the screens must not at start.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from core.config import MILESTONE_PREFIX, milestone_words
+
+STEP_NAME = re.compile(r"step-(\d+)")  # as core.checkpoint.STEP_NAME
+
+
+def step_folders(checkpoints_dir: Path) -> list[Path]:
+    """checkpoints/step-N folders, oldest first: what core.checkpoint.step_dirs finds."""
+    found = [d for d in Path(checkpoints_dir).glob("step-*") if STEP_NAME.fullmatch(d.name) and d.is_dir()]
+    return sorted(found, key=lambda d: int(d.name[5:]))
+
+
+def list_checkpoints(run: Path) -> list[Path]:
+    """checkpoints/step-N folders, newest first, then the chck_* milestones (train.save_at_words), most words
+    first: the latest step is the usual choice, a milestone one asked for by name."""
+    folder = Path(run) / "checkpoints"
+    milestones = [
+        p for p in folder.glob(f"{MILESTONE_PREFIX}*") if p.is_dir() and milestone_words(p.name) is not None
+    ]
+    return step_folders(folder)[::-1] + sorted(
+        milestones, key=lambda p: milestone_words(p.name), reverse=True
+    )
+
+
+def fill_checkpoint_picker(picker, run: Path) -> list[Path]:
+    """Offer the run's checkpoints in a Select, newest first, keeping the current choice while it exists.
+    Cheap to call often: the options are replaced only when the checkpoints changed."""
+    checkpoints = list_checkpoints(run)
+    options = [(path.name, str(path)) for path in checkpoints]
+    if options != getattr(picker, "listed_checkpoints", None):
+        picker.listed_checkpoints = options
+        picker.set_options(options)
+        # the blank row shows the prompt: it must not claim "no checkpoints" next to some
+        picker.prompt = "choose a checkpoint" if checkpoints else "no checkpoints"
+    if checkpoints and picker.value not in {value for _, value in options}:
+        picker.value = options[0][1]
+    return checkpoints
+
+
+def current_run(screen, run: Path | None) -> Path | None:
+    """The screen's own run, else the app's current one (the app may not offer one)."""
+    if run is not None:
+        return run
+    current = getattr(screen.app, "current_run", None)
+    return Path(current) if current is not None else None

@@ -1,1 +1,0 @@
-"""Small widgets shared by the screens: the state label, curves, the system pane, a confirmation dialog."""
