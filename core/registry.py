@@ -13,6 +13,8 @@ them) before that module is imported; looking a built-in up is done by code that
 from __future__ import annotations
 
 import difflib
+import importlib
+import os
 from typing import Generic, TypeVar
 
 from core.errors import UserError
@@ -101,3 +103,24 @@ SCHEDULES = Registry(
 )
 MASKING_KINDS = Registry("masking kind", "masking.kind", "core.masking", ("uniform", "frequency"))
 SAMPLERS = Registry("sampler", "samples.sampler", "core.sampling", ("ancestral", "confidence"))
+
+PLUGINS_VARIABLE = "MDLM_TUI_PLUGINS"
+
+
+def load_plugins() -> list[str]:
+    """Import the modules named in $MDLM_TUI_PLUGINS (comma-separated, importable from sys.path), which
+    register their schedules, masking kinds, samplers and suites. Every `mdlm-tui` command does this
+    first, so a registration reaches the CLI, the TUI and each worker of a run with several (they
+    inherit the variable). Importing twice does nothing more."""
+    names = [name.strip() for name in os.environ.get(PLUGINS_VARIABLE, "").split(",") if name.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except UserError:
+            raise
+        except Exception as e:  # the plugin's own failure, whatever it is, in one sentence
+            raise UserError(
+                f"{PLUGINS_VARIABLE} names {name}, which could not be imported ({type(e).__name__}: {e}); "
+                "check the name and that its folder is on PYTHONPATH."
+            ) from None
+    return names

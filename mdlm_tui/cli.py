@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from core.errors import TrainingFailed, UserError
-from core.registry import SAMPLERS, SCHEDULES
+from core.registry import SAMPLERS, SCHEDULES, load_plugins
 from core.suites import suite_names
 
 _show_warning = warnings.showwarning
@@ -727,6 +727,7 @@ def _show_notes(message, category, *args, **kwargs) -> None:
 def main() -> None:
     warnings.showwarning = _show_notes
     try:
+        load_plugins()  # before any config is read: a plugin's names are then valid everywhere
         app()
     except (UserError, TrainingFailed) as e:
         print(f"{_worker_prefix()}error: {e}", file=sys.stderr)

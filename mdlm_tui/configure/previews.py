@@ -36,7 +36,8 @@ def schedule_preview(
 
     generator = torch.Generator().manual_seed(seed)
     t = stratified_t(samples, generator)
-    rate, abs_dalpha = build_schedule(schedule_cfg).sample(t, progress, generator)
+    schedule = build_schedule(schedule_cfg)
+    rate, abs_dalpha = schedule.sample(t, progress, generator)
     weight = nelbo_weight(rate, abs_dalpha, schedule_cfg.power).double()
     levels = torch.tensor([0.5, 0.99], dtype=torch.float64)
     p50, p99 = torch.quantile(weight, levels).tolist()
@@ -51,8 +52,8 @@ def schedule_preview(
         weight_p99=p99,
         weight_max=weight.max().item(),
     )
-    if schedule_cfg.name == "bimodal":
-        rate_end, _ = build_schedule(schedule_cfg).sample(t, 1.0, generator)
+    if schedule.progressive:  # its rates move with training (the bimodal one): show the end too
+        rate_end, _ = schedule.sample(t, 1.0, generator)
         preview.rates_end, preview.mean_rate_end = rate_end.tolist(), rate_end.double().mean().item()
     return preview
 
