@@ -31,7 +31,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_throughput import _cpu_name, all_cores, make_batches, peer_forward_flops  # noqa: E402
+from train_throughput import (  # noqa: E402  the peer, batches and FLOP counts of the CPU benchmark
+    _cpu_name,
+    all_cores,
+    build_peer,
+    make_batches,
+    peer_forward_flops,
+)
 
 from core.allocator import tune_allocator  # noqa: E402
 from core.config import load_config  # noqa: E402
@@ -100,26 +106,6 @@ def peer_step(model, optimizer, batch: Batch, autocast) -> None:
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-def build_peer(cfg):
-    try:
-        from transformers import BertConfig, BertForMaskedLM
-    except ImportError:
-        return None
-    m = cfg.model
-    config = BertConfig(
-        vocab_size=cfg.data.vocab_size,
-        hidden_size=m.hidden_size,
-        num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads,
-        intermediate_size=m.ffn_size,
-        max_position_embeddings=m.max_position,
-        hidden_dropout_prob=m.dropout,
-        attention_probs_dropout_prob=m.attention_dropout,
-        attn_implementation="sdpa",
-    )
-    return BertForMaskedLM(config)
 
 
 def time_model(
