@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
 import shutil
 import warnings
 from pathlib import Path
@@ -27,10 +26,9 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from core.config import MILESTONE_PREFIX
 from core.errors import TrainingFailed, UserError
-from core.runs import atomic_write_json, sha256_file
+from core.runs import STEP_NAME, atomic_write_json, sha256_file, step_dirs
 
 FORMAT = 2  # 2: meta.json holds sha256 checksums (and the tokenizer's) beside the sizes
-STEP_NAME = re.compile(r"step-(\d+)")
 
 
 class UnsafeCheckpoint(UserError):
@@ -47,12 +45,6 @@ def _fsync_dir(path: Path) -> None:
 
 def _step(folder: Path) -> int:
     return int(folder.name[5:])
-
-
-def step_dirs(root: Path) -> list[Path]:
-    """Checkpoint folders (whole or not), oldest first."""
-    found = [d for d in Path(root).glob("step-*") if STEP_NAME.fullmatch(d.name) and d.is_dir()]
-    return sorted(found, key=_step)
 
 
 # ---------------------------------------------------------------- saving

@@ -25,6 +25,16 @@ from pathlib import Path
 
 from core.errors import UserError
 
+STEP_NAME = re.compile(r"step-(\d+)")  # checkpoints/step-N
+
+
+def step_dirs(root: Path) -> list[Path]:
+    """Checkpoint folders step-N under `root` (whole or not), oldest first. Here, with no torch, so the
+    TUI lists what the trainer and core.checkpoint list."""
+    found = [d for d in Path(root).glob("step-*") if STEP_NAME.fullmatch(d.name) and d.is_dir()]
+    return sorted(found, key=lambda d: int(d.name[5:]))
+
+
 STATES = ("starting", "running", "paused", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
 IMPORTED_MARKER = "imported.json"  # in a run made by `mdlm-tui import`: weights only, nothing to resume

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 from core.errors import UserError
-from core.runs import RunDir
-from mdlm_tui.common.checkpoints import step_folders
+from core.runs import RunDir, step_dirs
 
 # A new override starts where whitespace is followed by `key=` or `section.key=`, so a value with
 # spaces ("train.budget=20 steps") stays whole while "a.b=1 c.d=2" splits in two.
@@ -83,7 +82,7 @@ def ended_before_a_checkpoint(folder: Path) -> bool:
         run.is_run()
         and run.read_status().get("state") is not None
         and run.live_pid() is None
-        and not step_folders(run.checkpoints_dir)  # as the trainer decides to start afresh
+        and not step_dirs(run.checkpoints_dir)  # as the trainer decides to start afresh
     )
 
 

@@ -1,23 +1,14 @@
 """A run's checkpoint folders, and the picker that offers them on the Eval and Samples screens.
 
-Plain paths: no torch here. The engine lists the same folders in core.checkpoint.step_dirs and
-core.export.milestone_folders, but those modules import torch, which the screens must not at start.
+Plain paths: no torch here. The step folders are core.runs.step_dirs, as the trainer lists them.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from core.config import MILESTONE_PREFIX, milestone_words
-
-STEP_NAME = re.compile(r"step-(\d+)")  # as core.checkpoint.STEP_NAME
-
-
-def step_folders(checkpoints_dir: Path) -> list[Path]:
-    """checkpoints/step-N folders, oldest first: what core.checkpoint.step_dirs finds."""
-    found = [d for d in Path(checkpoints_dir).glob("step-*") if STEP_NAME.fullmatch(d.name) and d.is_dir()]
-    return sorted(found, key=lambda d: int(d.name[5:]))
+from core.runs import step_dirs
 
 
 def list_checkpoints(run: Path) -> list[Path]:
@@ -27,9 +18,7 @@ def list_checkpoints(run: Path) -> list[Path]:
     milestones = [
         p for p in folder.glob(f"{MILESTONE_PREFIX}*") if p.is_dir() and milestone_words(p.name) is not None
     ]
-    return step_folders(folder)[::-1] + sorted(
-        milestones, key=lambda p: milestone_words(p.name), reverse=True
-    )
+    return step_dirs(folder)[::-1] + sorted(milestones, key=lambda p: milestone_words(p.name), reverse=True)
 
 
 def fill_checkpoint_picker(picker, run: Path) -> list[Path]:
