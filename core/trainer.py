@@ -498,7 +498,7 @@ class Trainer:
         except (UserError, TrainingFailed):
             raise
         except Exception as e:  # no C++ compiler, an op the compiler cannot take, a backend error
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            reason = _first_line(e)[:200]
             self.log(f"warning: train.compile failed ({reason}); training continues without compiling")
             self.optimizer.zero_grad(set_to_none=True)
             self.noise.set_state(noise)
@@ -834,14 +834,18 @@ class Trainer:
             if self.step % cfg.train.log_every == 0 or self.step == plan.total_steps:
                 self._log_interval(self.interval)
                 self.interval = _Interval()
-            if self.unchecked and (cfg.train.dev_every or cfg.eval.every or cfg.samples.every):
+            dev, evaluate, sample = (
+                bool(every) and self.step % every == 0
+                for every in (cfg.train.dev_every, cfg.eval.every, cfg.samples.every)
+            )
+            if dev or evaluate or sample:  # only then: a check waits for the device
                 self._check_finite()  # what is evaluated or sampled comes from finite steps
-            if cfg.train.dev_every and self.step % cfg.train.dev_every == 0 and self.world.main:
+            if dev and self.world.main:
                 self._log_dev()
-            if cfg.eval.every and self.step % cfg.eval.every == 0 and self.world.main:
+            if evaluate and self.world.main:
                 with self.inference(cfg.eval.weights):
                     self.probes.evaluate(self.model, self.step)
-            if cfg.samples.every and self.step % cfg.samples.every == 0 and self.world.main:
+            if sample and self.world.main:
                 with self.inference("ema"):
                     self.probes.sample(self.model, self.step)
             self._save_milestones()
@@ -927,6 +931,11 @@ def config_summary(cfg: Config, config_path) -> str:
         f"config: {cfg.name} preset, {s.name} schedule (p={s.power:g}), {masking}, {m.num_layers} layers x "
         f"{m.hidden_size} ({m.num_heads} heads), budget {cfg.train.budget}; in full: {config_path}"
     )
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's first line, or its type's name when it has no message."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _lost_worker(e: BaseException) -> bool:
@@ -1041,8 +1050,8 @@ def _train(trainer: Trainer, run: RunDir | FollowerRun, world: World, log: Calla
         raise UserError(reason) from None
     except BaseException as e:
         if world.several and _lost_worker(e):
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0][:160]  # gloo's "[file:line] " prefix
+            # gloo's "[file:line] " prefix off, the first sentence kept
+            first = re.sub(r"^\[[^\]]*\]\s*", "", _first_line(e)).split(". ")[0][:160]
             reason = (
                 f"Worker {world.rank} lost the other workers of this run at step {trainer.step} ({first}); "
                 f"one of them ended or lost its connection: continue with --resume from step "
