@@ -40,6 +40,37 @@ ACTIVE_STATES = ("starting", "running", "paused", "stopping")
 IMPORTED_MARKER = "imported.json"  # in a run made by `mdlm-tui import`: weights only, nothing to resume
 
 
+STALE_AFTER_S = 30.0  # a heartbeat older than this means its trainer is gone
+
+
+def run_health(status: dict, now: float | None = None) -> str:
+    """The one answer to "is the trainer alive": status.json's state, or "stale" for an active state
+    whose trainer is gone (heartbeat older than STALE_AFTER_S, or its pid missing on this host). A
+    trainer on another host sharing the disk is judged by its heartbeat alone."""
+    state = status.get("state") or "unknown"
+    if state not in ACTIVE_STATES:
+        return state
+    now = time.time() if now is None else now
+    if now - float(status.get("heartbeat") or 0) > STALE_AFTER_S:
+        return "stale"
+    pid = status.get("pid")
+    if status.get("host") == socket.gethostname():
+        if not pid:
+            return "stale"
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return "stale"
+        except PermissionError:  # alive, owned by another user
+            pass
+    return state
+
+
+def trainer_alive(status: dict) -> bool:
+    """A trainer is working on the run (here or on another host sharing the disk)."""
+    return run_health(status) in ACTIVE_STATES
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file, fsync, rename: readers see the old or the new file, never half."""
     path = Path(path)
@@ -228,22 +259,13 @@ class RunDir:
             atomic_write_json(self.status_path, self._status)
             return dict(self._status)
 
-    def live_pid(self, stale_after_s: float = 30.0) -> int | None:
-        """The pid of a trainer still working on this run: its status says so, the process exists
-        and its heartbeat is fresh; None for a finished, failed or crashed run."""
+    def live_pid(self) -> int | None:
+        """The pid of a trainer still working on this run on this host; None for a finished, failed or
+        crashed run, or one trained on another host."""
         status = self.read_status()
-        pid = status.get("pid")
-        if status.get("state") not in ACTIVE_STATES or not pid or status.get("host") != socket.gethostname():
+        if status.get("host") != socket.gethostname() or not trainer_alive(status):
             return None
-        if time.time() - status.get("heartbeat", 0) > stale_after_s:
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:  # alive, owned by someone else
-            pass
-        return pid
+        return status.get("pid")
 
     def start_heartbeat(self, every_s: float = 5.0) -> threading.Event:
         """Refresh the heartbeat from a daemon thread, so a long step or eval never looks stale."""

@@ -47,7 +47,7 @@ from core.model import build_model
 from core.objective import NoisedBatch, noise_batch, noised_loss
 from core.optim import EMA, build_optimizer, lr_multiplier
 from core.probes import Probes
-from core.runs import ACTIVE_STATES, IMPORTED_MARKER, RunDir, atomic_write_text
+from core.runs import ACTIVE_STATES, IMPORTED_MARKER, RunDir, atomic_write_text, trainer_alive
 from core.schedules import build_schedule
 from core.specials import PAD_ID
 from core.telemetry import SystemMonitor
@@ -176,7 +176,6 @@ def accumulation(cfg: Config, workers: int) -> int:
 
 BABYLM_EPOCHS = 10  # the most passes over its 10M or 100M words the BabyLM challenge allows
 RELEASE_EVERY = 50  # steps between returning freed heap pages to the OS on CPU
-LIVE_HEARTBEAT_S = 30.0  # a heartbeat older than this means its trainer is gone (as RunDir.live_pid)
 
 
 class StopAtOnce(BaseException):
@@ -879,23 +878,15 @@ def _prepare_folder(cfg: Config, run: RunDir, resume: bool, log: Callable[[str],
     checkpoint (a bad path, a kill in the first steps) holds nothing to keep: it starts afresh in place."""
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"--run-dir {run.path} is a file, not a folder; give a folder for the run.")
-    if (pid := run.live_pid()) is not None:
-        raise UserError(
-            f"{run.path} is still being trained by process {pid}; stop it (kill {pid}), watch it "
-            f"with `mdlm-tui watch {run.path}` or choose another --run-dir."
-        )
     status = run.read_status() if run.is_run() else {}
-    # A trainer on another host sharing this disk: its pid cannot be checked here, its heartbeat can.
-    host = status.get("host", socket.gethostname())
-    if (
-        status.get("state") in ACTIVE_STATES
-        and host != socket.gethostname()
-        and time.time() - status.get("heartbeat", 0) <= LIVE_HEARTBEAT_S
-    ):
-        raise UserError(
-            f"{run.path} is still being trained on {host} (its heartbeat is fresh); watch it with "
-            f"`mdlm-tui watch {run.path}` or choose another --run-dir."
-        )
+    if trainer_alive(status):
+        pid, host = status.get("pid"), status.get("host") or "another host"
+        watch = f"watch it with `mdlm-tui watch {run.path}` or choose another --run-dir."
+        if host == socket.gethostname():
+            raise UserError(
+                f"{run.path} is still being trained by process {pid}; stop it (kill {pid}), {watch}"
+            )
+        raise UserError(f"{run.path} is still being trained on {host} (its heartbeat is fresh); {watch}")
     if resume and (run.path / IMPORTED_MARKER).is_file():
         raise UserError(
             f"{run.path} holds imported weights without optimizer state or data position: "

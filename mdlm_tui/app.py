@@ -25,14 +25,13 @@ from textual.widgets import Input, Static
 from textual.worker import WorkerFailed
 
 from core.control import COMMANDS as CONTROL_COMMANDS  # light: json and the run folder only
-from core.runs import RunDir
+from core.runs import RunDir, run_health
 from mdlm_tui.common.guard import Guarded, culprit
 from mdlm_tui.common.key_bar import KeyBar
 from mdlm_tui.run_list.screen import RunsScreen, find_runs
 from mdlm_tui.shell.help import HelpScreen
 from mdlm_tui.shell.type_ahead import TypeAhead
 from mdlm_tui.train.screen import TrainScreen
-from mdlm_tui.watcher import run_health
 
 SCREEN_TITLES = {
     "runs": "Runs: every run, its state, open or delete",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,40 +17,11 @@ from pathlib import Path
 
 from textual.message import Message
 
-from core.runs import ACTIVE_STATES, RunDir, valid_metrics_record
+from core.runs import RunDir, valid_metrics_record
 
-STALE_AFTER_S = 30.0
 LOG_TAIL_LINES = 400
 HISTORY_POINTS = 5000
 SERIES = ("loss", "masked_ce", "dev_loss", "dev_masked_ce", "lr", "tokens_per_s")
-
-
-# ---------------------------------------------------------------- health of a run
-
-
-def run_health(status: dict, now: float | None = None) -> str:
-    """The state to show: status.json's state, or "stale" for an active state whose trainer is gone
-    (heartbeat older than STALE_AFTER_S, or its pid missing on this host)."""
-    state = status.get("state") or "unknown"
-    if state not in ACTIVE_STATES:
-        return state
-    now = time.time() if now is None else now
-    if now - float(status.get("heartbeat") or 0) > STALE_AFTER_S:
-        return "stale"
-    pid = status.get("pid")
-    if pid and status.get("host") == socket.gethostname():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return "stale"
-        except PermissionError:  # alive, owned by another user
-            pass
-    return state
-
-
-def is_live(status: dict) -> bool:
-    """A trainer is working on the run (here or on another host sharing the disk)."""
-    return run_health(status) in ACTIVE_STATES
 
 
 # ---------------------------------------------------------------- tailing files

@@ -13,13 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+from core.runs import run_health
 from mdlm_tui.app import MdlmApp
 from mdlm_tui.common.confirm import ConfirmScreen
 from mdlm_tui.common.state_label import StateLabel
 from mdlm_tui.run_list.screen import RunsScreen
 from mdlm_tui.shell.help import HelpScreen
 from mdlm_tui.train.screen import TrainScreen
-from mdlm_tui.watcher import FileTail, Series, run_health
+from mdlm_tui.watcher import FileTail, Series
 
 
 def dead_pid() -> int:

@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from core.runs import TRASH_FOLDER, RunDir, trash_run, valid_metrics_record
+from core.runs import TRASH_FOLDER, RunDir, run_health, trainer_alive, trash_run, valid_metrics_record
 from mdlm_tui.common import formatting as fmt
 from mdlm_tui.common.confirm import ConfirmScreen
 from mdlm_tui.common.guard import Guarded
@@ -25,7 +25,7 @@ from mdlm_tui.common.key_bar import KeyBar
 from mdlm_tui.common.readout import Readout
 from mdlm_tui.common.state_label import state_text
 from mdlm_tui.run_list.export_dialog import ExportScreen, default_out
-from mdlm_tui.watcher import FileTail, is_live, latest_eval_report, mtime_or_zero, run_health
+from mdlm_tui.watcher import FileTail, latest_eval_report, mtime_or_zero
 
 REFRESH_EVERY_S = 2.0
 COLUMNS = ("run", "state", "step", "loss", "eval", "age")
@@ -248,7 +248,7 @@ class RunsScreen(Guarded, Screen):
     def _trainer_works_on(self, path: Path) -> bool:
         """True, saying so, when a trainer works on the run: read afresh, not the table's copy."""
         # is_live holds whenever core's RunDir.live_pid finds the trainer, and also for one on another host
-        if not is_live(RunDir(path).read_status()):
+        if not trainer_alive(RunDir(path).read_status()):
             return False
         self.notify(
             f"{path.name} is being trained now, so it was not deleted; stop it first (t, then x).",

@@ -19,6 +19,7 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.widgets import ProgressBar, RichLog, Static
 
 from core.config import milestone_name
+from core.runs import run_health, trainer_alive
 from mdlm_tui.common import formatting as fmt
 from mdlm_tui.common.curves import CurvePlot
 from mdlm_tui.common.key_bar import KeyBar
@@ -26,7 +27,7 @@ from mdlm_tui.common.readout import Readout
 from mdlm_tui.common.run_screen import RunScreen
 from mdlm_tui.common.state_label import StateLabel
 from mdlm_tui.train.system_pane import SystemPane
-from mdlm_tui.watcher import RunUpdated, RunWatcher, is_live, run_health
+from mdlm_tui.watcher import RunUpdated, RunWatcher
 
 # Each look at the run wakes the TUI, and a TUI waking often slows a trainer that keeps every core
 # busy (its threads wait for each other when one is pre-empted): polling four times a second cost
@@ -140,7 +141,7 @@ class TrainScreen(RunScreen):
         self.query_one("#train-state", StateLabel).show(self.health)
         self._show_numbers(message)
         system = self.query_one("#train-system", SystemPane)
-        system.follow(message.status, is_live(message.status))
+        system.follow(message.status, trainer_alive(message.status))
         system.show_stats(self.latest_train.get("sys"))
         log = self.query_one("#train-log", WrappedLog)
         if message.log_reset:
@@ -212,10 +213,10 @@ class TrainScreen(RunScreen):
             self.notify("No run open.", severity="warning")
             return False
         from core.control import send  # light: json and the run folder only
-        from core.runs import RunDir
+        from core.runs import RunDir, run_health, trainer_alive
 
         status = RunDir(self.run_dir).read_status()  # fresh: the last message may be a moment old
-        if not is_live(status):
+        if not trainer_alive(status):
             self.notify(f"No trainer is working on this run ({run_health(status)}).", severity="warning")
             return False
         send(self.run_dir, command)
