@@ -849,6 +849,10 @@ def validate(cfg: Config) -> None:
     parse_milestones(cfg.train.save_at_words)
     for key, interval in RANGES.items():
         _check_range(key, _get(cfg, key), interval)
+    # a registered schedule's own parameters, by the intervals its class declares (`ranges`)
+    extras = schedule_extras(cfg.schedule.name)
+    for param, interval in SCHEDULES.trait(cfg.schedule.name, "ranges", {}).items():
+        _check_range(f"schedule.{param}", getattr(cfg.schedule, param, extras.get(param)), interval)
     m, d = cfg.model, cfg.data
     if m.hidden_size % m.num_heads:
         raise UserError(

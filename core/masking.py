@@ -185,11 +185,6 @@ class FrequencyMasking(MaskingKind):
         return f"frequency, p_freq={self.p_freq}, curriculum={self.curriculum}, statistics={self.statistics}"
 
 
-def needs_scores(kind: str) -> bool:
-    """Whether the masking kind reads the corpus frequency scores (the trainer counts them only then)."""
-    return MASKING_KINDS.get(kind).needs_scores
-
-
 class Masker:
     """Turns per-sequence rates into a boolean mask with the registered masking kind `kind`."""
 
@@ -203,8 +198,7 @@ class Masker:
     ):
         cls = MASKING_KINDS.get(kind)
         if cls.needs_scores and scores is None:
-            what = "Frequency-informed" if kind == "frequency" else f"The {kind}"
-            raise ValueError(f"{what} masking needs the corpus frequency scores.")
+            raise ValueError(f"The {kind} masking needs the corpus frequency scores.")
         if statistics not in STATISTICS:
             raise ValueError(f"Unknown masking statistics '{statistics}'; choose sequence or maskable.")
         self.kind = kind

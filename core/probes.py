@@ -31,13 +31,7 @@ class Probes:
                 if dropped := drop_long_items(suite, tokenizer, cfg.model.max_position):
                     log(f"warning: {suite.name}: {dropped} items longer than model.max_position skipped")
         s = cfg.samples
-        self.sample_cfg = SampleConfig(
-            length=min(s.length, cfg.data.seq_len),
-            steps=s.steps,
-            sampler=s.sampler,
-            temperature=s.temperature,
-            top_p=s.top_p,
-        )
+        self.sample_cfg = SampleConfig.from_settings(s, length=min(s.length, cfg.data.seq_len))
         if s.every:  # a prompt that cannot work fails now, not at the first sample
             check_config(self.sample_cfg)
             template_from_prompt(tokenizer, s.prompt, self.sample_cfg.length)

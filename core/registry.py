@@ -31,10 +31,18 @@ class Registry(Generic[T]):
     them when imported; they are known (to config validation, the CLI) before it is."""
 
     def __init__(
-        self, what: str, key: str | None = None, home: str | None = None, builtin: tuple[str, ...] = ()
+        self,
+        what: str,
+        key: str | None = None,
+        home: str | None = None,
+        builtin: tuple[str, ...] = (),
+        traits: dict[str, dict] | None = None,
     ):
         self.what, self.key, self.home, self.builtin = what, key, home, tuple(builtin)
         self._classes: dict[str, T] = {}
+        # Class attributes of built-ins that torch-free readers (the TUI's forms) need before `home` is
+        # imported; tests pin that the classes agree.
+        self._traits = traits or {}
 
     def register(self, name_or_cls, cls: T | None = None):
         """File a class under a name: `register(cls)` (a class decorator; the name is `cls.name`) or
@@ -72,6 +80,17 @@ class Registry(Generic[T]):
             raise UnknownName(self.unknown(name))
         return self._classes[name]
 
+    def trait(self, name: str, attribute: str, default=None):
+        """A class attribute of the kind `name`: read from its class once registered, else from the
+        built-in traits (no import of `home`)."""
+        if name in self._classes:
+            return getattr(self._classes[name], attribute, default)
+        return self._traits.get(name, {}).get(attribute, default)
+
+    def having(self, attribute: str) -> tuple[str, ...]:
+        """The names whose class (or built-in trait) sets `attribute` true, in `names()` order."""
+        return tuple(name for name in self.names() if self.trait(name, attribute, False))
+
     def unknown(self, name: str) -> str:
         """The sentence that refuses a name: the nearest registered one, and all of them."""
         names = list(self.names())
@@ -100,8 +119,26 @@ SCHEDULES = Registry(
     "schedule.name",
     "core.schedules",
     ("linear", "cosine", "cosine-squared", "log-linear", "gaussian", "bimodal"),
+    traits={
+        **{name: {"sampling": True} for name in ("linear", "cosine", "cosine-squared", "log-linear")},
+        "bimodal": {"progressive": True},
+    },
 )
-MASKING_KINDS = Registry("masking kind", "masking.kind", "core.masking", ("uniform", "frequency"))
+MASKING_KINDS = Registry(
+    "masking kind",
+    "masking.kind",
+    "core.masking",
+    ("uniform", "frequency"),
+    traits={"frequency": {"needs_scores": True}},
+)
+
+
+def needs_scores(kind: str) -> bool:
+    """Whether a masking kind reads the corpus frequency scores, and so uses masking.p_freq and its
+    curriculum (the trainer counts the scores only then; forms and logs show p_freq only then)."""
+    return bool(MASKING_KINDS.trait(kind, "needs_scores", False))
+
+
 SAMPLERS = Registry("sampler", "samples.sampler", "core.sampling", ("ancestral", "confidence"))
 
 PLUGINS_VARIABLE = "MDLM_TUI_PLUGINS"

@@ -32,7 +32,7 @@ import dataclasses
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -60,6 +60,13 @@ class SampleConfig:
     eps: float = 1e-5  # the last time, t_N
     cache: bool = True  # run the model only at steps that unmask something (see `sample`)
     sampler_params: dict[str, Any] = field(default_factory=dict)  # the sampler's own Params, by name
+
+    @classmethod
+    def from_settings(cls, settings, **changes) -> SampleConfig:
+        """From a run's `samples` settings (core.config.SamplesConfig, or the TUI's form built on it):
+        the fields both have, then `changes`; one place, so a new setting reaches every sampler caller."""
+        shared = {f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
+        return cls(**{**shared, **changes})
 
 
 @dataclass

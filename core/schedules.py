@@ -57,11 +57,14 @@ class Schedule:
     - params: the `schedule.*` keys it reads, with their defaults; `build_schedule` passes them to the
       constructor as keywords. Keys of ScheduleConfig (eps, mu, sigma, ...) are shared; any other
       becomes a config key `schedule.<param>` (YAML and --set) while the schedule is registered;
+    - ranges: the interval each of its own params must lie in, e.g. {"exponent": "(0, inf)"}, checked
+      with the rest of the config (the shared keys have theirs in core.config.RANGES);
     - sampling: whether the sampler may walk its `rate(t)` from all-masked (t = 1) to clean (t = 0);
     - progressive: whether its rates move with training progress (what `mdlm-tui schedule` shows)."""
 
     name = "schedule"
     params: dict[str, float] = {}
+    ranges: dict[str, str] = {}
     sampling = False
     progressive = False
 
@@ -241,7 +244,7 @@ def build_schedule(cfg: ScheduleConfig) -> Schedule:
 
 def sampling_schedules() -> tuple[str, ...]:
     """The registered schedules the sampler may walk (their `sampling` is true)."""
-    return tuple(name for name, cls in SCHEDULES.registered().items() if cls.sampling)
+    return SCHEDULES.having("sampling")
 
 
 # Schedules whose rate runs from 0 at t = 0 to (about) 1 at t = 1, so the sampler can walk them from

@@ -41,12 +41,13 @@ from core.device import resolve_device
 from core.distributed import Alone, Group, World, join, launched_worker, stop_with_launcher, worker_device
 from core.errors import TrainingFailed, UserError
 from core.evaluate import dev_sums
-from core.masking import Masker, curriculum_power, frequency_scores, needs_scores
+from core.masking import Masker, curriculum_power, frequency_scores
 from core.memory import check_fits
 from core.model import build_model
 from core.objective import NoisedBatch, noise_batch, noised_loss
 from core.optim import EMA, build_optimizer, lr_multiplier
 from core.probes import Probes
+from core.registry import needs_scores
 from core.runs import ACTIVE_STATES, IMPORTED_MARKER, RunDir, atomic_write_text, trainer_alive
 from core.schedules import build_schedule
 from core.specials import PAD_ID
@@ -719,7 +720,7 @@ class Trainer:
             "p_freq": curriculum_power(
                 cfg.masking.p_freq, self.stream.epoch, plan.total_epochs, cfg.masking.curriculum
             )
-            if cfg.masking.kind == "frequency"
+            if needs_scores(cfg.masking.kind)
             else None,
             "skipped": self.skipped,
             "time": time.time(),
@@ -913,11 +914,9 @@ def _prepare_folder(cfg: Config, run: RunDir, resume: bool, log: Callable[[str],
 def config_summary(cfg: Config, config_path) -> str:
     """One line for the console; the full config is config.yaml (and `mdlm-tui inspect`)."""
     m, s = cfg.model, cfg.schedule
-    masking = (
-        f"frequency masking (p_freq {cfg.masking.p_freq:g}{', curriculum' if cfg.masking.curriculum else ''})"
-        if cfg.masking.kind == "frequency"
-        else f"{cfg.masking.kind} masking"
-    )
+    masking = f"{cfg.masking.kind} masking"
+    if needs_scores(cfg.masking.kind):
+        masking += f" (p_freq {cfg.masking.p_freq:g}{', curriculum' if cfg.masking.curriculum else ''})"
     return (
         f"config: {cfg.name} preset, {s.name} schedule (p={s.power:g}), {masking}, {m.num_layers} layers x "
         f"{m.hidden_size} ({m.num_heads} heads), budget {cfg.train.budget}; in full: {config_path}"

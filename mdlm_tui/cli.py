@@ -31,6 +31,30 @@ PresetOpt = typer.Option(None, "--preset", "-p", help="Preset name (see `mdlm-tu
 SetOpt = typer.Option([], "--set", "-s", help="Override a config key, e.g. --set train.lr=3e-4 (repeatable).")
 
 
+# Help texts that list registered names: built at import, and again once MDLM_TUI_PLUGINS is loaded
+# (see _refresh_choice_help), so a plugin's names show in --help too.
+def _schedule_help() -> str:
+    return f"{' | '.join(SCHEDULES.names())}, or one your own module registers."
+
+
+def _suite_help() -> str:
+    return (
+        f"{', '.join(suite_names())} (babylm: every BabyLM zero-shot task, with a summary), "
+        "dev (dev-set NELBO), a .jsonl file or folder, hf:<id>, or a suite your own module registers "
+        "(core.suites.register_suite); comma-separated for several (default: the run's eval.suites)."
+    )
+
+
+def _sampler_help() -> str:
+    return (
+        f"{' | '.join(SAMPLERS.names())}, or one your own module registers (core.sampling.register_sampler)."
+    )
+
+
+def _sampling_schedule_help() -> str:
+    return f"Reverse-process schedule: {' | '.join(SCHEDULES.having('sampling'))}."
+
+
 def _stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
@@ -333,9 +357,7 @@ def inspect(
 
 @app.command(short_help="A schedule's mean mask rate and NELBO weights.")
 def schedule(
-    name: str = typer.Argument(
-        ..., help=f"{' | '.join(SCHEDULES.names())}, or one your own module registers."
-    ),
+    name: str = typer.Argument(..., help=_schedule_help()),
     overrides: List[str] = typer.Option(
         [], "--set", "-s", help="Schedule keys, e.g. --set power=0.1 (the schedule. prefix is optional)."
     ),
@@ -400,9 +422,7 @@ def eval_command(
     suite: Optional[str] = typer.Option(
         None,
         "--suite",
-        help=f"{', '.join(suite_names())} (babylm: every BabyLM zero-shot task, with a summary), "
-        "dev (dev-set NELBO), a .jsonl file or folder, hf:<id>, or a suite your own module registers "
-        "(core.suites.register_suite); comma-separated for several (default: the run's eval.suites).",
+        help=_suite_help(),
     ),
     data: Optional[str] = typer.Option(
         None,
@@ -602,8 +622,7 @@ def sample(
     sampler: str = typer.Option(
         "ancestral",
         "--sampler",
-        help=f"{' | '.join(SAMPLERS.names())}, or one your own module registers "
-        "(core.sampling.register_sampler).",
+        help=_sampler_help(),
     ),
     seed: int = typer.Option(0, "--seed"),
     prompt: Optional[str] = typer.Option(
@@ -616,7 +635,7 @@ def sample(
     schedule_name: str = typer.Option(
         "linear",
         "--schedule",
-        help="Reverse-process schedule: linear | cosine | cosine-squared | log-linear.",
+        help=_sampling_schedule_help(),
     ),
     trace: Optional[Path] = typer.Option(
         None, "--trace", help="Write every step's state as JSON lines to this file."
@@ -724,10 +743,23 @@ def _show_notes(message, category, *args, **kwargs) -> None:
         print(f"note: {message}", file=sys.stderr)
 
 
+def _refresh_choice_help() -> None:
+    import inspect
+
+    for command, parameter, build in (
+        (schedule, "name", _schedule_help),
+        (eval_command, "suite", _suite_help),
+        (sample, "sampler", _sampler_help),
+        (sample, "schedule_name", _sampling_schedule_help),
+    ):
+        inspect.signature(command).parameters[parameter].default.help = build()
+
+
 def main() -> None:
     warnings.showwarning = _show_notes
     try:
-        load_plugins()  # before any config is read: a plugin's names are then valid everywhere
+        if load_plugins():  # before any config is read: a plugin's names are then valid everywhere
+            _refresh_choice_help()
         app()
     except (UserError, TrainingFailed) as e:
         print(f"{_worker_prefix()}error: {e}", file=sys.stderr)

@@ -19,6 +19,7 @@ class PluginPower(Schedule):
 
     name = "plugin-power"
     params = {"exponent": 2.0}  # its own key: schedule.exponent
+    ranges = {"exponent": "(0, inf)"}  # checked with the rest of the config
     sampling = True
 
     def __init__(self, exponent: float = 2.0):

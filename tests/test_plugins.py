@@ -1,6 +1,6 @@
 """A schedule, a masking kind, a sampler and a suite from a user's module (tests/plugin_example.py,
-named by MDLM_TUI_PLUGINS) work through `mdlm-tui run`, `eval` and `sample` and show in Configure's
-lists, with no file of the package touched."""
+named by MDLM_TUI_PLUGINS) work through `mdlm-tui run`, `eval` and `sample` and show in the TUI's
+lists (Configure, Samples), with no file of the package touched."""
 
 import importlib
 import json
@@ -117,3 +117,29 @@ def test_configure_lists_the_plugins_schedule_and_masking_kind(tmp_path, registe
     listed = asyncio.run(options())
     assert "plugin-power" in listed["schedule.name"] and "cosine" in listed["schedule.name"]
     assert "plugin-positional" in listed["masking.kind"]
+
+
+def test_the_samples_screen_offers_the_plugins_sampler(tmp_path, registered_here):
+    import asyncio
+
+    from textual.widgets import Select
+
+    from tests.test_tui_samples import SamplesHost
+
+    run = tmp_path / "run"
+    run.mkdir()
+
+    async def options() -> list:
+        app = SamplesHost(run)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            return [value for _, value in app.screen.query_one("#sample-sampler", Select)._options]
+
+    listed = asyncio.run(options())
+    assert "plugin-left-to-right" in listed and "ancestral" in listed
+
+
+def test_help_lists_the_plugins_names(plugins):
+    assert "plugin-left-to-right" in mdlm("sample", "--help").stdout
+    assert "plugin-power" in mdlm("schedule", "--help").stdout
+    assert "plugin-pairs" in mdlm("eval", "--help").stdout

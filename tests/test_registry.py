@@ -18,7 +18,7 @@ import yaml
 from core.config import ScheduleConfig, from_dict, load_config, resolve_config, to_dict
 from core.errors import UserError
 from core.masking import Masker, MaskingKind, maskable, register_masking_kind
-from core.registry import MASKING_KINDS, SCHEDULES, Registry
+from core.registry import MASKING_KINDS, SCHEDULES, Registry, needs_scores
 from core.runs import RunDir, read_jsonl
 from core.schedules import (
     SAMPLING_SCHEDULES,
@@ -35,6 +35,7 @@ class Polynomial(Schedule):
 
     name = "polynomial"
     params = {"exponent": 2.0}  # a key of its own: schedule.exponent
+    ranges = {"exponent": "(0, inf)"}  # checked with the config, as the built-in keys are
     sampling = True  # r runs from 0 at t = 0 to 1 at t = 1
 
     def __init__(self, exponent: float = 2.0):
@@ -82,6 +83,8 @@ def test_a_registered_schedule_is_a_config_choice_with_its_own_parameter():
 def test_its_parameter_is_typed_suggested_written_and_read_back(tmp_path):
     with pytest.raises(UserError, match="schedule.exponent must be a number"):
         load_config("smoke", ["schedule.name=polynomial", "schedule.exponent=steep"])
+    with pytest.raises(UserError, match="schedule.exponent must be positive, got -1.0"):
+        load_config("smoke", ["schedule.name=polynomial", "schedule.exponent=-1"])
     with pytest.raises(UserError, match="Did you mean 'schedule.exponent'"):
         load_config("smoke", ["schedule.name=polynomial", "schedule.exponnt=3"])
     preset = tmp_path / "steep.yaml"
@@ -200,3 +203,28 @@ def test_the_built_ins_declare_the_shared_keys_at_their_defaults():
             assert getattr(defaults, param) == default, (cls.name, param)
     assert SAMPLING_SCHEDULES == ("linear", "cosine", "cosine-squared", "log-linear")
     assert tuple(MASKING_KINDS.registered())[:2] == MASKING_KINDS.builtin == ("uniform", "frequency")
+
+
+def test_built_in_traits_read_before_import_agree_with_the_classes():
+    # a torch-free reader (the Configure form) asks the registry before core.masking is imported
+    before = Registry("masking kind", "masking.kind", "core.masking", ("uniform", "frequency"))
+    before._traits = MASKING_KINDS._traits
+    for name in MASKING_KINDS.builtin:
+        assert before.trait(name, "needs_scores", False) == MASKING_KINDS.get(name).needs_scores, name
+    schedules = Registry("schedule", "schedule.name", "core.schedules", SCHEDULES.builtin)
+    schedules._traits = SCHEDULES._traits
+    for name in SCHEDULES.builtin:
+        for attribute in ("sampling", "progressive"):
+            assert schedules.trait(name, attribute, False) == getattr(SCHEDULES.get(name), attribute), name
+    assert schedules.having("sampling") == SAMPLING_SCHEDULES
+    assert needs_scores("frequency") and not needs_scores("uniform")
+
+    @register_masking_kind
+    class Tilted(MaskingKind):
+        name = "tilted-test"
+        needs_scores = True
+
+    try:
+        assert needs_scores("tilted-test")  # a registered kind's own attribute
+    finally:
+        MASKING_KINDS.unregister("tilted-test")

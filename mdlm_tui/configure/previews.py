@@ -180,7 +180,8 @@ def frequency_preview(cfg, bucket_count: int = 10, log=lambda message: None) -> 
     import torch
 
     from core.dataset import masking_counts, prepare_data
-    from core.masking import frequency_mask_probs, frequency_scores, maskable, uniform_mask_probs
+    from core.masking import Masker, frequency_scores, maskable, uniform_mask_probs
+    from core.registry import needs_scores
     from core.schedules import build_schedule, stratified_t
 
     data = prepare_data(cfg.data, log=log)
@@ -193,10 +194,10 @@ def frequency_preview(cfg, bucket_count: int = 10, log=lambda message: None) -> 
     statistics = cfg.masking.statistics
     scores = frequency_scores(masking_counts(data, statistics))
     uniform = uniform_mask_probs(ids, rates)
-    informed = uniform
-    if cfg.masking.kind == "frequency":
-        # zeroed at specials, as sampling does: with sequence statistics q is not zero there
-        informed = frequency_mask_probs(ids, rates, scores, cfg.masking.p_freq, statistics) * maskable(ids)
+    # the configured kind (a registered one too) at its final power, without the curriculum; zeroed at
+    # specials, as sampling does: with sequence statistics q is not zero there
+    masker = Masker(cfg.masking.kind, scores, cfg.masking.p_freq, curriculum=False, statistics=statistics)
+    informed = masker.probs(ids, rates, epoch=0, total_epochs=1) * maskable(ids)
 
     keep = maskable(ids)
     # scores are (rank + 1) / V, so a score is already the rank's place in the vocabulary in (0, 1]
@@ -223,7 +224,7 @@ def frequency_preview(cfg, bucket_count: int = 10, log=lambda message: None) -> 
         uniform=uniform_means,
         relative=relative_means,
         kind=cfg.masking.kind,
-        power=cfg.masking.p_freq if cfg.masking.kind == "frequency" else 0.0,
+        power=cfg.masking.p_freq if needs_scores(cfg.masking.kind) else 0.0,
         sequences=len(ids),
         tokens=int(keep.sum()),
         description=data.description,

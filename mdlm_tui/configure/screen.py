@@ -22,6 +22,7 @@ from textual.widgets import Button, Label, Select, Static, TabbedContent, TabPan
 from textual.worker import get_current_worker
 
 from core.config import load_config, preset_names
+from core.registry import needs_scores
 from mdlm_tui.common.guard import Guarded
 from mdlm_tui.common.key_bar import KeyBar
 from mdlm_tui.configure.form import ConfigureForm
@@ -177,7 +178,7 @@ class ConfigureScreen(Guarded, Screen):
 
     def _summary(self, cfg) -> str:
         m = cfg.model
-        masking = f"frequency p={cfg.masking.p_freq:g}" if cfg.masking.kind == "frequency" else "uniform"
+        masking = cfg.masking.kind + (f" p={cfg.masking.p_freq:g}" if needs_scores(cfg.masking.kind) else "")
         processes = f", {self.nproc} processes" if self.nproc > 1 else ""
         return (
             f"{cfg.schedule.name} p={cfg.schedule.power:g}, {masking}, "

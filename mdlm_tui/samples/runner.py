@@ -51,14 +51,7 @@ class CheckpointSampler:
         """Run the sampler, calling on_step with each step as a dict; returns the trace file written."""
         from core.sampling import SampleConfig, check_config, sample, trace_to_jsonl
 
-        cfg = SampleConfig(
-            length=options.length,
-            steps=options.steps,
-            sampler=options.sampler,
-            temperature=options.temperature,
-            top_p=options.top_p,
-            seed=options.seed,
-        )
+        cfg = SampleConfig.from_settings(options)
         check_config(cfg)  # before loading a model: a bad option is reported at once
         model, tokenizer, ckpt = self._load(checkpoint, status)
         status(f"sampling {options.length} tokens in {options.steps} steps from {ckpt.name} ...")

@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
+from core.registry import SAMPLERS
 from mdlm_tui.common.checkpoints import current_run, fill_checkpoint_picker
 from mdlm_tui.common.key_bar import KeyBar
 from mdlm_tui.common.run_screen import RunScreen
@@ -25,7 +26,6 @@ from mdlm_tui.samples.replay import ReplayView
 from mdlm_tui.samples.runner import CheckpointSampler, SampleOptions
 from mdlm_tui.samples.traces import TraceEntry, read_run_traces, trace_files
 
-SAMPLERS = ("ancestral", "confidence")
 TRACE_POLL_S = 3.0  # how often to look for new samples from a training run
 # (input id, label, SampleOptions field, parser)
 NUMBER_FIELDS = (
@@ -106,8 +106,8 @@ class SamplesScreen(RunScreen):
                     yield Select([], prompt="no checkpoints", compact=True, id="sample-checkpoint")
                     yield Label("sampler")
                     yield Select(
-                        [(s, s) for s in SAMPLERS],
-                        value=SAMPLERS[0],
+                        [(s, s) for s in SAMPLERS.names()],  # a sampler a plugin registered too
+                        value=SAMPLERS.names()[0],
                         allow_blank=False,
                         compact=True,
                         id="sample-sampler",
