@@ -28,8 +28,9 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, processors
 
 from core.checkpoint import read_meta, write_failure
-from core.config import MILESTONE_PREFIX, Config, ModelConfig, load_saved_config, milestone_words
+from core.config import MILESTONE_PREFIX, Config, ModelConfig, load_saved_config
 from core.errors import UserError
+from core.runs import milestone_dirs
 from core.specials import BOS_ID, EOS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SPECIAL_TOKENS, UNK_ID
 
 MODELING_FILE = "modeling_mdlm.py"
@@ -199,15 +200,6 @@ def write_folder(
 # ---------------------------------------------------------------- from a run folder
 
 
-def milestone_folders(run: Path) -> list[Path]:
-    """checkpoints/chck_* folders, fewest words first (chck_2M before chck_10M); odd names last."""
-    found = [d for d in (run / "checkpoints").glob(f"{MILESTONE_PREFIX}*") if d.is_dir()]
-    return sorted(
-        found,
-        key=lambda d: (0, words, "") if (words := milestone_words(d.name)) is not None else (1, 0, d.name),
-    )
-
-
 def _plan(target: str, milestones: bool) -> list[tuple[str | None, Path]]:
     """(subfolder of OUT or None for OUT itself, checkpoint folder) for everything to export."""
     from core.checkpoint import latest_checkpoint
@@ -221,7 +213,7 @@ def _plan(target: str, milestones: bool) -> list[tuple[str | None, Path]]:
         raise UserError(
             f"--milestones needs a run folder, and {target} is a checkpoint folder: give {run} instead."
         )
-    found = milestone_folders(run)
+    found = milestone_dirs(run / "checkpoints")
     if not found:
         raise UserError(
             f"Run {run} has no milestone checkpoints (checkpoints/{MILESTONE_PREFIX}*): export without "

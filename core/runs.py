@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from core.config import MILESTONE_PREFIX, milestone_words
 from core.errors import UserError
 
 STEP_NAME = re.compile(r"step-(\d+)")  # checkpoints/step-N
@@ -33,6 +34,18 @@ def step_dirs(root: Path) -> list[Path]:
     TUI lists what the trainer and core.checkpoint list."""
     found = [d for d in Path(root).glob("step-*") if STEP_NAME.fullmatch(d.name) and d.is_dir()]
     return sorted(found, key=lambda d: int(d.name[5:]))
+
+
+def milestone_dirs(root: Path) -> list[Path]:
+    """Milestone checkpoint folders chck_<words> under `root` (train.save_at_words), fewest words first
+    (chck_2M before chck_10M); a chck_* folder whose name reads as no word count is not one. Torch-free,
+    for the exporter and the TUI's pickers alike."""
+    found = [
+        d
+        for d in Path(root).glob(f"{MILESTONE_PREFIX}*")
+        if d.is_dir() and milestone_words(d.name) is not None
+    ]
+    return sorted(found, key=lambda d: milestone_words(d.name))
 
 
 STATES = ("starting", "running", "paused", "stopping", "stopped", "finished", "failed")

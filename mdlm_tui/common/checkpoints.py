@@ -7,18 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.config import MILESTONE_PREFIX, milestone_words
-from core.runs import step_dirs
+from core.runs import milestone_dirs, step_dirs
 
 
 def list_checkpoints(run: Path) -> list[Path]:
     """checkpoints/step-N folders, newest first, then the chck_* milestones (train.save_at_words), most words
     first: the latest step is the usual choice, a milestone one asked for by name."""
     folder = Path(run) / "checkpoints"
-    milestones = [
-        p for p in folder.glob(f"{MILESTONE_PREFIX}*") if p.is_dir() and milestone_words(p.name) is not None
-    ]
-    return step_dirs(folder)[::-1] + sorted(milestones, key=lambda p: milestone_words(p.name), reverse=True)
+    return step_dirs(folder)[::-1] + milestone_dirs(folder)[::-1]
 
 
 def fill_checkpoint_picker(picker, run: Path) -> list[Path]:
