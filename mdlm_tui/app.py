@@ -26,7 +26,7 @@ from textual.worker import WorkerFailed
 
 from core.control import COMMANDS as CONTROL_COMMANDS  # light: json and the run folder only
 from core.runs import RunDir, run_health
-from mdlm_tui.common.guard import Guarded, culprit
+from mdlm_tui.common.guard import Guarded, ShowsFailures, culprit
 from mdlm_tui.common.key_bar import KeyBar
 from mdlm_tui.run_list.screen import RunsScreen, find_runs
 from mdlm_tui.shell.help import HelpScreen
@@ -109,7 +109,7 @@ class MdlmCommands(Provider):
                 yield Hit(score, matcher.highlight(text), callback, text=text, help=help_text)
 
 
-class MdlmApp(TypeAhead, Guarded, App):
+class MdlmApp(TypeAhead, Guarded, ShowsFailures, App):
     CSS_PATH = "app.tcss"
     TITLE = "mdlm-tui"
     COMMANDS = App.COMMANDS | {MdlmCommands}

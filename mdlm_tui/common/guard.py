@@ -7,7 +7,7 @@ guarded node catches the exception where it is handled, keeps its loop running a
 to the app's `show_failure` (MdlmApp: a notification naming what failed). A render that fails draws
 that sentence in place of the widget, so the rest of the screen still draws; a worker that fails is
 reported from its node's `Worker.StateChanged`.
-Under an app without `show_failure` (a widget tested alone) errors go to Textual as before.
+Under an app that is not `ShowsFailures` (a widget tested alone) errors go to Textual as before.
 """
 
 from __future__ import annotations
@@ -38,17 +38,29 @@ def culprit(error: BaseException) -> str:
     return "mdlm-tui"
 
 
+class ShowsFailures:
+    """What an app declares to take guarded failures: `show_failure`, and `guarding`, false while it
+    starts (an app that cannot start ends, as Textual ends it)."""
+
+    guarding = False
+
+    def show_failure(self, error: BaseException, what: str | None = None) -> None:
+        raise NotImplementedError
+
+
 def report(node, error: BaseException, what: str | None = None, later: bool = False) -> bool:
-    """Hand `error` to the app's show_failure; False when there is none, or the app is still
-    starting (the caller re-raises: an app that cannot start ends, as Textual ends it)."""
-    app = getattr(node, "app", None)
-    show = getattr(app, "show_failure", None)
-    if show is None or not getattr(app, "guarding", False):
+    """Hand `error` to the app's show_failure; False when the app takes no failures (a widget tested
+    alone) or is still starting: the caller re-raises."""
+    try:
+        app = node.app
+    except Exception:  # a node not (or no longer) attached to an app
+        return False
+    if not isinstance(app, ShowsFailures) or not app.guarding:
         return False
     if later:  # from a render: the notification must not change the DOM while it is being drawn
-        app.call_later(show, error, what)
+        app.call_later(app.show_failure, error, what)
     else:
-        show(error, what)
+        app.show_failure(error, what)
     return True
 
 
