@@ -23,7 +23,7 @@ from core.checkpoint import STEP_NAME, latest_checkpoint, load_checkpoint, snaps
 from core.config import Config, EvalConfig, load_saved_config
 from core.device import resolve_device
 from core.errors import UserError
-from core.eval_report import EvalReport, report_settings
+from core.eval_report import EvalReport, compact_credits, name_time, report_json, report_settings, summarise
 from core.masking import Masker
 from core.model import MDLM
 from core.objective import NoisedBatch, noise_batch, noised_loss
@@ -124,7 +124,6 @@ def evaluate(
             for uid, pairs in preference.items()
         }
         pooled = [pair for pairs in preference.values() for pair in pairs]
-        macro = spearman(*zip(*pooled)) if pooled else float("nan")
     else:
         per_uid = {
             uid: {
@@ -135,18 +134,9 @@ def evaluate(
             }
             for uid, values in credit.items()
         }
-    by_field: dict[str, list[float]] = {}
-    for result in per_uid.values():
-        if result["field"] is not None:
-            by_field.setdefault(result["field"], []).append(result["accuracy"])
-    per_field = {field: sum(values) / len(values) for field, values in sorted(by_field.items())}
-    if metric != "spearman":
-        means = (
-            list(per_field.values())
-            if getattr(suite, "macro_by_field", False)
-            else [r["accuracy"] for r in per_uid.values()]
-        )
-        macro = sum(means) / len(means) if means else float("nan")
+    per_field, macro = summarise(per_uid, getattr(suite, "macro_by_field", False))
+    if metric == "spearman":  # one correlation over every pair, not a mean of the UIDs' correlations
+        macro = spearman(*zip(*pooled)) if pooled else float("nan")
     return EvalReport(
         suite=suite.name,
         per_uid=per_uid,
@@ -157,6 +147,8 @@ def evaluate(
         checkpoint=checkpoint,
         skipped=getattr(suite, "skipped", 0),
         metric=metric,
+        time=time.time(),
+        credits=None if metric == "spearman" else compact_credits(credit),
         **report_settings(scorer, suite),
     )
 
@@ -354,6 +346,30 @@ def dev_nelbo(
     }
 
 
+def dev_report(model, cfg: Config, checkpoint: Path, log: Callable[[str], None] = print) -> dict:
+    """`eval --suite dev` and the Eval screen's dev row: the dev NELBO of a checkpoint's model with the
+    fixed seeds, as the report saved by save_dev_report."""
+    from core.dataset import prepare_data
+
+    data = prepare_data(cfg.data, log=log)
+    log("dev NELBO: scoring ...")
+    return {
+        "suite": "dev",
+        "checkpoint": str(checkpoint),
+        **dev_nelbo(model, data, cfg, next(model.parameters()).device),
+    }
+
+
+def save_dev_report(result: dict, eval_dir: Path, step: int | None) -> Path:
+    """eval/dev-step-N-nelbo.json, written atomically (the dev set is fixed: one report per step)."""
+    from core.runs import atomic_write_json
+
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    path = eval_dir / f"dev-step-{step if step is not None else 'x'}-nelbo.json"
+    atomic_write_json(path, result)
+    return path
+
+
 # ---------------------------------------------------------------- scorers and reports from a config
 
 
@@ -410,16 +426,24 @@ def settings_suffix(report: EvalReport) -> str:
 
 
 def save_report(report: EvalReport, eval_dir: Path, step: int | None) -> Path:
-    """eval/<suite>-step-<N>-<backend><settings_suffix>.json, written atomically."""
-    from core.runs import atomic_write_json
+    """eval/<suite>-step-<N>-<backend><settings_suffix>-<UTC time>.json, written atomically; the
+    report gets its step, and the time now unless it knows when it was made. Other settings give
+    another name and the time another again, so no evaluation replaces an earlier one."""
+    from core.runs import atomic_write_text
 
+    report.step = step
+    report.time = time.time() if report.time is None else report.time
     eval_dir.mkdir(parents=True, exist_ok=True)
     name = report.suite.replace("/", "_").replace(":", "_")
-    path = (
-        eval_dir
-        / f"{name}-step-{step if step is not None else 'x'}-{report.backend}{settings_suffix(report)}.json"
+    stem = (
+        f"{name}-step-{step if step is not None else 'x'}-{report.backend}{settings_suffix(report)}"
+        f"-{name_time(report.time)}"
     )
-    atomic_write_json(path, report.to_dict())
+    path, again = eval_dir / f"{stem}.json", 1
+    while path.exists():  # made within the same second
+        again += 1
+        path = eval_dir / f"{stem}-{again}.json"
+    atomic_write_text(path, report_json(report.to_dict()))
     return path
 
 

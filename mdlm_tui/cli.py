@@ -524,7 +524,7 @@ def eval_command(
         if "babylm" in specs:
             print_summary(scored, None if _stdout_is_terminal() else 120)
     if json_out is not None:
-        _write_lines(json_out, [reports if len(reports) > 1 else reports[0]], indent=2)
+        _write_text(json_out, _reports_json(reports))
     if predictions_out is not None:
         _write_lines(predictions_out, predictions)
     if unsaved:
@@ -533,36 +533,42 @@ def eval_command(
         )
 
 
-def _write_lines(path: Path, records: list, indent: int | None = None) -> None:
+def _write_lines(path: Path, records: list) -> None:
+    _write_text(path, "".join(json.dumps(record) + "\n" for record in records))
+
+
+def _write_text(path: Path, text: str) -> None:
     from core.runs import atomic_write_text
 
     try:
-        atomic_write_text(path, "".join(json.dumps(record, indent=indent) + "\n" for record in records))
+        atomic_write_text(path, text)
     except OSError as e:
         raise UserError(f"Cannot write {path}: {e.strerror or e}.") from None
 
 
-def _dev_report(model, cfg, ckpt, run_dir: Path, step) -> dict:
-    from core.dataset import prepare_data
-    from core.evaluate import dev_nelbo
-    from core.runs import atomic_write_json
+def _reports_json(reports: list[dict]) -> str:
+    """One report as an object, several as a list; each indented, its item credits one line per UID."""
+    from core.eval_report import report_json
 
-    data = prepare_data(cfg.data, log=lambda m: print(m, file=sys.stderr))
-    result = {
-        "suite": "dev",
-        "checkpoint": str(ckpt),
-        **dev_nelbo(model, data, cfg, next(model.parameters()).device),
-    }
+    texts = [(report_json(r) if r.get("credits") else json.dumps(r, indent=2)).rstrip() for r in reports]
+    return texts[0] + "\n" if len(texts) == 1 else "[\n" + ",\n".join(texts) + "\n]\n"
+
+
+def _dev_report(model, cfg, ckpt, run_dir: Path, step) -> dict:
+    from core.eval_report import describe_dev
+    from core.evaluate import dev_report, save_dev_report
+
+    result = dev_report(model, cfg, ckpt, log=lambda m: print(m, file=sys.stderr))
     print(
-        f"dev NELBO {result['dev_nelbo_per_token']:.4f} nats/token, "
-        f"perplexity bound {result['dev_ppl_bound']:.2f} "
-        f"({result['dev_tokens']:,} tokens, {result['dev_sequences']} sequences, seed {result['dev_seed']})"
+        f"{describe_dev(result)} ({result['dev_tokens']:,} tokens, {result['dev_sequences']} sequences, "
+        f"seed {result['dev_seed']})"
     )
-    path = run_dir / "eval" / f"dev-step-{step}-nelbo.json"
     try:  # printed first: a read-only run folder still shows the result
-        atomic_write_json(path, result)
+        save_dev_report(result, run_dir / "eval", step)
     except OSError as e:
-        raise UserError(f"The dev result could not be saved to {path} ({e.strerror or e}).") from None
+        raise UserError(
+            f"The dev result could not be saved to {run_dir / 'eval'} ({e.strerror or e})."
+        ) from None
     return result
 
 

@@ -65,6 +65,12 @@ class EvalHost(App):
         self.push_screen(EvalScreen(self.run_path))
 
 
+def newest_report(run: Path, made: str) -> Path | None:
+    """The report saved last of those named `made` and a time (builtin-step-8-pll-limit2-<time>.json)."""
+    found = sorted((run / "eval").glob(f"{made}-*T*.json"), key=lambda path: path.stat().st_mtime)
+    return found[-1] if found else None
+
+
 async def run_builtin(pilot, screen: EvalScreen, limit: str = "5") -> None:
     screen.query_one("#eval-limit", Input).value = limit
     finished = screen.evaluations_finished
@@ -74,8 +80,6 @@ async def run_builtin(pilot, screen: EvalScreen, limit: str = "5") -> None:
 
 
 def test_builtin_suite_fills_the_table_uid_by_uid(tiny_run):
-    report_path = tiny_run / "eval" / f"builtin-step-{TINY_STEPS}-pll-limit5.json"
-
     async def drive():
         app = EvalHost(tiny_run)
         async with app.run_test(size=SIZE) as pilot:
@@ -88,6 +92,7 @@ def test_builtin_suite_fills_the_table_uid_by_uid(tiny_run):
             original = table.add_result
             table.add_result = lambda *args: (original(*args), counts.append(table.row_count))
             await run_builtin(pilot, screen)
+            report_path = newest_report(tiny_run, f"builtin-step-{TINY_STEPS}-pll-limit5")
             status = str(screen.query_one("#eval-status", Static).render())
             assert f"done: 1 report(s) saved: eval/{report_path.name}" in status, status
             assert counts == [1, 2, 3, 4, 5, 6, 7]  # one row per UID, as each was scored
@@ -97,6 +102,11 @@ def test_builtin_suite_fills_the_table_uid_by_uid(tiny_run):
             assert f"builtin macro {100 * saved['macro']:.1f}" in macro
             assert len(saved["per_uid"]) == 7 and all(row["n"] == 5 for row in saved["per_uid"].values())
             assert saved["n"] == 35 and saved["backend"] == "pll" and saved["limit"] == 5
+            assert saved["step"] == TINY_STEPS and saved["time"] > 0
+            # scored UID by UID, the report still holds each item's credit, as `mdlm-tui eval` saves it
+            for uid, row in saved["per_uid"].items():
+                credits = saved["credits"][uid]
+                assert len(credits) == 5 and sum(credits) / 5 == pytest.approx(row["accuracy"])
             shown = {uid: table.get_cell(f"builtin/{uid}", "now") for uid in saved["per_uid"]}
             assert shown == {uid: f"{100 * row['accuracy']:.1f}" for uid, row in saved["per_uid"].items()}
 
@@ -105,8 +115,8 @@ def test_builtin_suite_fills_the_table_uid_by_uid(tiny_run):
 
 def test_compares_with_an_earlier_report(tiny_run):
     # an earlier evaluation of the same suite, as if written at step 5 with every pair right
-    current = tiny_run / "eval" / f"builtin-step-{TINY_STEPS}-pll-limit5.json"
-    if not current.exists():
+    current = newest_report(tiny_run, f"builtin-step-{TINY_STEPS}-pll-limit5")
+    if current is None:
         pytest.skip("needs the report of the previous test")
     earlier = json.loads(current.read_text())
     for row in earlier["per_uid"].values():
@@ -121,7 +131,7 @@ def test_compares_with_an_earlier_report(tiny_run):
             screen = app.screen
             await run_builtin(pilot, screen)
             table = screen.query_one(EvalTable)
-            report = json.loads(current.read_text())
+            report = json.loads(newest_report(tiny_run, f"builtin-step-{TINY_STEPS}-pll-limit5").read_text())
             for uid, row in report["per_uid"].items():
                 assert table.get_cell(f"builtin/{uid}", "earlier") == "100.0"
                 assert table.get_cell(f"builtin/{uid}", "delta") == f"{100 * (row['accuracy'] - 1.0):+.1f}"
@@ -221,7 +231,7 @@ def test_compares_with_the_nearest_earlier_report_made_alike(finished_smoke_run,
             assert "no earlier report with the same settings" in str(macro.render())
 
             # nearer than step-4 but made with another limit, or not saying how it was made: not compared
-            step4 = json.loads((run / "eval" / "builtin-step-4-pll-limit2.json").read_text())
+            step4 = json.loads(newest_report(run, "builtin-step-4-pll-limit2").read_text())
             perfect = {
                 **step4,
                 "per_uid": {uid: {**row, "accuracy": 1.0} for uid, row in step4["per_uid"].items()},
@@ -302,7 +312,7 @@ def test_messages_show_whole_at_80_columns(finished_smoke_run, tmp_path):
 
             screen.query_one("#eval-suites", Input).value = "builtin"
             await run_builtin(pilot, screen, limit="2")
-            saved = "eval/builtin-step-8-pll-limit2.json"
+            saved = f"eval/{newest_report(run, 'builtin-step-8-pll-limit2').name}"
             await wait_for(
                 pilot,
                 lambda: any(saved in line for line in shown_lines(status)),

@@ -70,7 +70,8 @@ def test_training_evaluates_and_samples_on_schedule(trained_run):
     evals = [r for r in read_jsonl(trained_run / "metrics.jsonl") if r["event"] == "eval"]
     assert [(r["step"], r["suite"]) for r in evals] == [(10, "builtin"), (20, "builtin")]
     assert 0 <= evals[-1]["macro"] <= 1 and len(evals[-1]["per_uid"]) == 7 and evals[-1]["n"] == 35
-    assert (trained_run / "eval" / "builtin-step-20-pll-limit5.json").is_file()  # eval.limit=5 left items out
+    # eval.limit=5 left items out; the name ends in the UTC time the report was made
+    assert len(list((trained_run / "eval").glob("builtin-step-20-pll-limit5-*T*.json"))) == 1
     samples = read_jsonl(trained_run / "samples.jsonl")
     assert [s["step"] for s in samples] == [10, 20]
     trace = samples[-1]["trace"]
@@ -86,7 +87,8 @@ def test_eval_prints_a_table_and_saves_the_report(trained_run, tmp_path):
     assert report["suite"] == "builtin" and report["n"] == 70 and len(report["per_uid"]) == 7
     assert abs(report["macro"] - sum(r["accuracy"] for r in report["per_uid"].values()) / 7) < 1e-12
     # a limited evaluation is saved under its own name, beside the full one made during training
-    saved = json.loads((trained_run / "eval" / "builtin-step-20-pll-limit10.json").read_text())
+    [path] = (trained_run / "eval").glob("builtin-step-20-pll-limit10-*.json")
+    saved = json.loads(path.read_text())
     assert saved["limit"] == 10
     assert saved["macro"] == report["macro"]
 

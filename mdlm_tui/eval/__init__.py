@@ -2,5 +2,6 @@
 
 torch enters only through runner.py, which imports the engine (core.evaluate, core.scoring...)
 inside its functions; screen.py imports runner only inside its worker thread. reports.py (the saved
-reports and checkpoints), metrics.py (labels and the CLI's printing) and table.py are plain Python.
+reports and checkpoints), metrics.py (labels and the CLI's printing), table.py and history.py
+(the plot of a suite's reports against the step) are plain Python.
 """

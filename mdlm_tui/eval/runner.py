@@ -78,6 +78,7 @@ def run_evaluation(
     for suite in suites:
         started = time.perf_counter()
         per_uid: dict[str, dict] = {}
+        credits: dict[str, list[float]] = {}  # uid -> each item's credit, as evaluate saves them
         uids = suite.uids()
         settings = report_settings(scorer, suite)
         on_suite_start(suite.name, step, settings)
@@ -99,7 +100,8 @@ def run_evaluation(
             part = Suite(
                 name=suite.name, items=[item for item in suite.items if item.uid == uid], source=suite.source
             )
-            per_uid[uid] = evaluate(scorer, part, checkpoint=str(ckpt)).per_uid[uid]
+            scored = evaluate(scorer, part, checkpoint=str(ckpt))
+            per_uid[uid], credits[uid] = scored.per_uid[uid], scored.credits[uid]
             on_uid(suite.name, uid, per_uid[uid])
         report = assemble_report(
             suite.name,
@@ -108,6 +110,7 @@ def run_evaluation(
             str(ckpt),
             settings,
             getattr(suite, "skipped", 0),
+            credits,
         )
         path = save_report(report, run_dir / "eval", step)
         saved.append(path)
@@ -116,21 +119,11 @@ def run_evaluation(
 
 
 def _dev_nelbo(model, cfg, ckpt: Path, run_dir: Path, step, on_status, on_dev) -> Path:
-    """The dev-set NELBO with the CLI's fixed seeds, saved as eval/dev-step-N-nelbo.json."""
-    from core.dataset import prepare_data
-    from core.evaluate import dev_nelbo
-    from core.runs import atomic_write_json
+    """The dev-set NELBO with the CLI's fixed seeds, saved as `eval --suite dev` saves it."""
+    from core.evaluate import dev_report, save_dev_report
 
     on_status("dev NELBO: preparing the data ...")
-    data = prepare_data(cfg.data, log=on_status)
-    on_status("dev NELBO: scoring ...")
-    result = {
-        "suite": "dev",
-        "checkpoint": str(ckpt),
-        **dev_nelbo(model, data, cfg, next(model.parameters()).device),
-    }
-    path = run_dir / "eval" / f"dev-step-{step}-nelbo.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, result)
+    result = dev_report(model, cfg, ckpt, log=on_status)
+    path = save_dev_report(result, run_dir / "eval", step)
     on_dev(result, path)
     return path

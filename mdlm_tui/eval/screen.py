@@ -1,5 +1,7 @@
 """Eval screen: score one of the run's checkpoints on zero-shot suites in a worker thread; the
-per-UID table fills as each paradigm is scored, next to an earlier report of the same run.
+per-UID table fills as each paradigm is scored, next to an earlier report of the same run. Any saved
+report opens from the report picker, and ctrl+g swaps the table for its suite's history: macro and
+per-field numbers against the step, over the reports made with the same settings.
 
 Reports are saved under <run>/eval exactly as `mdlm-tui eval` saves them, so the CLI, the TUI and
 training-time evals all compare with each other.
@@ -19,11 +21,13 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
+from core.eval_report import describe_dev
 from mdlm_tui.common.checkpoints import current_run, fill_checkpoint_picker, list_checkpoints
 from mdlm_tui.common.key_bar import KeyBar
 from mdlm_tui.common.run_screen import RunScreen
+from mdlm_tui.eval.history import HistoryPlot
 from mdlm_tui.eval.metrics import short_label
-from mdlm_tui.eval.reports import earlier_report, read_reports
+from mdlm_tui.eval.reports import SavedReport, earlier_report, history, read_reports
 from mdlm_tui.eval.table import EvalTable, percent, signed_points, step_name
 
 AUTO_COMPARE = "auto"  # the same suite and settings at the nearest earlier step
@@ -72,6 +76,8 @@ class EvalScreen(RunScreen):
     BINDINGS = [
         Binding("ctrl+r", "run_eval", "Run eval", priority=True),
         Binding("ctrl+b", "cancel_eval", "Cancel", priority=True),
+        # priority, as ctrl+r: it works from a text field too
+        Binding("ctrl+g", "toggle_history", "History", priority=True),
     ]
 
     DEFAULT_CSS = """
@@ -86,6 +92,9 @@ class EvalScreen(RunScreen):
     EvalScreen #eval-status { height: auto; margin: 0 1; color: $text-muted; }
     EvalScreen #eval-status.-error { color: $error; text-style: bold; }
     EvalScreen #eval-macro { height: auto; margin: 0 1; text-style: bold; }
+    EvalScreen #eval-history { display: none; }
+    EvalScreen.-history #eval-history { display: block; }
+    EvalScreen.-history #eval-table { display: none; }
     """
 
     class SuiteStarted(Message):
@@ -127,6 +136,8 @@ class EvalScreen(RunScreen):
             str, tuple[int | None, dict | None]
         ] = {}  # suite shown -> (its step, its settings)
         self.seen: tuple = ()  # the checkpoints and report files last read
+        self.opened: SavedReport | None = None  # the saved report the table shows, if it shows one
+        self.reports: list[SavedReport] = []  # the run's saved reports, as last read
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="eval-row"):
@@ -160,10 +171,14 @@ class EvalScreen(RunScreen):
             )
             yield Button("Run ^r", id="eval-run", variant="primary", compact=True)
         with Horizontal(classes="eval-row"):
+            yield Label("report")
+            yield Select([], prompt="no saved reports", compact=True, id="eval-report")
+        with Horizontal(classes="eval-row"):
             yield Label("compare")
             yield Select(FIXED_COMPARE_OPTIONS, allow_blank=False, compact=True, id="eval-compare")
         yield Sentences(id="eval-status")
         yield EvalTable(id="eval-table")
+        yield HistoryPlot(id="eval-history")
         yield Static("", id="eval-macro", markup=False)
         yield KeyBar(current="show('eval')")
 
@@ -194,7 +209,8 @@ class EvalScreen(RunScreen):
             return
         self.seen = self._look()
         checkpoints = fill_checkpoint_picker(self.query_one("#eval-checkpoint", Select), self.run)
-        self._refresh_compare_options()
+        self._refresh_report_options()
+        self._show_history()  # a report written meanwhile is a new point
         # an empty table opens on the newest saved report; results already shown keep their status line
         if not self.running and not self.query_one(EvalTable).results and not self.show_saved_report():
             self.show_status(
@@ -212,31 +228,44 @@ class EvalScreen(RunScreen):
 
     def show_saved_report(self) -> bool:
         """Open on the run's newest saved report (and its comparison), before anything is run here."""
-        reports = self._reports()
-        if not reports:
+        if not self.reports:
             return False
-        newest = reports[0]
-        table = self.query_one(EvalTable)
-        table.reset()
-        self.compared = {newest.suite: (newest.step, newest.settings)}
-        table.compare_with(newest.suite, self._report_for(newest.suite, newest.step, newest.settings))
-        for uid, result in newest.per_uid.items():
-            table.add_result(newest.suite, uid, result)
-        self.macros = {newest.suite: newest.macro}
-        self.metrics = {newest.suite: newest.metric}
-        self._show_macros()
-        self.show_status(f"saved report {newest.path.name}; ctrl+r evaluates the chosen checkpoint")
+        self.open_report(self.reports[0])
         return True
 
-    def _reports(self) -> list:
-        self.report_problems = []
-        return read_reports(self.run, self.report_problems)
+    def open_report(self, report: SavedReport) -> None:
+        """Show a saved report in the table, compared as the compare picker says, and its history."""
+        table = self.query_one(EvalTable)
+        table.reset()
+        self.opened = report
+        self.compared = {report.suite: (report.step, report.settings)}
+        table.compare_with(report.suite, self._report_for(report.suite, report.step, report.settings))
+        for uid, result in report.per_uid.items():
+            table.add_result(report.suite, uid, result)
+        self.macros = {report.suite: report.macro}
+        self.metrics = {report.suite: report.metric}
+        self.dev_line = ""
+        self._show_macros()
+        self.query_one("#eval-report", Select).value = str(report.path)
+        self._show_history()
+        self.show_status(f"saved report {report.path.name}; ctrl+r evaluates the chosen checkpoint")
 
-    def _refresh_compare_options(self) -> None:
+    def _reports(self) -> list[SavedReport]:
+        self.report_problems = []
+        self.reports = read_reports(self.run, self.report_problems)
+        return self.reports
+
+    def _refresh_report_options(self) -> None:
+        """Every saved report in both pickers: to open one, and to compare with one."""
+        reports = self._reports()
+        picker = self.query_one("#eval-report", Select)
+        opened = str(self.opened.path) if self.opened is not None else None
+        picker.set_options([(report.label, str(report.path)) for report in reports])
+        if opened in {str(report.path) for report in reports}:
+            picker.value = opened
         compare = self.query_one("#eval-compare", Select)
         chosen = compare.value
-        options = list(FIXED_COMPARE_OPTIONS)
-        options += [(report.label, str(report.path)) for report in self._reports()]
+        options = list(FIXED_COMPARE_OPTIONS) + [(report.label, str(report.path)) for report in reports]
         compare.set_options(options)
         compare.value = chosen if chosen in {value for _, value in options} else AUTO_COMPARE
 
@@ -250,11 +279,55 @@ class EvalScreen(RunScreen):
         return next((r for r in reports if str(r.path) == choice and r.suite == suite), None)
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "eval-report":
+            self._open_chosen(event.value)
         if event.select.id == "eval-compare":
             table = self.query_one(EvalTable)
             for suite, (step, settings) in self.compared.items():
                 table.compare_with(suite, self._report_for(suite, step, settings))
             self._show_macros()
+
+    def _open_chosen(self, value) -> None:
+        chosen = next((r for r in self.reports if str(r.path) == value), None)
+        if chosen is None or (self.opened is not None and chosen.path == self.opened.path):
+            return  # the blank row, or the report shown already (the picker follows what is shown)
+        if self.running:
+            self.notify("An evaluation is running: open a saved report once it ends.", markup=False)
+            return
+        self.open_report(chosen)
+
+    # ------------------------------------------------------------ history
+
+    def action_toggle_history(self) -> None:
+        self.toggle_class("-history")
+        self._show_history()
+
+    def _history_of(self) -> tuple[str, dict | None, str, str] | None:
+        """(suite, settings, name's settings, metric) of the report shown, else of the first suite
+        evaluated here."""
+        if self.opened is not None:
+            return self.opened.suite, self.opened.settings, self.opened.made, self.opened.metric
+        for suite, (_step, settings) in self.compared.items():
+            return suite, settings, "", self.metrics.get(suite, "accuracy")
+        return None
+
+    def _show_history(self) -> None:
+        if not self.has_class("-history"):
+            return  # drawn when shown
+        plot, wanted = self.query_one(HistoryPlot), self._history_of()
+        if wanted is None:
+            plot.show_message("no report to plot: open a saved report or run an evaluation")
+            return
+        suite, settings, made, metric = wanted
+        series = history(self.reports, suite, settings, made)
+        if not series[0][1]:
+            plot.show_message(f"{suite}: no saved report made with these settings yet")
+            return
+        # how they were made, as their names say ("pll-limit20")
+        made = made or next(
+            r.made or r.backend for r in self.reports if r.suite == suite and r.settings == settings
+        )
+        plot.show_history(f"{suite} {made}", series, metric)
 
     # ------------------------------------------------------------ running
 
@@ -306,6 +379,8 @@ class EvalScreen(RunScreen):
         suites = self.query_one("#eval-suites", Input).value.strip() or "builtin"
         data_dir = self.query_one("#eval-data-dir", Input).value.strip() or None
         self.query_one(EvalTable).reset()
+        self.opened = None
+        self.query_one("#eval-report", Select).clear()  # the table shows no saved report now
         self.compared.clear()
         self.macros.clear()
         self.dev_line = ""
@@ -363,17 +438,15 @@ class EvalScreen(RunScreen):
 
     def on_eval_screen_dev_done(self, message: DevDone) -> None:
         self.saved_reports.append(message.path)
-        self.dev_line = (
-            f"dev NELBO {message.result['dev_nelbo_per_token']:.4f} nats/token, "
-            f"perplexity bound {message.result['dev_ppl_bound']:.2f}"
-        )
+        self.dev_line = describe_dev(message.result)
         self._show_macros()
 
     def on_eval_screen_status(self, message: Status) -> None:
         if message.finished:
             self.running = False
             self.evaluations_finished += 1
-            self._refresh_compare_options()
+            self._refresh_report_options()
+            self._show_history()
         self.show_status(message.line, error=message.error)
 
     def _show_macros(self) -> None:

@@ -27,7 +27,8 @@ SCREENS (their keys work everywhere)
                 learning-rate curves, progress, ETA, tokens/s, GPU,
                 CPU and RAM, the trainer's log. Stop saves a
                 checkpoint first
-  e  Eval       evaluation reports of the open run
+  e  Eval       score checkpoints of the open run; open any saved
+                report; Ctrl+G plots a suite's history by step
   s  Samples    unmasking traces of the open run
   ?  Help       this page (Escape goes back)
   Ctrl+P        command palette: screens, runs to open, and stop,
