@@ -16,6 +16,8 @@ import typer
 from core.errors import TrainingFailed, UserError
 from core.registry import SAMPLERS, SCHEDULES, load_plugins
 from core.suites import suite_names
+from mdlm_tui import sweep_cli
+from mdlm_tui.compare.cli import compare
 
 _show_warning = warnings.showwarning
 
@@ -731,6 +733,12 @@ def export_command(
     )
     for folder in written:
         print(folder)
+
+
+app.command("compare", short_help="Compare runs and sweeps, with bootstrap intervals.")(compare)
+
+
+app.command("sweep", short_help="Run a grid of runs and evaluate each.")(sweep_cli.sweep)
 
 
 def _worker_prefix() -> str:

@@ -16,9 +16,9 @@ from textual.widgets import Select, Static
 
 from core.eval_report import name_time, summarise
 from core.evaluate import evaluate, save_report
+from core.saved_reports import assemble_report, history, read_reports
 from core.suite_types import Item, Suite
 from core.suites import load_suite
-from mdlm_tui.eval.reports import assemble_report, history, read_reports
 from tests.helpers import wait_for
 
 SETTINGS = {"backend": "pll", "limit": 2, "weights": "ema", "rate_value": 0.0, "draws": None}

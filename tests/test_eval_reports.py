@@ -10,8 +10,8 @@ import shutil
 import pytest
 
 from core.evaluate import evaluate, save_report
+from core.saved_reports import earlier_report, read_reports
 from core.suites import load_suite
-from mdlm_tui.eval.reports import earlier_report, read_reports
 from tests.helpers import mdlm
 
 

@@ -1,5 +1,5 @@
 """The Eval screen's history: a suite's macro and per-field numbers against the checkpoint's step,
-from the run's saved reports made with the same settings (mdlm_tui.eval.reports.history).
+from the run's saved reports made with the same settings (core.saved_reports.history).
 
 Each series has a marker of its own as well as a colour, so the plot reads the same with NO_COLOR.
 It keeps what it last drew in `shown`, so a test can check what a person sees without reading cells.

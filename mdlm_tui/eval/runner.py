@@ -46,9 +46,9 @@ def run_evaluation(
         report_settings,
         save_report,
     )
+    from core.saved_reports import assemble_report
     from core.scoring import drop_long_items
     from core.suites import Suite, load_suite
-    from mdlm_tui.eval.reports import assemble_report
 
     on_status(f"loading {Path(request.checkpoint).name} ...")
 

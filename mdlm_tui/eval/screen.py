@@ -22,12 +22,12 @@ from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from core.eval_report import describe_dev
+from core.saved_reports import SavedReport, earlier_report, history, read_reports
 from mdlm_tui.common.checkpoints import current_run, fill_checkpoint_picker, list_checkpoints
 from mdlm_tui.common.key_bar import KeyBar
 from mdlm_tui.common.run_screen import RunScreen
 from mdlm_tui.eval.history import HistoryPlot
 from mdlm_tui.eval.metrics import short_label
-from mdlm_tui.eval.reports import SavedReport, earlier_report, history, read_reports
 from mdlm_tui.eval.table import EvalTable, percent, signed_points, step_name
 
 AUTO_COMPARE = "auto"  # the same suite and settings at the nearest earlier step

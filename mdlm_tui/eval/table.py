@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
+from core.saved_reports import SavedReport
 from mdlm_tui.common.guard import Guarded
 from mdlm_tui.eval.metrics import short_label
-from mdlm_tui.eval.reports import SavedReport
 
 COLUMNS = (("UID", "uid"), ("n", "n"), ("acc %", "now"), ("vs none", "earlier"), ("Δ", "delta"))
 

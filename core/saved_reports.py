@@ -1,6 +1,7 @@
 """A run's evaluation reports on disk, and the arithmetic to assemble one from per-UID parts.
 
-Plain JSON and Python: no torch here, so the Eval screen can list and compare reports at once.
+Plain JSON and Python: no torch here, so the Eval screen lists reports at once; `mdlm-tui compare`
+reads them too.
 """
 
 from __future__ import annotations
