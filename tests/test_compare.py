@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.compare import compare_runs, curves, load_runs
-from tests.helpers import error_line
+from tests.helpers import error_line, mdlm
 
 SETTINGS = {"backend": "pll", "limit": None, "weights": "ema", "rate_value": None, "draws": None}
 
@@ -95,29 +95,7 @@ def two_runs(tmp_path) -> tuple[Path, Path]:
 
 
 def mdlm_compare(*args) -> subprocess.CompletedProcess:
-    """`mdlm-tui compare ARGS`: through the real command line once it holds the command, else through a
-    typer app of the command alone, with the real CLI's handling of a user's error."""
-    import typer
-    from typer.testing import CliRunner
-
-    from core.errors import UserError
-    from mdlm_tui import cli
-    from mdlm_tui.compare.cli import compare
-
-    if any(command.callback is compare for command in cli.app.registered_commands):
-        from tests.helpers import mdlm
-
-        return mdlm("compare", *args)
-    app = typer.Typer(pretty_exceptions_enable=False)
-    app.command("compare")(compare)
-    app.command("other")(lambda: None)  # two commands, so the first argument names one, as in mdlm-tui
-    result = CliRunner().invoke(app, ["compare", *map(str, args)])
-    code, stderr = result.exit_code, result.stderr
-    if isinstance(result.exception, UserError):
-        code, stderr = 2, stderr + f"error: {result.exception}\n"
-    elif result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return subprocess.CompletedProcess(["mdlm-tui", "compare", *args], code, result.stdout, stderr)
+    return mdlm("compare", *args)
 
 
 def test_the_table_holds_each_runs_numbers_and_intervals(two_runs):
