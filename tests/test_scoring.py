@@ -222,8 +222,14 @@ def test_report_serialises(model, tokenizer):
         "rate_value",
         "draws",
         "metric",
+        "step",
+        "time",
+        "credits",
     }
     assert data["per_field"] == {"morphology": 0.5}
+    # each item's credit, per UID in the suite's order, averaging to the UID's accuracy
+    for uid, result in data["per_uid"].items():
+        assert sum(data["credits"][uid]) / len(data["credits"][uid]) == pytest.approx(result["accuracy"])
 
 
 # ---------------------------------------------------------------- NELBO backend
