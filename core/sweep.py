@@ -88,8 +88,10 @@ def sweep_path(spec: str) -> Path:
     raise UserError(f"Sweep file {spec} does not exist.")
 
 
-def load_plan(spec: str, scale: str | None = None) -> Plan:
-    """Read, check and expand a sweep file: every run's config resolved as `mdlm-tui run` would."""
+def load_plan(spec: str, scale: str | None = None, extra: list[str] | None = None) -> Plan:
+    """Read, check and expand a sweep file: every run's config resolved as `mdlm-tui run` would.
+    `extra`: the command line's --set KEY=VALUE, for every run, after the file's set: (a data path
+    that differs from machine to machine need not be written into the file)."""
     path = sweep_path(spec)
     shown = path.name
     data = read_yaml(path)
@@ -108,21 +110,22 @@ def load_plan(spec: str, scale: str | None = None) -> Plan:
         raise UserError(f"{shown}, {where_base}: {e}") from None
     common = _overrides(data.get("set"), f"{shown}, set")
     scaled = _overrides(scale_data.get("set"), f"{shown}, scales.{chosen}.set") if chosen else {}
+    given = _command_line_sets(extra or [])
     rows = _rows(data, shown)
     grid = _flat(data.get("grid") or {})
-    varied = [key for key in scaled if key in grid or (key == "seed" and data.get("seeds"))]
-    if varied:
-        raise UserError(
-            f"{shown}: scales.{chosen}.set sets {varied[0]}, which the runs vary; drop it from the scale."
-        )
+    for where, fixed, drop in ((f"scales.{chosen}.set", scaled, "the scale"), ("--set", given, "--set")):
+        varied = [key for key in fixed if key in grid or (key == "seed" and data.get("seeds"))]
+        if varied:
+            raise UserError(f"{shown}: {where} sets {varied[0]}, which the runs vary; drop it from {drop}.")
     names = _names(rows, shown, Path(base).stem, [*grid, *(["seed"] if data.get("seeds") else [])])
     planned = []
     for (row, origin), name in zip(rows, names):
-        settings = [*_settings(common), *_settings(row), *_settings(scaled)]
+        settings = [*_settings(common), *_settings(given), *_settings(row), *_settings(scaled)]
         try:
             cfg = load_config(preset, [*settings, f"name={name}"])
         except UserError as e:
-            sources = [(common, "set"), (grid, "grid"), ({"seed": 0} if data.get("seeds") else {}, "seeds")]
+            sources = [(common, "set"), (given, "--set"), (grid, "grid")]
+            sources += [({"seed": 0} if data.get("seeds") else {}, "seeds")]
             sources += [(row, origin), (scaled, f"scales.{chosen}.set")]
             raise UserError(f"{shown}, {_place(str(e), sources) or f'run {name}'}: {e}") from None
         planned.append(PlannedRun(name, row, settings, cfg))
@@ -135,6 +138,7 @@ def load_plan(spec: str, scale: str | None = None) -> Plan:
         "base": base,
         "scale": chosen,
         "set": common,
+        "command_line_set": given,
         "scale_set": scaled,
         "grid": grid,
         "runs": [_flat(item) for item in data.get("runs") or []],
@@ -210,6 +214,17 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def _command_line_sets(pairs: list[str]) -> dict[str, str]:
+    """--set KEY=VALUE pairs as a mapping; the values are checked with the config, run by run."""
+    found = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise UserError(f"--set {pair} must be KEY=VALUE, such as --set data.path=/data/train_10M.")
+        found[key.strip()] = value.strip()
+    return found
 
 
 def _overrides(data: Any, where: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ no run trains on unseen.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -26,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -56,16 +57,23 @@ def sweep(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Train the runs that failed before again, from their last checkpoint."
     ),
+    overrides: List[str] = typer.Option(
+        [],
+        "--set",
+        "-s",
+        help="Override a config key for every run, after the file's set:, e.g. "
+        "--set data.path=../data/train_10M (repeatable; give the same on a rerun).",
+    ),
 ):
     """Train every run of a sweep file (a grid of overrides on a preset) and evaluate each; the same
     command again skips what is done and continues the rest."""
     from core.sweep import load_plan, missing_suite_data
 
-    plan = load_plan(sweep_file, scale)
+    plan = load_plan(sweep_file, scale, overrides)
     folder = sweep_dir or plan.default_dir
     if parallel is not None and parallel < 1:
         raise UserError(f"--parallel must be at least 1, got {parallel}.")
-    again = _command_line(sweep_file, scale, sweep_dir)
+    again = _command_line(sweep_file, scale, sweep_dir, overrides)
     runner = Sweep(plan, folder, _slots(parallel, plan), retry_failed, again)
     if dry_run:
         runner.show_plan(missing_suite_data(plan))
@@ -78,10 +86,11 @@ def sweep(
         raise typer.Exit(code)
 
 
-def _command_line(sweep_file: str, scale: str | None, sweep_dir: Path | None) -> str:
+def _command_line(sweep_file: str, scale: str | None, sweep_dir: Path | None, overrides: list[str]) -> str:
     words = ["mdlm-tui", "sweep", sweep_file]
     words += ["--scale", scale] if scale else []
     words += ["--sweep-dir", str(sweep_dir)] if sweep_dir else []
+    words += [f"--set {shlex.quote(pair)}" for pair in overrides]
     return " ".join(words)
 
 

@@ -205,6 +205,18 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_the_command_lines_set_reaches_every_run(tmp_path):
+    path = write(tmp_path, TINY.format(budget=12) + "grid:\n  schedule.name: [linear, cosine]\n")
+    plan = load_plan(str(path), extra=["train.lr=0.002", "data.seq_len=32"])
+    assert [(run.config.train.lr, run.config.data.seq_len) for run in plan.runs] == [(0.002, 32)] * 2
+    with pytest.raises(UserError, match="--set sets schedule.name, which the runs vary"):
+        load_plan(str(path), extra=["schedule.name=cosine"])
+    with pytest.raises(UserError, match="--set train.lr must be KEY=VALUE"):
+        load_plan(str(path), extra=["train.lr"])
+    line = error_line(sweep(tmp_path, path.name, "--set", "train.lr=fast", "--dry-run"))
+    assert line == "error: sweep.yaml, --set train.lr: train.lr must be a number, got 'fast'."
+
+
 def test_paper_ablation_is_ten_valid_runs_at_both_scales():
     small = load_plan(str(ABLATION))
     paper = load_plan(str(ABLATION), "paper")
