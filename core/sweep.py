@@ -6,7 +6,8 @@
     grid: {schedule.name: [linear, cosine]}      # every combination of these values is a run
     runs: [{schedule.name: bimodal, schedule.power: 0}]   # rows that are not a grid
     seeds: [0, 1]                    # each row once per seed (seed=...)
-    suites: [builtin]                # evaluated after each run (`mdlm-tui eval RUN --suite ...`)
+    suites: [builtin]                # evaluated after each run (`mdlm-tui eval RUN --suite ...`,
+                                     # with --limit eval.limit when the run sets one)
     data: path/to/evaluation_data    # their data folder (default: each run's eval.data_dir)
     scales: {small: {base: cpu-small, set: {...}}, paper: {base: paper}}
     scale: small                     # the scale without --scale (default: the first)

@@ -359,6 +359,9 @@ class Sweep:
             (run.path / EVAL_OUT).unlink(missing_ok=True)  # a stale one never counts as this evaluation
             command = ["eval", str(run.path), "--suite", ",".join(plan.suites)]
             command += ["--data", plan.data] if plan.data else []
+            # the run's eval.limit (items per UID), as its evaluations while training use it
+            limit = self.runs[name].config.eval.limit
+            command += ["--limit", str(limit)] if limit else []
             command += ["--json", str(run.path / EVAL_OUT)]
             said = f"evaluating {', '.join(plan.suites)}"
         argv = [sys.executable, "-m", "mdlm_tui", *command]
