@@ -159,8 +159,9 @@ class MdlmApp(TypeAhead, Guarded, ShowsFailures, App):
         return _optional_screen(name, f"{name.capitalize()}Screen")
 
     def _build(self, name: str) -> Screen:
-        if name == "help":
-            return HelpScreen({title: self.screen_class(title) for title in SCREEN_TITLES})
+        if name == "help":  # Compare too, though it opens from Runs (C) rather than by a key of its own
+            names = [*SCREEN_TITLES, "compare"]
+            return HelpScreen({title: self.screen_class(title) for title in names})
         args = {"configure": (self.runs_root,)}.get(name, (self.current_run,))
         screen_class = self.screen_class(name)
         return screen_class(*args) if screen_class is not None else UnavailableScreen(name.capitalize())
@@ -207,6 +208,18 @@ class MdlmApp(TypeAhead, Guarded, ShowsFailures, App):
 
     def on_runs_screen_run_deleted(self, message) -> None:
         self.forget_run(message.path)
+
+    def on_runs_screen_compare_requested(self, message) -> None:
+        self.open_compare(message.paths)
+
+    def open_compare(self, paths: list[Path]) -> None:
+        """The one way to compare runs (C on the Runs screen): the Compare screen on these run
+        folders, in order, over the current screen; Escape goes back."""
+        screen_class = self.screen_class("compare")
+        if screen_class is None:
+            self.push_screen(UnavailableScreen("Compare"))
+            return
+        self.push_screen(screen_class([Path(p) for p in paths]))
 
     def forget_run(self, path: Path) -> None:
         """A run was deleted: drop its screens (unless one is showing) and stop following it."""

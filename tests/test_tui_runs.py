@@ -17,6 +17,7 @@ from core.runs import run_health
 from mdlm_tui.app import MdlmApp
 from mdlm_tui.common.confirm import ConfirmScreen
 from mdlm_tui.common.state_label import StateLabel
+from mdlm_tui.compare.screen import CompareScreen
 from mdlm_tui.run_list.screen import RunsScreen
 from mdlm_tui.shell.help import HelpScreen
 from mdlm_tui.train.screen import TrainScreen
@@ -476,3 +477,262 @@ def test_palette_sends_train_requests_to_a_live_run_only(tmp_path):
             assert not (runs["failed"] / "control.json").exists()
 
     asyncio.run(body())
+
+
+# ---------------------------------------------------------------- columns, sorting, filter, marks, sweeps
+
+FULL_CONFIG = """\
+name: cpu-small
+schedule: {name: bimodal, power: 0.1}
+masking: {kind: frequency, p_freq: 0.02}
+model: {num_layers: 4, hidden_size: 256}
+"""
+
+
+def set_status(run: Path, **fields) -> None:
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, **fields}))
+
+
+def append_record(run: Path, record: dict) -> None:
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def column_keys(app: MdlmApp) -> list[str]:
+    return [key.value for key in app.screen.query_one("DataTable").columns]
+
+
+def shown(app: MdlmApp) -> list[str]:
+    return [row.key.value for row in app.screen.query_one("DataTable").ordered_rows]
+
+
+def cell(app: MdlmApp, run: Path, column: str) -> str:
+    value = app.screen.query_one("DataTable").get_cell(str(run), column)
+    return getattr(value, "plain", value)
+
+
+def title(app: MdlmApp) -> str:
+    return str(app.screen.query_one("#runs-title").render())
+
+
+def test_a_wide_terminal_adds_the_recipe_and_the_numbers_a_run_is_judged_by(tmp_path):
+    root = tmp_path / "runs"
+    run = make_run(root, "recipe", "finished")
+    (run / "config.yaml").write_text(FULL_CONFIG)
+    append_record(run, {"event": "train", "step": 21, "tokens_per_s": 12_345.0, "elapsed": 125.0})
+    plain = make_run(root, "plain", "finished")  # config.yaml holds only a name; no elapsed time recorded
+
+    async def body():
+        app = MdlmApp(runs_root=root)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen) and len(shown(app)) == 2)
+            assert column_keys(app) == ["mark", "run", "state", "step", "loss", "eval", "age"]
+            await pilot.resize_terminal(140, 40)
+            await until(pilot, lambda: "parameters" in column_keys(app))
+            assert column_keys(app) == [
+                *("mark", "run", "preset", "parameters", "state", "step", "loss"),
+                *("dev loss", "eval", "tokens/s", "duration", "age"),
+            ]
+            assert cell(app, run, "preset") == "cpu-small"
+            assert cell(app, run, "parameters") == "bimodal p0.1, freq 0.02, 4x256"
+            assert cell(app, run, "dev loss") == "5.0000"  # the dev record at step 20
+            assert cell(app, run, "tokens/s") == "12.35K"
+            assert cell(app, run, "duration") == "2m05s"  # what the trainer counted
+            assert cell(app, plain, "preset") == "test" and cell(app, plain, "parameters") == "--"
+            assert cell(app, plain, "duration") == "19s"  # first record (step 1) to the heartbeat
+            await pilot.resize_terminal(80, 24)
+            await until(pilot, lambda: "preset" not in column_keys(app))
+
+    asyncio.run(body())
+
+
+def test_sorting_cycles_the_columns_reverses_and_puts_missing_values_last(tmp_path):
+    root = tmp_path / "runs"
+    low, high, mid = (make_run(root, name, "finished") for name in ("low", "high", "mid"))
+    for run, loss in ((low, 1.5), (high, 9.0), (mid, 4.0)):
+        set_status(run, loss=loss)
+    blank = make_run(root, "blank", "finished", step=0)  # no record and no loss: sorts last
+    status = json.loads((blank / "status.json").read_text())
+    del status["loss"]
+    (blank / "status.json").write_text(json.dumps(status))
+
+    async def body():
+        app = MdlmApp(runs_root=root)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen) and len(shown(app)) == 4)
+            assert "sorted" not in title(app)  # newest first until asked
+            select(app, mid)
+            for _ in range(10):
+                if app.screen.sort == "loss":
+                    break
+                await pilot.press("S")
+            await until(pilot, lambda: shown(app) == [str(low), str(mid), str(high), str(blank)])
+            assert "sorted by loss ↑" in title(app)
+            assert app.screen.selected().path == mid  # the cursor stays on its run
+            await pilot.press("R")
+            await until(pilot, lambda: shown(app) == [str(high), str(mid), str(low), str(blank)])
+            assert "sorted by loss ↓" in title(app) and app.screen.selected().path == mid
+            await pilot.press("f5")
+            assert shown(app) == [str(high), str(mid), str(low), str(blank)]  # a refresh keeps the order
+
+    asyncio.run(body())
+
+
+def test_the_filter_narrows_the_rows_and_escape_restores_them(tmp_path):
+    runs = runs_folder(tmp_path)
+
+    async def body():
+        from textual.widgets import Input
+
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen) and len(shown(app)) == 5)
+            await pilot.press("slash")
+            field = app.screen.query_one("#runs-filter", Input)
+            await until(pilot, lambda: app.focused is field)
+            await pilot.press(*"STALE")  # a state, in any case
+            stale = sorted([str(runs["stale"]), str(runs["silent"])])
+            await until(pilot, lambda: sorted(shown(app)) == stale)
+            assert "2 of 5 runs" in title(app)
+            await pilot.press("ctrl+u", *"bro")  # ctrl+u empties the field
+            await until(pilot, lambda: shown(app) == [str(runs["failed"])])
+            await pilot.press("enter")  # keeps the filter, back on the rows: keys act again
+            await until(pilot, lambda: app.focused is app.screen.query_one("DataTable"))
+            assert shown(app) == [str(runs["failed"])] and field.display
+            await pilot.press("escape")
+            await until(pilot, lambda: len(shown(app)) == 5 and not field.display)
+            assert "of 5 runs" not in title(app)
+
+    asyncio.run(body())
+
+
+def test_marks_survive_refreshes_and_sorting_and_c_compares_the_marked_runs(tmp_path):
+    import shutil
+
+    runs = runs_folder(tmp_path)
+
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen) and len(shown(app)) == 5)
+            select(app, runs["finished"])
+            await pilot.press("C")  # nothing marked: the run under the cursor, and how to mark more
+            await until(pilot, lambda: isinstance(app.screen, CompareScreen))
+            assert app.screen.paths == [runs["finished"]]
+            assert any("space" in n.message for n in app._notifications)
+            await pilot.press("escape")  # back to Runs
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+
+            for run in (runs["finished"], runs["failed"], runs["stale"]):
+                select(app, run)
+                await pilot.press("space")
+            await until(pilot, lambda: len(app.screen.marks) == 3)
+            assert cell(app, runs["finished"], "mark") == "●" and cell(app, runs["live"], "mark") == " "
+            select(app, runs["stale"])
+            await pilot.press("space")  # again: unmarked
+            await until(pilot, lambda: cell(app, runs["stale"], "mark") == " ")
+            await pilot.press("f5", "S")
+            assert cell(app, runs["finished"], "mark") == "●" and "2 marked" in title(app)
+
+            posted: list[list[Path]] = []
+            original = app.open_compare
+            app.open_compare = lambda paths: (posted.append(paths), original(paths))
+            expected = [key for key in shown(app) if key in {str(runs["finished"]), str(runs["failed"])}]
+            await pilot.press("C")
+            await until(pilot, lambda: len(posted) == 1)
+            assert [str(p) for p in posted[0]] == expected  # in the order shown
+            await until(
+                pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.paths == posted[0]
+            )
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+
+            shutil.rmtree(runs["failed"])  # a run that is gone loses its mark
+            await pilot.press("f5")
+            await until(pilot, lambda: app.screen.marks == {str(runs["finished"])})
+            await pilot.press("a")  # every run shown
+            await until(pilot, lambda: len(app.screen.marks) == 4)
+            await pilot.press("A")
+            await until(pilot, lambda: not app.screen.marks)
+
+    asyncio.run(body())
+
+
+def test_a_sweep_folder_lists_its_runs_as_a_group_and_garbage_is_skipped(tmp_path):
+    from mdlm_tui.run_list.screen import find_runs
+
+    root = tmp_path / "runs"
+    sweep = root / "ablation"
+    linear = make_run(sweep, "linear", "finished")
+    cosine = make_run(sweep, "cosine", "failed", step=5)
+    extra = make_run(sweep, "extra", "finished")  # a run folder its index does not name
+    index = {
+        "name": "ablation",
+        "runs": [
+            {
+                "name": "linear",
+                "path": "linear",
+                "overrides": {"schedule.name": "linear"},
+                "state": "finished",
+            },
+            {"name": "cosine", "path": "./cosine", "overrides": {}, "state": "failed"},
+            {"name": "pending", "path": "pending", "overrides": {}, "state": "pending"},  # no folder yet
+            "not a record",
+            {"name": "odd", "path": 7},
+        ],
+    }
+    (sweep / "sweep.json").write_text(json.dumps(index))
+    junk = root / "junk"
+    inside = make_run(junk, "inside", "finished")
+    (junk / "sweep.json").write_bytes(b"\xff\xfe{ not json")
+    alone = make_run(root, "alone", "finished")
+    (alone / "config.yaml").write_bytes(b"model: [unclosed\n\xff")  # garbage YAML
+    listed = make_run(root, "listed", "finished")
+    (listed / "config.yaml").write_text("- a list, not a mapping\n")
+
+    found = set(find_runs(root))
+    assert found == {linear, cosine, extra, inside, alone, listed}  # a sweep folder is no run itself
+
+    async def body():
+        app = MdlmApp(runs_root=root)
+        async with app.run_test(size=(140, 40)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen) and len(shown(app)) == 6)
+            assert cell(app, linear, "run") == "ablation/linear"
+            assert cell(app, extra, "run") == "ablation/extra"
+            assert cell(app, inside, "run") == "junk/inside"
+            assert cell(app, alone, "run") == "alone" and cell(app, alone, "preset") == "--"
+            assert cell(app, listed, "parameters") == "--"
+            await pilot.press("slash", *"ablation")  # a group's name filters its runs
+            await until(pilot, lambda: sorted(shown(app)) == sorted(map(str, (linear, cosine, extra))))
+            await pilot.press("escape")
+            await until(pilot, lambda: len(shown(app)) == 6)
+            select(app, linear)
+            await pilot.press("d", *"linear", "enter")  # a sweep's run goes to its sweep folder's trash
+            await until(pilot, lambda: not linear.exists() and str(linear) not in app.screen.rows)
+            assert (sweep / ".trash").is_dir() and len(shown(app)) == 5
+
+    asyncio.run(body())
+
+
+def test_columns_come_in_tiers_that_fit_whole():
+    from mdlm_tui.run_list.columns import fitting
+    from mdlm_tui.run_list.summaries import RunRow
+
+    def row(name: str) -> RunRow:
+        status = {"step": 500, "total_steps": 500}
+        recipe = "bimodal p0.1, freq 0.02, 12x768"
+        return RunRow(
+            Path(name), status, "finished", 3.2, "blimp 61.0%", 60.0, [], preset="cpu-small", recipe=recipe
+        )
+
+    def keys(rows: list[RunRow], width: int) -> list[str]:
+        return [column.key for column in fitting(rows, width)]
+
+    base = ["mark", "run", "state", "step", "loss", "eval", "age"]
+    assert keys([row("short")], 80) == base
+    assert {"dev loss", "tokens/s", "duration"} <= set(keys([row("short")], 110))
+    assert "parameters" in keys([row("short")], 140)
+    long_name = row("paper-ablation-cpu-small/cosine-p1-frequency-seed1")  # a sweep's run
+    assert "parameters" not in keys([row("short"), long_name], 140) and "preset" in keys([long_name], 140)
+    assert keys([long_name], 60) == base  # the narrowest table is always shown, scrolled if need be

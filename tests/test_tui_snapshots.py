@@ -16,7 +16,14 @@ pytest.importorskip(
     "pytest_textual_snapshot", reason="the snapshot tests need the test extra: pip install '.[test]'"
 )
 
-from tests.snapshot_runs import SCREENS, frozen_clock, make_app, write_fixture_runs  # noqa: E402
+from tests.snapshot_runs import (  # noqa: E402
+    SCREENS,
+    frozen_clock,
+    make_app,
+    show_runs,
+    until,
+    write_fixture_runs,
+)
 
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 
@@ -37,3 +44,15 @@ def fixture_runs(tmp_path, monkeypatch):
 def test_screen_snapshot(screen, size, fixture_runs, snap_compare):
     _, bring_up = SCREENS[screen]
     assert snap_compare(make_app(screen), terminal_size=SIZES[size], run_before=bring_up)
+
+
+async def show_runs_marked(pilot) -> None:
+    """The Runs screen with its second run marked (space), as before comparing runs."""
+    await show_runs(pilot)
+    await pilot.press("down", "space")
+    await until(pilot, lambda: len(pilot.app.screen.marks) == 1, "the mark")
+
+
+def test_runs_snapshot_wide_with_a_mark(fixture_runs, snap_compare):
+    """Wide enough for every column: preset, parameters, dev loss, tokens/s and duration too."""
+    assert snap_compare(make_app("runs"), terminal_size=(160, 40), run_before=show_runs_marked)

@@ -1,113 +1,38 @@
-"""The Runs screen: every run folder under the runs root, with its state (stale heartbeats
-included), step, latest loss and eval, refreshed every couple of seconds. Enter opens a run on
-the Train screen; d moves one to the trash (<runs root>/.trash, `mdlm-tui restore` brings it back)
-once its name is typed, never one a trainer is working on; E exports one as a Hugging Face model
-folder. Rows are ordered by the age shown, newest first."""
+"""The Runs screen: every run folder under the runs root (a sweep folder's runs listed as
+`sweep/run`), with its state (stale heartbeats included), step, latest loss and eval, and on a wider
+terminal its preset, recipe, dev loss, tokens/s and training time; refreshed every couple of seconds.
+
+Enter opens a run on the Train screen; d moves one to the trash (<its folder>/.trash, `mdlm-tui
+restore` brings it back) once its name is typed, never one a trainer is working on; E exports one as
+a Hugging Face model folder. S sorts by the next column (R reverses), / filters the rows, space marks
+a run and C compares the marked ones. Rows are ordered by the age shown, newest first, until sorted."""
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from textual import events
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
-from core.runs import TRASH_FOLDER, RunDir, run_health, trainer_alive, trash_run, valid_metrics_record
-from mdlm_tui.common import formatting as fmt
+from core.runs import TRASH_FOLDER, RunDir, trainer_alive, trash_run
 from mdlm_tui.common.confirm import ConfirmScreen
 from mdlm_tui.common.guard import Guarded
 from mdlm_tui.common.key_bar import KeyBar
 from mdlm_tui.common.readout import Readout
-from mdlm_tui.common.state_label import state_text
+from mdlm_tui.run_list import columns as cols
 from mdlm_tui.run_list.export_dialog import ExportScreen, default_out
-from mdlm_tui.watcher import FileTail, latest_eval_report, mtime_or_zero
+from mdlm_tui.run_list.summaries import RunRow, RunSummaries, find_grouped_runs, find_runs
+
+__all__ = ["RunRow", "RunSummaries", "RunsScreen", "find_runs"]
 
 REFRESH_EVERY_S = 2.0
-COLUMNS = ("run", "state", "step", "loss", "eval", "age")
-
-
-@dataclass
-class RunRow:
-    path: Path
-    status: dict
-    health: str
-    loss: float | None
-    eval_label: str
-    age_s: float | None
-    problems: list[str]  # what could not be read (and was skipped)
-
-
-class RunSummaries:
-    """The latest loss and eval of each run, read incrementally so a refresh costs only new lines."""
-
-    def __init__(self):
-        self._tails: dict[Path, FileTail] = {}
-        self._latest: dict[Path, dict] = {}
-        self._eval_reports: dict[Path, tuple[float, dict]] = {}
-
-    def row(self, path: Path) -> RunRow:
-        run = RunDir(path)
-        problems: list[str] = []
-        status = run.read_status(problems)
-        tail = self._tails.setdefault(path, FileTail(run.metrics_path))
-        lines = tail.read_lines()
-        latest = self._latest.setdefault(path, {})
-        if tail.reset:
-            latest.clear()
-        for event in ("train", "eval"):  # parse only the newest line of each kind: a refresh stays cheap
-            for line in reversed(lines):
-                if f'"event": "{event}"' in line and valid_metrics_record(record := _json(line)):
-                    latest[event] = record
-                    break
-        loss = status.get("loss", latest.get("train", {}).get("loss"))
-        # the newest saved report first, as the Train screen shows it; else the trainer's own eval event
-        label = fmt.eval_label(self._latest_report(run) or latest.get("eval"))
-        heartbeat = status.get("heartbeat")
-        # a status.json that is there but could not be read at all marks the run, rather than hiding it
-        health = "unreadable" if problems and not status else run_health(status)
-        age = time.time() - heartbeat if heartbeat else None
-        return RunRow(path, status, health, loss, label, age, problems)
-
-    def _latest_report(self, run: RunDir) -> dict:
-        """The newest saved eval report, re-read only when the eval/ folder changes."""
-        mtime = mtime_or_zero(run.eval_dir)
-        cached = self._eval_reports.get(run.path)
-        if cached is None or cached[0] != mtime:
-            cached = self._eval_reports[run.path] = (mtime, latest_eval_report(run.eval_dir))
-        return cached[1]
-
-    def forget(self, path: Path) -> None:
-        self._tails.pop(path, None)
-        self._latest.pop(path, None)
-        self._eval_reports.pop(path, None)
-
-
-def _json(source: str | Path) -> dict:
-    """A JSON object from a line or a file; {} for anything else (run folders hold what anyone wrote)."""
-    try:
-        found = json.loads(source.read_bytes() if isinstance(source, Path) else source)
-    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
-def find_runs(root: Path) -> list[Path]:
-    """Run folders directly under root (a config.yaml or status.json marks one), newest first."""
-    if not root.is_dir():
-        return []
-    runs = [
-        p
-        for p in root.iterdir()
-        if p.is_dir()
-        and p.name != TRASH_FOLDER
-        and ((p / "config.yaml").is_file() or (p / "status.json").is_file())
-    ]
-    return sorted(runs, key=mtime_or_zero, reverse=True)
+FILTER = "runs-filter"
 
 
 class RunsScreen(Guarded, Screen):
@@ -118,36 +43,71 @@ class RunsScreen(Guarded, Screen):
             super().__init__()
             self.path = path
 
+    class CompareRequested(Message):
+        """C: the marked runs (or the one under the cursor), in the order shown, to compare."""
+
+        def __init__(self, paths: list[Path]) -> None:
+            super().__init__()
+            self.paths = paths
+
     BINDINGS = [
         Binding("enter", "open_run", "Open", show=False),
         Binding("o", "open_run", "Open/attach"),
         Binding("d", "delete_run", "Delete"),
         Binding("E", "export_run", "Export"),  # e is the Eval screen, everywhere
+        Binding("space", "toggle_mark", "Mark"),
+        Binding("C", "compare", "Compare"),
+        # 80 columns have room for no more keys in the key bar: the rest are on the Help screen
+        Binding("slash", "open_filter", "Filter", key_display="/", show=False),
+        Binding("S", "next_sort", "Sort by the next column", show=False),  # s is the Samples screen
+        Binding("R", "reverse_sort", "Reverse the order", show=False),
+        Binding("a", "mark_shown", "Mark every run shown", show=False),
+        Binding("A", "clear_marks", "Clear the marks", show=False),
+        Binding("escape", "close_filter", "Clear the filter", show=False),
         Binding("f5", "refresh_runs", "Refresh", show=False),
     ]
-    DEFAULT_CSS = "RunsScreen #runs-problems { max-height: 6; padding: 0 1; color: $error; display: none; }"
+    DEFAULT_CSS = """
+    RunsScreen #runs-problems { max-height: 6; padding: 0 1; color: $error; display: none; }
+    RunsScreen #runs-filter { height: 1; border: none; padding: 0 1; display: none; }
+    RunsScreen #runs-filter:focus { border: none; }
+    """
 
     def __init__(self, runs_root: Path):
         super().__init__()
         self.runs_root = Path(runs_root)
         self.summaries = RunSummaries()
-        self.rows: dict[str, RunRow] = {}
+        self.rows: dict[str, RunRow] = {}  # every run found, shown or filtered out
+        self.marks: set[str] = set()
+        self.sort, self.reverse = cols.DEFAULT_SORT, False
+        self.filter_words = ""
+        self.columns: list[cols.Column] = []
+        self._cells: dict[str, tuple] = {}  # each shown row's cells: a refresh updates what changed
 
     def compose(self) -> ComposeResult:
         yield Static(f"Runs in {self.runs_root}", id="runs-title")
-        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield Input(placeholder="filter: words of a run's name, preset, parameters or state", id=FILTER)
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-empty")
         yield Readout(id="runs-problems")
         yield KeyBar(current="show('runs')")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for column in COLUMNS:
-            table.add_column(column, key=column)
         self.action_refresh_runs()
         self.set_interval(REFRESH_EVERY_S, self._refresh_if_shown)
-        table.focus()
+        self.query_one(DataTable).focus()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._show()  # a wider terminal has room for more columns, a narrower one for fewer
+
+    def _fit_columns(self, table: DataTable) -> None:
+        """The columns this width has room for; when they change, the table starts afresh."""
+        wanted = cols.fitting(list(self.rows.values()), self.size.width or self.app.size.width)
+        if wanted == self.columns:
+            return
+        table.clear(columns=True)
+        for column in wanted:
+            table.add_column("" if column.key == "mark" else column.key, key=column.key)
+        self.columns, self._cells = wanted, {}
 
     def _refresh_if_shown(self) -> None:
         if self.is_current:  # hidden, reading every run folder would only take time from a trainer
@@ -157,29 +117,17 @@ class RunsScreen(Guarded, Screen):
         self.action_refresh_runs()
 
     def action_refresh_runs(self) -> None:
-        table = self.query_one(DataTable)
-        found = {str(p): self.summaries.row(p) for p in find_runs(self.runs_root)}
-        for key in list(self.rows):
-            if key not in found:
-                table.remove_row(key)
-                self.summaries.forget(Path(key))
-        for key, row in found.items():
-            cells = (
-                row.path.name,
-                state_text(row.health),
-                f"{row.status.get('step', 0)}/{row.status.get('total_steps') or '?'}",
-                fmt.number(row.loss),
-                row.eval_label,
-                fmt.age(row.age_s),
-            )
-            if key in self.rows:
-                for column, value in zip(COLUMNS, cells):
-                    table.update_cell(key, column, value)
-            else:
-                table.add_row(*cells, key=key)
+        now = time.time()
+        found = {
+            str(path): self.summaries.row(path, now, group)
+            for path, group in find_grouped_runs(self.runs_root)
+        }
+        for key in self.rows.keys() - found.keys():
+            self.summaries.forget(Path(key))
         self.rows = found
-        self._order_by_age(table)
-        problems = [f"! {row.path.name}: {problem}" for row in found.values() for problem in row.problems]
+        self.marks &= found.keys()  # a deleted run loses its mark
+        self._show()
+        problems = [f"! {row.name}: {problem}" for row in found.values() for problem in row.problems]
         note = self.query_one("#runs-problems", Readout)
         note.show("\n".join(problems))
         note.display = bool(problems)
@@ -190,23 +138,112 @@ class RunsScreen(Guarded, Screen):
             "`mdlm-tui run --preset smoke --run-dir runs/smoke` in a shell."
         )
 
-    def _order_by_age(self, table: DataTable) -> None:
-        """Newest heartbeat first (the age column), runs without one last; the cursor stays on its run."""
-        order = sorted(self.rows, key=lambda key: -(self.rows[key].status.get("heartbeat") or float("-inf")))
-        if [row.key.value for row in table.ordered_rows] == order:
-            return
-        chosen = self.selected()
-        rank = {self.rows[key].path.name: index for index, key in enumerate(order)}
-        table.sort("run", key=rank.__getitem__)
-        if chosen is not None:
-            table.move_cursor(row=table.get_row_index(str(chosen.path)))
+    # ------------------------------------------------------------ what is shown
+
+    def _shown_keys(self) -> list[str]:
+        order = cols.ordered(self.rows, self.sort, self.reverse)
+        return [key for key in order if cols.matches(self.rows[key], self.filter_words)]
+
+    def _show(self) -> None:
+        """The rows that pass the filter, in the chosen order, with the cursor on the run it was on."""
+        table = self.query_one(DataTable)
+        chosen, index = self._cursor_key(), table.cursor_row
+        self._fit_columns(table)
+        shown = self._shown_keys()
+        cells = {key: cols.cells(self.rows[key], self.columns, key in self.marks) for key in shown}
+        if [row.key.value for row in table.ordered_rows] == shown:
+            for key, values in cells.items():  # the same rows in the same order: change only what changed
+                for column, value, before in zip(self.columns, values, self._cells.get(key, ())):
+                    if value != before:
+                        table.update_cell(key, column.key, value)
+        else:
+            table.clear()
+            for key, values in cells.items():
+                table.add_row(*values, key=key)
+            if shown:
+                table.move_cursor(row=shown.index(chosen) if chosen in shown else min(index, len(shown) - 1))
+        self._cells = cells
+        self._show_title(len(shown))
+
+    def _show_title(self, shown: int) -> None:
+        parts = [f"Runs in {self.runs_root}"]
+        if self.filter_words.strip():
+            parts.append(f"{shown} of {len(self.rows)} runs")
+        if self.marks:
+            parts.append(f"{len(self.marks)} marked")
+        if (self.sort, self.reverse) != (cols.DEFAULT_SORT, False):
+            parts.append(cols.sort_words(self.sort, self.reverse))
+        self.query_one("#runs-title", Static).update(" · ".join(parts))
+
+    def _cursor_key(self) -> str | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0 or table.cursor_row < 0:
+            return None
+        return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+
+    # ------------------------------------------------------------ sorting, filtering, marks
+
+    def action_next_sort(self) -> None:
+        self.sort, self.reverse = cols.next_sort(self.sort, self.columns), False
+        self._show()
+
+    def action_reverse_sort(self) -> None:
+        self.reverse = not self.reverse
+        self._show()
+
+    def action_open_filter(self) -> None:
+        field = self.query_one(f"#{FILTER}", Input)
+        field.display = True
+        field.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == FILTER:
+            self.filter_words = event.value
+            self._show()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == FILTER:  # Enter keeps the filter and goes back to the rows
+            self.query_one(DataTable).focus()
+
+    def action_close_filter(self) -> None:
+        field = self.query_one(f"#{FILTER}", Input)
+        if not field.display:
+            raise SkipAction()  # Escape keeps its other uses
+        field.value, field.display, self.filter_words = "", False, ""
+        self.query_one(DataTable).focus()
+        self._show()
+
+    def action_toggle_mark(self) -> None:
+        key = self._cursor_key()
+        if key is not None:
+            self.marks ^= {key}
+            self._show()
+
+    def action_mark_shown(self) -> None:
+        self.marks |= set(self._shown_keys())
+        self._show()
+
+    def action_clear_marks(self) -> None:
+        self.marks.clear()
+        self._show()
+
+    def action_compare(self) -> None:
+        """The marked runs in the table's order (those filtered out too); else the run under the cursor."""
+        marked = [key for key in cols.ordered(self.rows, self.sort, self.reverse) if key in self.marks]
+        if not marked:
+            row = self.selected()
+            if row is None:
+                self.notify("There is no run to compare.", severity="warning")
+                return
+            marked = [str(row.path)]
+            self.notify("Mark runs with space (a marks every run shown) to compare several.", markup=False)
+        self.post_message(self.CompareRequested([self.rows[key].path for key in marked]))
+
+    # ------------------------------------------------------------ one run
 
     def selected(self) -> RunRow | None:
-        table = self.query_one(DataTable)
-        if not self.rows or table.cursor_row < 0:
-            return None
-        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-        return self.rows.get(key)
+        key = self._cursor_key()
+        return self.rows.get(key) if key is not None else None
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         row = self.rows.get(event.row_key.value)
@@ -237,8 +274,8 @@ class RunsScreen(Guarded, Screen):
 
         self.app.push_screen(
             ConfirmScreen(
-                f"Move {row.path} to the trash ({self.runs_root / TRASH_FOLDER})?\n"
-                f"`mdlm-tui restore {name} --runs {self.runs_root}` brings it back.",
+                f"Move {row.path} to the trash ({row.path.parent / TRASH_FOLDER})?\n"
+                f"`mdlm-tui restore {name} --runs {row.path.parent}` brings it back.",
                 word=name,
                 action="Delete",
             ),
@@ -271,7 +308,8 @@ class RunsScreen(Guarded, Screen):
             return
         self.post_message(self.RunDeleted(path))
         self.notify(
-            f"Moved {path.name} to {trashed}; `mdlm-tui restore {path.name} --runs {self.runs_root}` "
+            # a sweep's run goes to its sweep folder's trash, whence restore brings it back
+            f"Moved {path.name} to {trashed}; `mdlm-tui restore {path.name} --runs {path.parent}` "
             "brings it back.",
             markup=False,
         )

@@ -17,11 +17,13 @@ HELP_TEXT = """\
 mdlm-tui: train and study masked diffusion language models
 
 SCREENS (their keys work everywhere)
-  r  Runs       every run under the runs folder, newest first: state,
-                step, loss, eval, age. Enter/o opens (attaches to) a
-                run; d moves one to RUNS/.trash once its name is typed
-                (never a run that is training); `mdlm-tui restore NAME`
-                brings it back
+  r  Runs       every run under the runs folder (a sweep's as
+                sweep/run), newest first: state, step, loss, eval,
+                age, and more columns on a wider terminal. Enter/o
+                opens (attaches to) a run; / filters, S sorts, space
+                marks, C compares the marked runs; d moves one to
+                .trash once its name is typed (never a run that is
+                training); `mdlm-tui restore NAME` brings it back
   c  Configure  pick a preset, change keys, start a training process
   t  Train      the open run, live: loss, masked CE, dev loss and
                 learning-rate curves, progress, ETA, tokens/s, GPU,
