@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from textual.app import App
 from textual.widgets import Select, Static
 
 from core.eval_report import name_time, summarise
@@ -20,6 +19,7 @@ from core.saved_reports import assemble_report, history, read_reports
 from core.suite_types import Item, Suite
 from core.suites import load_suite
 from tests.helpers import wait_for
+from tests.test_tui_eval import EvalHost
 
 SETTINGS = {"backend": "pll", "limit": 2, "weights": "ema", "rate_value": 0.0, "draws": None}
 NAME = re.compile(r"^builtin-step-8-pll-limit2-\d{8}T\d{6}(-\d+)?\.json$")
@@ -212,17 +212,6 @@ def shown_lines(widget) -> list[str]:
     from textual.geometry import Region
 
     return [strip.text for strip in widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))]
-
-
-class EvalHost(App):
-    def __init__(self, run: Path) -> None:
-        super().__init__()
-        self.run_path = run
-
-    def on_mount(self) -> None:
-        from mdlm_tui.eval.screen import EvalScreen
-
-        self.push_screen(EvalScreen(self.run_path))
 
 
 def test_the_eval_screen_opens_any_saved_report_and_plots_its_history(tmp_path):
