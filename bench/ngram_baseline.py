@@ -2,13 +2,18 @@
 a training corpus, scoring minimal pairs by sentence log-probability.
 
     python bench/ngram_baseline.py --corpus ../shared/data/babylm-mini/train \
-        --data ../shared/data/evaluation_data --suite blimp,supplement --limit 100 [--order 5] [--json OUT]
+        --data ../shared/data/evaluation_data --suite blimp,supplement --limit 100 [--order 5] [--json OUT] \
+        [--against runs/recipe-search/d128-v4k-s64 ...]
 
 It reads the suites with mdlm-tui's own loader (the same items, the same --limit per UID) and prints
 the macro accuracy over UIDs per suite, the number a small neural recipe has to beat. Words are
 lower-cased tokens of letters, digits and apostrophes, and single punctuation marks; each corpus
 line and each scored text is a sentence between <s> and </s>. An item with a context (EWoK) scores
 log P(context + text) - log P(context). Ties count 1/k, as `mdlm-tui eval` counts them.
+
+With --against RUN, each run's newest saved report of the suite with the same --limit is set beside
+the n-gram: the run's macro minus the n-gram's, with a 95 % paired bootstrap interval over the items
+(the same items in the same order, as `mdlm-tui compare` pairs two runs).
 """
 
 from __future__ import annotations
@@ -116,7 +121,28 @@ def score_suite(model: KneserNey, suite) -> dict:
         "items": len(suite.items),
         "uids": len(accuracy),
         "per_uid": accuracy,
+        "credits": dict(per_uid),
     }
+
+
+def against(run: Path, result: dict, limit: int | None) -> str:
+    """A run's newest report of the suite made with this --limit, minus the n-gram, paired."""
+    from core.bootstrap import pairable, paired_difference
+    from core.saved_reports import read_reports
+
+    for report in read_reports(run):
+        if report.suite != result["suite"] or (report.settings or {}).get("limit") != limit:
+            continue
+        credits = json.loads(Path(report.path).read_bytes()).get("credits")
+        if not credits:
+            return f"{run.name}: {100 * report.macro:.1f} % (its report holds no item credits)"
+        diff, low, high = paired_difference(credits, result["credits"])
+        how = "paired" if pairable(credits, result["credits"]) else "unpaired: other items"
+        return (
+            f"{run.name} (step {report.step}): {100 * report.macro:.1f} %, minus the n-gram "
+            f"{100 * diff:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] ({how})"
+        )
+    return f"{run.name}: no {result['suite']} report with limit {limit}"
 
 
 def main() -> None:
@@ -127,6 +153,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="At most N items per UID.")
     parser.add_argument("--order", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--against", type=Path, nargs="*", default=[], help="Run folders to set beside it.")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -141,6 +168,8 @@ def main() -> None:
         results.append(result)
         macro, uids, items = 100 * result["macro"], result["uids"], result["items"]
         print(f"{suite.name}: macro {macro:.1f} % over {uids} UIDs, {items:,} items")
+        for run in args.against:
+            print(f"  {against(run, result, args.limit)}")
     if args.json is not None:
         summary = {"order": args.order, "limit": args.limit, "results": results}
         args.json.write_text(json.dumps(summary, indent=2))
