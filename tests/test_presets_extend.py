@@ -192,24 +192,28 @@ PINNED = {
     "cpu-small": {
         "name": "cpu-small",
         "description": (
-            "Small model that learns measurably in about 15 minutes on 2 CPU cores "
-            "(point data.path at a BabyLM folder)"
+            "Small model that learns in about 15 minutes on 2 CPU cores (point data.path at a BabyLM folder)"
         ),
-        "data.vocab_size": 8192,
-        "model.hidden_size": 256,
+        "data.vocab_size": 4096,
+        "data.seq_len": 64,
+        "model.hidden_size": 128,
         "model.num_layers": 4,
         "model.num_heads": 4,
-        "model.ffn_size": 768,
+        "model.ffn_size": 384,
+        "model.cond_dim": 64,
+        "model.dropout": 0.0,
+        "model.attention_dropout": 0.0,
         "masking.kind": "frequency",
         "objective.subs": False,
-        "train.budget": "900 steps",
+        "train.budget": "5000 steps",
         "train.lr": 0.005,
         "train.warmup": 0.03,
         "train.cooldown": 0.03,
+        "train.ema": 0.99,
         "train.log_every": 25,
-        "train.dev_every": 250,
+        "train.dev_every": 500,
         "train.dev_batches": 8,
-        "train.checkpoint_every": 250,
+        "train.checkpoint_every": 500,
     },
     "linear": {
         "name": "linear",

@@ -233,7 +233,8 @@ def test_paper_ablation_is_ten_valid_runs_at_both_scales():
     assert small.scale == "cpu-small" and small.default_dir == Path("runs/paper-ablation-cpu-small")
     row = next(r for r in small.runs if r.name == "bimodal-p0-frequency")
     cpu_small = to_dict(load_config("cpu-small"))
-    assert row.config.data.seq_len == 128 and row.config.train.budget == cpu_small["train"]["budget"]
+    assert row.config.data.seq_len == cpu_small["data"]["seq_len"]
+    assert row.config.train.budget == cpu_small["train"]["budget"]
     assert row.config.model.hidden_size == cpu_small["model"]["hidden_size"]
 
     # at the paper scale each frequency row is its paper preset, but for its name and description

@@ -385,9 +385,9 @@ def test_a_field_typed_in_keeps_its_text_through_late_fills_and_a_preset_change(
                 "the verdict for 3 layers",
             )
             # a preset chosen after the edit fills the other fields and keeps the edited one
-            screen.query_one("#configure-preset", Select).value = "cpu-small"
-            await wait_for(pilot, lambda: screen.preset == "cpu-small", 60, "the cpu-small preset")
-            await wait_for_field(pilot, app, f"#{field_id('model.hidden_size')}", "256")
+            screen.query_one("#configure-preset", Select).value = "cosine"
+            await wait_for(pilot, lambda: screen.preset == "cosine", 60, "the cosine preset")
+            await wait_for_field(pilot, app, f"#{field_id('model.hidden_size')}", "768")
             assert field_value(app, layers) == "3" and "model.num_layers=3" in screen.overrides()
 
     asyncio.run(body())
