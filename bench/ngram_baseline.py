@@ -133,7 +133,7 @@ def against(run: Path, result: dict, limit: int | None) -> str:
     for report in read_reports(run):
         if report.suite != result["suite"] or (report.settings or {}).get("limit") != limit:
             continue
-        credits = json.loads(Path(report.path).read_bytes()).get("credits")
+        credits = report.credits
         if not credits:
             return f"{run.name}: {100 * report.macro:.1f} % (its report holds no item credits)"
         diff, low, high = paired_difference(credits, result["credits"])

@@ -310,10 +310,7 @@ def _score(run, suite, usual, fields, level, resamples, seed, notes) -> SuiteSco
 def _credits(report, run: str, notes: list[str]) -> dict[str, list] | None:
     """uid -> each item's credit, from the saved report; None for a report from before reports held
     them, or one whose credits do not match its per-UID counts."""
-    try:
-        credits = json.loads(Path(report.path).read_bytes()).get("credits")
-    except (OSError, ValueError, AttributeError):
-        return None
+    credits = report.credits  # as read with the report: the file is not read again
     if credits is None:
         return None
     good = (

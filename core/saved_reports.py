@@ -38,6 +38,8 @@ class SavedReport:
     per_field: dict[str, float] = field(default_factory=dict)
     time: float = 0.0  # unix seconds when it was made (the file's time for a report that does not say)
     made: str = ""  # the backend and the settings that are not the defaults, as its name says: "pll-limit20"
+    # uid -> each item's credit as saved (core.eval_report), unchecked; None in reports from before them
+    credits: dict | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -94,6 +96,7 @@ def _saved_report(path: Path, data: dict) -> SavedReport:
         {k: v for k, v in per_field.items() if is_number(v)} if isinstance(per_field, dict) else {},
         float(when),
         match["made"] if match else "",
+        data.get("credits"),
     )
 
 
