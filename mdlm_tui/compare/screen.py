@@ -66,7 +66,7 @@ class CompareScreen(Guarded, Screen):
         self.error: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(f"Comparing {len(self.paths)} runs ...", id="compare-title")
+        yield Static(f"Comparing {_runs(len(self.paths))} ...", id="compare-title")
         yield Static("", id="compare-controls")
         yield CompareCurves("training loss", id="compare-curves")
         with Vertical(id="compare-tables"):
@@ -125,7 +125,7 @@ class CompareScreen(Guarded, Screen):
             f", {len(groups)} sweep{'s' if len(groups) > 1 else ''}: {', '.join(groups)}" if groups else ""
         )
         self.query_one("#compare-title", Static).update(
-            f"Comparing {len(self.comparison.runs)} runs{grouped}; baseline {self.comparison.baseline}"
+            f"Comparing {_runs(len(self.comparison.runs))}{grouped}; baseline {self.comparison.baseline}"
         )
         _fill(self.query_one("#compare-results", DataTable), *results_rows(self.comparison))
         differences = self.query_one("#compare-differences", DataTable)
@@ -180,6 +180,10 @@ class CompareScreen(Guarded, Screen):
             f"m smoothing: {'off' if not self.smoothing else f'{self.smoothing:g}'}",
         ]
         self.query_one("#compare-controls", Static).update("   ".join(parts))
+
+
+def _runs(count: int) -> str:
+    return f"{count} run{'' if count == 1 else 's'}"
 
 
 def _next(choices: list, current):
