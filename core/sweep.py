@@ -33,6 +33,7 @@ tools read; it is replaced whole at every event:
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import itertools
 import json
 import math
@@ -148,6 +149,26 @@ def load_plan(spec: str, scale: str | None = None, extra: list[str] | None = Non
         "data": eval_data,
     }
     return Plan(path, chosen, base, preset, content, planned, suites, eval_data)
+
+
+def select(plan: Plan, patterns: list[str]) -> list[str]:
+    """The names of the runs --only picks, in the order its patterns are given (shell-style, e.g.
+    'cosine-*'; commas separate several), so the runs that matter most can train first; every run
+    when none is given."""
+    wanted = [p.strip() for pattern in patterns for p in pattern.split(",") if p.strip()]
+    names = [run.name for run in plan.runs]
+    if not wanted:
+        return names
+    chosen: list[str] = []
+    for pattern in wanted:
+        matched = fnmatch.filter(names, pattern)
+        if not matched:
+            raise UserError(
+                f"--only {pattern} matches no run of {plan.file.name}{_hint(pattern, names)}; "
+                "its runs are " + ", ".join(names) + "."
+            )
+        chosen += [name for name in matched if name not in chosen]
+    return chosen
 
 
 def _keys_said() -> str:

@@ -57,6 +57,12 @@ def sweep(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Train the runs that failed before again, from their last checkpoint."
     ),
+    only: List[str] = typer.Option(
+        [],
+        "--only",
+        help="Train and evaluate only these runs, in this order: names or shell patterns, e.g. "
+        "--only 'cosine-*' (repeatable, or comma-separated); the others are left as they are.",
+    ),
     overrides: List[str] = typer.Option(
         [],
         "--set",
@@ -67,14 +73,15 @@ def sweep(
 ):
     """Train every run of a sweep file (a grid of overrides on a preset) and evaluate each; the same
     command again skips what is done and continues the rest."""
-    from core.sweep import load_plan, missing_suite_data
+    from core.sweep import load_plan, missing_suite_data, select
 
     plan = load_plan(sweep_file, scale, overrides)
+    chosen = select(plan, only)
     folder = sweep_dir or plan.default_dir
     if parallel is not None and parallel < 1:
         raise UserError(f"--parallel must be at least 1, got {parallel}.")
-    again = _command_line(sweep_file, scale, sweep_dir, overrides)
-    runner = Sweep(plan, folder, _slots(parallel, plan), retry_failed, again)
+    again = _command_line(sweep_file, scale, sweep_dir, overrides, only)
+    runner = Sweep(plan, folder, _slots(parallel, plan), retry_failed, again, chosen)
     if dry_run:
         runner.show_plan(missing_suite_data(plan))
         return
@@ -86,10 +93,13 @@ def sweep(
         raise typer.Exit(code)
 
 
-def _command_line(sweep_file: str, scale: str | None, sweep_dir: Path | None, overrides: list[str]) -> str:
+def _command_line(
+    sweep_file: str, scale: str | None, sweep_dir: Path | None, overrides: list[str], only: list[str]
+) -> str:
     words = ["mdlm-tui", "sweep", sweep_file]
     words += ["--scale", scale] if scale else []
     words += ["--sweep-dir", str(sweep_dir)] if sweep_dir else []
+    words += [f"--only {shlex.quote(pattern)}" for pattern in only]
     words += [f"--set {shlex.quote(pair)}" for pair in overrides]
     return " ".join(words)
 
@@ -174,10 +184,12 @@ class Job:
 
 
 class Sweep:
-    def __init__(self, plan, folder: Path, slots: list[dict], retry_failed: bool, again: str):
+    def __init__(
+        self, plan, folder: Path, slots: list[dict], retry_failed: bool, again: str, chosen: list[str]
+    ):
         from core.sweep import new_record, read_index
 
-        self.plan, self.folder, self.slots = plan, Path(folder), slots
+        self.plan, self.folder, self.slots, self.chosen = plan, Path(folder), slots, chosen
         self.retry_failed, self.again = retry_failed, again
         self.runs = {run.name: run for run in plan.runs}
         self.previous = read_index(self.folder)
@@ -259,8 +271,10 @@ class Sweep:
             f"in {self.folder}, {len(self.slots)} at once"
         )
         width = max(len(name) for name in self.runs)
-        for name, run in self.runs.items():
+        for name in self.chosen + [name for name in self.runs if name not in self.chosen]:  # as they train
+            run = self.runs[name]
             _, why = self.decide(name)
+            why = why if name in self.chosen else f"not in --only: {why.split(';')[0]}"
             row = " ".join(f"{k}={v}" for k, v in run.overrides.items() if k != "name")
             print(f"  {name:<{width}}  {row or '(the base alone)'}  [{why}]")
         shared = [s for s in plan.runs[0].settings if all(s in run.settings for run in plan.runs)]
@@ -291,12 +305,13 @@ class Sweep:
             f"sweep {self.plan.file.name}: {_runs(len(self.runs))} in {self.folder}, "
             f"{len(self.slots)} at once",
         )
-        for name in self.runs:
+        for name in self.runs:  # every run's record is brought up to date, chosen or not
             action, why = self.decide(name)
-            if action in (None, "wait", "eval"):  # a start says itself when it happens
+            if name in self.chosen and action in (None, "wait", "eval"):  # a start says itself later
                 self.say(name, why)
-            if action is not None:
+            if name in self.chosen and action is not None:
                 self.queue.append((name, action))
+        self.queue.sort(key=lambda job: self.chosen.index(job[0]))
         self.save()
         handlers = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -511,7 +526,7 @@ class Sweep:
                 file=sys.stderr,
             )
             return 128 + self.stopping
-        failed = [r for r in self.records.values() if r["state"] == "failed"]
+        failed = [r for r in self.records.values() if r["state"] == "failed" and r["name"] in self.chosen]
         if failed:
             scoring = [r["name"] for r in failed if (r["error"] or "").startswith("evaluation failed")]
             training = [r["name"] for r in failed if r["name"] not in scoring]

@@ -17,7 +17,7 @@ import pytest
 from core.config import load_config, to_dict
 from core.errors import UserError
 from core.runs import ACTIVE_STATES
-from core.sweep import load_plan
+from core.sweep import load_plan, select
 from tests.helpers import error_line, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,6 +205,20 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_only_picks_runs_and_their_order(tmp_path):
+    path = write(tmp_path, TINY.format(budget=12) + "grid:\n  schedule.name: [linear, cosine, gaussian]\n")
+    plan = load_plan(str(path))
+    assert select(plan, []) == ["linear", "cosine", "gaussian"]
+    assert select(plan, ["gaussian", "c*,gaussian,linear"]) == ["gaussian", "cosine", "linear"]
+    with pytest.raises(UserError, match="--only cosin matches no run of sweep.yaml .did you mean 'cosine'"):
+        select(plan, ["cosin"])
+    result = sweep(tmp_path, path.name, "--only", "gaussian,linear", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    lines = [line.split()[0] for line in result.stdout.splitlines()[1:4]]
+    assert lines == ["gaussian", "linear", "cosine"]  # in the order they would train
+    assert "cosine    schedule.name=cosine  [not in --only: starts]" in result.stdout
+
+
 def test_the_command_lines_set_reaches_every_run(tmp_path):
     path = write(tmp_path, TINY.format(budget=12) + "grid:\n  schedule.name: [linear, cosine]\n")
     plan = load_plan(str(path), extra=["train.lr=0.002", "data.seq_len=32"])
@@ -276,12 +290,19 @@ def test_a_two_run_sweep_finishes_and_a_rerun_skips_it(tmp_path):
     path = write(
         tmp_path, TINY.format(budget=8) + "grid:\n  schedule.name: [linear, cosine]\nsuites: [builtin]\n"
     )
+    folder = tmp_path / "runs" / "sweep"
+    first = sweep(tmp_path, path.name, "--only", "cosine")  # one run now, the other left pending
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "cosine: finished at step 8, loss " in first.stdout and "linear:" not in first.stdout
+    assert not (folder / "linear").exists()
+    assert [r["state"] for r in index(folder)["runs"]] == ["pending", "evaluated"]
+
     result = sweep(tmp_path, path.name)
     assert result.returncode == 0, result.stdout + result.stderr
-    folder = tmp_path / "runs" / "sweep"
-    for name in ("linear", "cosine"):
-        assert f"{name}: finished at step 8, loss " in result.stdout
-        assert f"{name}: evaluated: builtin " in result.stdout
+    assert "cosine: evaluated earlier (builtin " in result.stdout
+    for name, said in (("linear", result.stdout), ("cosine", first.stdout)):
+        assert f"{name}: finished at step 8, loss " in said
+        assert f"{name}: evaluated: builtin " in said
         assert status(folder / name)["state"] == "finished"
         assert train_steps(folder / name) == list(range(1, 9))
     saved = index(folder)
