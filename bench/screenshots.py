@@ -30,6 +30,7 @@ TITLES = {
     "eval": "Eval",
     "samples": "Samples",
     "help": "Help",
+    "compare": "Compare",
 }
 
 

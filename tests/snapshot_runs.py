@@ -127,12 +127,15 @@ BUILTIN_UIDS = (
 )
 
 
-def eval_report(step: int) -> dict:
-    """A builtin-suite report as `mdlm-tui eval` saves it; accuracies grow with the step."""
-    per_uid = {}
+def eval_report(step: int, run: str = DEMO_RUN) -> dict:
+    """A builtin-suite report as `mdlm-tui eval` saves it, with each item's credit; accuracies grow
+    with the step."""
+    per_uid, credits = {}, {}
     for index, uid in enumerate(BUILTIN_UIDS):
-        accuracy = round(0.5 + (0.03 + 0.02 * index) * step / 250, 4)
-        per_uid[uid] = {"accuracy": accuracy, "n": 60, "field": "morphology", "term": uid}
+        right = round(60 * (0.5 + (0.03 + 0.02 * index) * step / 250))
+        credits[uid] = [1] * right + [0] * (60 - right)
+        random.Random(f"{uid}-{step}").shuffle(credits[uid])
+        per_uid[uid] = {"accuracy": round(right / 60, 4), "n": 60, "field": "morphology", "term": uid}
     macro = sum(r["accuracy"] for r in per_uid.values()) / len(per_uid)
     return {
         "suite": "builtin",
@@ -142,11 +145,12 @@ def eval_report(step: int) -> dict:
         "n": 60 * len(per_uid),
         "seconds": 41.5,
         "backend": "pll",
-        "checkpoint": f"runs/{DEMO_RUN}/checkpoints/step-{step}",
+        "checkpoint": f"runs/{run}/checkpoints/step-{step}",
         "limit": None,
         "weights": "ema",
         "rate_value": 0.0,
         "draws": None,
+        "credits": credits,
     }
 
 
@@ -283,6 +287,10 @@ def write_fixture_runs(root: Path) -> dict[str, Path]:
     root = Path(root)
     runs = {spec[0]: write_run(root, *spec) for spec in RUNS}
     write_demo_extras(runs[DEMO_RUN])
+    # the stopped cpu-small run was evaluated where it stopped: a second run to compare with
+    stopped = runs["cpu-small"]
+    (stopped / "checkpoints" / "step-450").mkdir()
+    (stopped / "eval" / "builtin-step-450-pll.json").write_text(json.dumps(eval_report(450, "cpu-small")))
     # the Runs screen lists newest first by folder time: fix those times, and every file's
     for age_rank, run in enumerate(runs.values()):
         stamp = FROZEN_NOW - 3600 * (age_rank + 1)
@@ -416,6 +424,18 @@ async def show_help(pilot) -> None:
     await until(pilot, lambda: showing(pilot, "HelpScreen"), "the Help screen")
 
 
+async def show_compare(pilot) -> None:
+    """The finished demo run against the stopped cpu-small run: marked on Runs with space, then C."""
+    await show_runs(pilot)
+    await pilot.press("space", "down", "down", "down", "space")
+    await until(pilot, lambda: len(pilot.app.screen.marks) == 2, "the two marks")
+    await pilot.press("C")
+    await until(pilot, lambda: showing(pilot, "CompareScreen"), "the Compare screen")
+    title = pilot.app.screen.query_one("#compare-title")
+    await until(pilot, lambda: "baseline" in str(title.render()), "the comparison")
+    await until(pilot, lambda: pilot.app.screen.query_one("#compare-curves").points, "the curves")
+
+
 # screen name -> (whether the app opens on the demo run, how to bring the screen up)
 SCREENS = {
     "runs": (False, show_runs),
@@ -424,6 +444,7 @@ SCREENS = {
     "eval": (True, show_eval),
     "samples": (True, show_samples),
     "help": (False, show_help),
+    "compare": (False, show_compare),
 }
 
 
