@@ -169,7 +169,8 @@ def _sweep_runs(folder: Path, notes: list[str]) -> list[tuple[Path, str, str | N
         else:
             missing += 1
     if missing:
-        notes.append(f"{group}: {missing} of its {len(entries)} runs hold no run yet and are left out.")
+        verb = "has not started and is" if missing == 1 else "have not started and are"
+        notes.append(f"{group}: {missing} of its {len(entries)} runs {verb} left out.")
     return runs
 
 

@@ -220,7 +220,7 @@ def test_a_sweep_is_a_group(tmp_path):
     assert [run.name for run in runs] == ["single", "lr-1", "lr-2"]
     assert comparison.groups == {"sweep": ["lr-1", "lr-2"]}
     assert runs[1].overrides == {"train.lr": 1}
-    assert notes == ["sweep: 1 of its 3 runs hold no run yet and are left out."]
+    assert notes == ["sweep: 1 of its 3 runs has not started and is left out."]
     # a folder of runs without an index is a group too
     (sweep / "sweep.json").unlink()
     assert [run.group for run in load_runs([sweep], [])] == ["sweep", "sweep"]
