@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,10 +198,17 @@ def read_state(path: Path) -> dict[str, Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only met something other than tensors
+            with warnings.catch_warnings():  # torch's note on old pickle protocols is not for the user
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # the safe loader met something other than tensors
+        if "GLOBAL" in str(e):  # a class or function by name: what a pickle runs code with
+            raise UserError(
+                f"{path} holds more than tensors (unpickling it would run code), so it was not loaded."
+            ) from None
         raise UserError(
-            f"{path} holds more than tensors (unpickling it would run code), so it was not loaded."
+            f"{path} is not a tensors-only PyTorch weights file (damaged, or written by something else), "
+            "so it was not loaded."
         ) from None
     except Exception as e:  # truncated or foreign files raise many kinds
         raise UserError(f"{path} cannot be read as weights ({_reason(e)}).") from None

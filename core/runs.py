@@ -64,7 +64,9 @@ def run_health(status: dict, now: float | None = None) -> str:
     if state not in ACTIVE_STATES:
         return state
     now = time.time() if now is None else now
-    if now - float(status.get("heartbeat") or 0) > STALE_AFTER_S:
+    # A heartbeat from the future is as untrustworthy as an old one: a hand-edited or garbled
+    # status.json must not make a run look alive forever.
+    if abs(now - float(status.get("heartbeat") or 0)) > STALE_AFTER_S:
         return "stale"
     pid = status.get("pid")
     if status.get("host") == socket.gethostname():
@@ -88,11 +90,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file, fsync, rename: readers see the old or the new file, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not also collect half-written files
+        raise
 
 
 def sha256_file(path: Path) -> str:
@@ -271,6 +277,12 @@ class RunDir:
             self._status["heartbeat"] = time.time()
             atomic_write_json(self.status_path, self._status)
             return dict(self._status)
+
+    def replace_status(self, status: dict) -> None:
+        """Write status.json back as it was read (a refused resume leaves no trace in it)."""
+        with self._lock:
+            self._status = dict(status)
+            atomic_write_json(self.status_path, self._status)
 
     def live_pid(self) -> int | None:
         """The pid of a trainer still working on this run on this host; None for a finished, failed or

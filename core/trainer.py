@@ -150,6 +150,9 @@ class FollowerRun:
     def update_status(self, **fields) -> None:
         pass
 
+    def replace_status(self, status: dict) -> None:
+        pass
+
     def append_metrics(self, record: dict) -> None:
         pass
 
@@ -213,6 +216,11 @@ class Trainer:
         self.world = self.group.world
         self.overrides = list(overrides or [])  # --set given with --resume: written once the resume holds
         self.resumed_from = None  # the checkpoint resumed from: rotation never deletes it
+        # A resume is accepted once its checkpoint has loaded; until then a refusal puts status.json
+        # back as it was, and until the next checkpoint a failure puts config.yaml back.
+        self.accepted = not resume
+        self.status_before: dict = {}
+        self.config_before: str | None = None
         self.started_ns = time.time_ns()
         self.log = log
         self.progress = progress or (lambda step, total: None)
@@ -243,8 +251,14 @@ class Trainer:
         with self.group.local_first():  # one worker per node fills the data cache, the others read it
             self.data: PreparedData = prepare_data(cfg.data, log=self.log)
         spare = check_vocab(self.data.tokenizer, cfg.data.vocab_size, self.data.tokenizer_path)
+        produced = cfg.data.vocab_size - spare
+        if cfg.data.vocab_size > 2 * produced:  # most of the embedding and head would be dead weight
+            raise UserError(
+                f"data.vocab_size is {cfg.data.vocab_size:,} but this corpus gives a tokenizer of only "
+                f"{produced:,} ids, so {spare:,} embedding rows would never be used; "
+                f"set data.vocab_size={produced}."
+            )
         if spare:  # the extra rows are never an input: wasted parameters
-            produced = cfg.data.vocab_size - spare
             self.log(
                 f"warning: data.vocab_size is {cfg.data.vocab_size:,} but this corpus gives a tokenizer of "
                 f"{produced:,} ids; set data.vocab_size={produced} to drop the unused embedding rows"
@@ -304,16 +318,33 @@ class Trainer:
         if self.resume:
             self._restore()
             self._record_overrides()
+            self.accepted = True
 
     def _record_overrides(self) -> None:
         """config.yaml changes only now that the checkpoint has loaded: a refused or failed resume leaves
         it as it was. Each accepted change is kept in config-history.jsonl."""
         if not self.overrides or not self.world.main:
             return
+        self.config_before = self.run.config_path.read_text()
         atomic_write_text(self.run.config_path, to_yaml(self.cfg))
         with open(self.run.path / "config-history.jsonl", "a") as history:
             history.write(json.dumps({"time": time.time(), "step": self.step, "set": self.overrides}) + "\n")
         self.log(f"config.yaml updated: {', '.join(self.overrides)} from step {self.step}")
+
+    def undo_unused_overrides(self) -> None:
+        """After a failure: --set values that no checkpoint was trained with are taken back, so that a
+        plain --resume runs as before them (say, after a learning rate that diverged at once)."""
+        if self.config_before is None or self.last_saved != self.resumed_step:
+            return
+        with contextlib.suppress(OSError):  # the folder may be what failed
+            atomic_write_text(self.run.config_path, self.config_before)
+            with open(self.run.path / "config-history.jsonl", "a") as history:
+                record = {"time": time.time(), "step": self.resumed_step, "undone": self.overrides}
+                history.write(json.dumps(record) + "\n")
+            self.log(
+                f"config.yaml restored: {', '.join(self.overrides)} not kept, as the run failed before "
+                "its next checkpoint"
+            )
 
     def _autocast_context(self):
         precision = self.cfg.train.precision
@@ -380,7 +411,7 @@ class Trainer:
             )
         self.milestones = [m for m in self.milestones if m > self.words]
         self._restore_rng(state, where.name)
-        self.last_saved = self.step
+        self.last_saved = self.resumed_step = self.step
         dropped = self.run.truncate_after(self.step)
         extra = f"; dropped {dropped} metric lines written after it" if dropped else ""
         self.log(f"resumed from step {self.step} ({where.name}){extra}")
@@ -810,6 +841,8 @@ class Trainer:
 
     def _train(self) -> str:
         cfg = self.cfg
+        if self.resume:
+            self.status_before = self.run.read_status()
         self.run.update_status(state="starting", step=self.step, message="preparing data", error=None)
         self._setup()
         plan = self.plan
@@ -1015,7 +1048,13 @@ def _train(trainer: Trainer, run: RunDir | FollowerRun, world: World, log: Calla
         trainer.train()
         return trainer
     except (UserError, TrainingFailed) as e:
-        last_word(state="failed", error=str(e), step=trainer.step)
+        if not trainer.accepted and trainer.status_before:
+            # A refused resume changes nothing: the run still reads as it ended, at its own step.
+            with contextlib.suppress(OSError):
+                run.replace_status(trainer.status_before)
+        else:
+            last_word(state="failed", error=str(e), step=trainer.step)
+            trainer.undo_unused_overrides()
         raise
     except StopAtOnce as e:
         trainer.stop_signum = e.signum

@@ -466,6 +466,10 @@ def eval_command(
             raise UserError(
                 f"{option} {path} is a folder; give a file to write, such as {path / 'out.json'}."
             )
+        if path is not None and not path.absolute().parent.is_dir():
+            raise UserError(
+                f"{option} {path}: the folder {path.absolute().parent} does not exist; create it first."
+            )
 
     def warn(m):
         return print(m if m.startswith("warning") else f"warning: {m}", file=sys.stderr)
@@ -485,7 +489,8 @@ def eval_command(
     unsaved = None  # why a report could not be saved: said last, once every result is on the screen
     if "dev" in specs:
         specs.remove("dev")
-        reports.append(_dev_report(model, cfg, ckpt, run_dir, step))
+        dev, unsaved = _dev_report(model, cfg, ckpt, run_dir, step)
+        reports.append(dev)
     if specs:
         from core.scoring import drop_long_items
         from core.suites import load_suite
@@ -530,9 +535,8 @@ def eval_command(
     if predictions_out is not None:
         _write_lines(predictions_out, predictions)
     if unsaved:
-        raise UserError(
-            f"The results above could not be saved in {unsaved}; pass --json FILE to keep them elsewhere."
-        )
+        kept = f"they are kept in {json_out}" if json_out else "pass --json FILE to keep them elsewhere"
+        raise UserError(f"The results above could not be saved in {unsaved}; {kept}.")
 
 
 def _write_lines(path: Path, records: list) -> None:
@@ -556,7 +560,9 @@ def _reports_json(reports: list[dict]) -> str:
     return texts[0] + "\n" if len(texts) == 1 else "[\n" + ",\n".join(texts) + "\n]\n"
 
 
-def _dev_report(model, cfg, ckpt, run_dir: Path, step) -> dict:
+def _dev_report(model, cfg, ckpt, run_dir: Path, step) -> tuple[dict, str | None]:
+    """The dev NELBO, printed, and why it could not be saved (None when it was): the suites after it
+    are still scored and the failure said once at the end."""
     from core.eval_report import describe_dev
     from core.evaluate import dev_report, save_dev_report
 
@@ -568,10 +574,8 @@ def _dev_report(model, cfg, ckpt, run_dir: Path, step) -> dict:
     try:  # printed first: a read-only run folder still shows the result
         save_dev_report(result, run_dir / "eval", step)
     except OSError as e:
-        raise UserError(
-            f"The dev result could not be saved to {run_dir / 'eval'} ({e.strerror or e})."
-        ) from None
-    return result
+        return result, f"{run_dir / 'eval'} ({e.strerror or e})"
+    return result, None
 
 
 class _progress_bar:

@@ -143,6 +143,14 @@ def test_a_vocab_size_beyond_the_tokenizer_is_said(tmp_path):
     assert len(said) == 1 and "14,865" in said[0]
 
 
+@pytest.mark.slow
+def test_a_vocab_size_far_beyond_the_tokenizer_is_refused_before_the_model_is_built(tmp_path):
+    result = mdlm("run", *SHORT, "--set", "data.vocab_size=200000", "--run-dir", tmp_path / "r")
+    error = error_line(alone=True, result=result)
+    assert "14,865 ids" in error and "data.vocab_size=14865" in error
+    assert not list((tmp_path / "r").glob("checkpoints/step-*")), "no 26M-parameter model was trained"
+
+
 # ---------------------------------------------------------------- eval and sample on a trained run
 
 
@@ -166,6 +174,13 @@ def test_eval_output_that_names_a_folder_is_refused_before_scoring(finished_smok
         result=mdlm("eval", finished_smoke_run, "--suite", "builtin", "--limit", "2", option, tmp_path),
     )
     assert f"{option} {tmp_path} is a folder" in error
+    assert reports() == before, "refused before anything was scored"
+    nowhere = tmp_path / "no-such-folder" / "out.json"
+    error = error_line(
+        alone=True,
+        result=mdlm("eval", finished_smoke_run, "--suite", "builtin", "--limit", "2", option, nowhere),
+    )
+    assert f"the folder {nowhere.parent} does not exist" in error
     assert reports() == before, "refused before anything was scored"
 
 
@@ -240,8 +255,11 @@ def test_eval_in_a_read_only_run_prints_the_results_then_one_sentence(tmpfs, fin
     subprocess.run(["cp", "-r", str(finished_smoke_run), str(run_dir)], check=True)
     subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
     out = tmp_path / "elsewhere.json"
-    result = mdlm("eval", run_dir, "--limit", "2", "--json", out)
-    error = error_line(alone=True, result=result)
-    assert "macro average" in result.stdout, "the results come first"
+    result = mdlm("eval", run_dir, "--suite", "dev,builtin", "--limit", "2", "--json", out)
+    error = error_line(result)  # the dev loss says where its data came from on stderr too
+    assert "macro average" in result.stdout, "the results come first, every suite's"
     assert "could not be saved in" in error and "Read-only file system" in error
-    assert math.isfinite(json.loads(out.read_text())["macro"]), "what can be written still is"
+    assert f"they are kept in {out}" in error
+    dev, builtin = json.loads(out.read_text())
+    assert math.isfinite(dev["dev_nelbo_per_token"]), "what can be written still is"
+    assert math.isfinite(builtin["macro"]), "the suites after a dev loss that was not saved are scored"

@@ -39,9 +39,36 @@ SHORT = [
 )
 def test_resume_refuses_a_change_the_checkpoints_cannot_follow(finished_smoke_run, override, key):
     before = (finished_smoke_run / "config.yaml").read_bytes()
+    status = run_status(finished_smoke_run)
     error = error_line(mdlm("run", "--resume", "--run-dir", finished_smoke_run, "--set", override))
     assert f"{key} cannot change on resume" in error and "damaged" not in error
     assert (finished_smoke_run / "config.yaml").read_bytes() == before
+    assert run_status(finished_smoke_run) == status, "a refused resume leaves the run as it ended"
+
+
+def test_a_resume_refused_for_its_prompt_leaves_the_run_finished_at_its_step(tmp_path, finished_smoke_run):
+    run_dir = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(finished_smoke_run), str(run_dir)], check=True)
+    sets = ["--set", "samples.every=2", "--set", "samples.prompt=<mask>*0 too few"]
+    error = error_line(mdlm("run", "--resume", "--run-dir", run_dir, "--set", "train.budget=12 steps", *sets))
+    assert "asks for no position" in error
+    status = run_status(run_dir)
+    assert status["state"] == "finished" and status["step"] == 8
+
+
+def test_overrides_of_a_resume_that_fails_before_its_next_checkpoint_are_taken_back(
+    tmp_path, finished_smoke_run
+):
+    run_dir = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(finished_smoke_run), str(run_dir)], check=True)
+    before = (run_dir / "config.yaml").read_text()
+    diverge = ["--set", "train.budget=12 steps", "--set", "train.lr=1e6"]
+    error = error_line(mdlm("run", "--resume", "--run-dir", run_dir, *diverge), code=3)
+    assert "non-finite loss" in error
+    assert (run_dir / "config.yaml").read_text() == before, "a plain --resume runs as before the --set"
+    assert read_jsonl(run_dir / "config-history.jsonl")[-1]["undone"] == diverge[1::2]
+    result = mdlm("run", "--resume", "--run-dir", run_dir)
+    assert result.returncode == 0 and run_status(run_dir)["step"] == 8, result.stderr
 
 
 def test_accepted_override_is_written_with_its_history(tmp_path, finished_smoke_run):
@@ -225,3 +252,21 @@ def test_a_run_folder_removed_mid_run_ends_in_one_sentence(tmp_path):
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "Traceback" not in stderr, stderr
     assert "Cannot write the run folder" in stderr.strip().splitlines()[-1]
+
+
+def test_a_write_that_fails_on_a_full_disk_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from core.runs import atomic_write_text
+
+    target = tmp_path / "status.json"
+    target.write_text("old\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        atomic_write_text(target, "new\n")
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]

@@ -357,6 +357,9 @@ def _break(step: Path, case: str) -> Path:
         (step / "pytorch_model_ema.bin").unlink()
         payload = {"embedding.word_embedding.weight": Payload(step.parent / "pwned")}
         torch.save(payload, step / "pytorch_model.bin")
+    elif case == "garbage":
+        (step / "pytorch_model_ema.bin").unlink()
+        (step / "pytorch_model.bin").write_bytes(bytes(range(256)) * 64)
     elif case == "mask id":
         data = json.loads((step.parent / "tokenizer.json").read_text())
         swap = {"<mask>": "<special_0>", "<special_0>": "<mask>"}
@@ -378,6 +381,7 @@ BAD = [
     ("unused tensor", ["does not use: transformer.attention_layers.2.out_proj.bias"]),
     ("untied output", ["classifier.nonlinearity.5.weight", "word embedding"]),
     ("pickle", ["would run code"]),
+    ("garbage", ["is not a tensors-only PyTorch weights file"]),
     ("mask id", ["gives <mask> id 5", "at id 4"]),
 ]
 

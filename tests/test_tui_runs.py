@@ -427,6 +427,8 @@ def test_run_health_and_bounded_history():
     )
     assert run_health({"state": "paused", "pid": dead_pid(), "host": host, "heartbeat": now}) == "stale"
     assert run_health({"state": "running", "pid": 1, "host": "elsewhere", "heartbeat": now}) == "running"
+    # a garbled heartbeat far in the future must not keep a run "alive" forever (pid 1 always exists)
+    assert run_health({"state": "running", "pid": 1, "host": host, "heartbeat": 9e99}) == "stale"
 
     series = Series(cap=100)
     for step in range(100_000):
