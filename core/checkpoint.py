@@ -13,13 +13,14 @@ Nothing loaded can run code: weights are safetensors, the rest `torch.load(weigh
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
 import shutil
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
@@ -77,10 +78,16 @@ def save_checkpoint(
         _write_folder(tmp, step, model, ema_state, optimizer, state, tokenizer, info)
         final = _publish(root, tmp, name, point_latest=milestone is None)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)  # frees the space a full disk needs for status.json
         reason = write_failure(e) if isinstance(e, Exception) else None
+        removed = reason is not None and _folder_removed(root, tmp, reason)  # before rmtree takes tmp
+        shutil.rmtree(tmp, ignore_errors=True)  # frees the space a full disk needs for status.json
         if reason is None:
             raise
+        if removed:  # disk-space advice would send the user looking for a problem they do not have
+            raise TrainingFailed(
+                f"Saving checkpoint {name} in {root} failed ({reason}); the run folder was removed "
+                "while it trained."
+            ) from None
         previous = _pointed(root)
         kept = (
             f"{previous.name} is still the latest checkpoint"
@@ -94,6 +101,13 @@ def save_checkpoint(
     if milestone is None:
         _rotate(root, keep, final, protect)
     return final
+
+
+def _folder_removed(root: Path, tmp: Path, reason: str) -> bool:
+    """Whether a save failed because its folders were deleted under it, not because a write was
+    refused: a missing tokenizer also says ENOENT, but leaves both folders in place. By the text,
+    since safetensors reports the OS error only as text."""
+    return reason.startswith(os.strerror(errno.ENOENT)) and not (root.is_dir() and tmp.is_dir())
 
 
 def _remove_leftovers(root: Path) -> None:
@@ -210,10 +224,14 @@ def read_meta(ckpt: Path) -> dict:
     return meta
 
 
-def verify(ckpt: Path, checksums: bool = True) -> None:
-    """Raise ValueError naming the first file that is missing, truncated or (with checksums) altered."""
+def verify(ckpt: Path, checksums: bool = True, skip: Collection[str] = ()) -> None:
+    """Raise ValueError naming the first file that is missing, truncated or (with checksums) altered;
+    files in `skip` are not checked (a reader that never loads them need not hash them, nor fail
+    when they are gone)."""
     meta = read_meta(ckpt)
     for name, size in meta["sizes"].items():
+        if name in skip:
+            continue
         path = Path(ckpt) / str(name)
         if path.parent != Path(ckpt) or not path.is_file():  # a name like ../x points outside the folder
             raise ValueError(f"{name} is missing")
@@ -221,6 +239,8 @@ def verify(ckpt: Path, checksums: bool = True) -> None:
             raise ValueError(f"{name} is {path.stat().st_size} bytes, expected {size}")
     sums = meta.get("sha256") if checksums else None
     for name, digest in (sums if isinstance(sums, dict) else {}).items():
+        if name in skip:
+            continue
         if name not in meta["sizes"] or sha256_file(Path(ckpt) / name) != digest:
             raise ValueError(f"{name} does not match its sha256 in meta.json")
 
@@ -290,7 +310,7 @@ def load_checkpoint(
     ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, device: torch.device
 ) -> tuple[dict, dict | None]:
     """Load weights (and optimizer) in place; returns (state, ema shadow or None)."""
-    verify(ckpt)
+    verify(ckpt, skip=() if optimizer is not None else ("optimizer.pt",))
     missing, unexpected = load_model(model, str(ckpt / "model.safetensors"), strict=False, device=str(device))
     if missing or unexpected:
         raise ValueError(

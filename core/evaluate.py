@@ -212,24 +212,50 @@ def check_weights_fit(ckpt: Path, model: MDLM, cfg: Config) -> None:
             )
 
 
+# How long a reader keeps following `latest` while a trainer replaces checkpoints under it: long
+# enough to ride out a few saves, short enough that a wedged loop still ends in a sentence.
+RETRY_FOR_S = 30.0
+
+
 def load_for_eval(target: str, weights: str = "ema", device="cpu", warn: Callable[[str], None] = print):
     """(model in eval mode on device, tokenizer, config, checkpoint folder)."""
     if weights not in ("ema", "raw"):
         raise UserError(f"weights must be 'ema' or 'raw', got '{weights}'.")
     device = resolve_device(str(device))
-    # A trainer may delete or replace the checkpoint between lookup and load (rotation): when the
-    # folder changed meanwhile, look again instead of calling a whole checkpoint damaged.
-    for attempt in range(3):
+    # A trainer may delete or replace the checkpoint between lookup and load (rotation): while the
+    # one `latest` names keeps changing, follow it instead of calling a whole checkpoint damaged.
+    deadline, replaced = time.monotonic() + RETRY_FOR_S, 0
+    while True:
         run, ckpt = find_run_and_checkpoint(target)
         seen = snapshot_id(ckpt)
         try:
             model, tokenizer, cfg = _load_checkpoint_model(run, ckpt, weights, warn)
             break
         except UserError:
-            if attempt == 2 or snapshot_id(find_run_and_checkpoint(target)[1]) == seen:
-                raise
+            if not _replaced_since(target, seen):
+                raise  # the same folder as before: really damaged or incomplete
+            replaced += 1
+            if time.monotonic() > deadline:
+                raise _kept_replacing(run, replaced) from None
     model.to(device).eval()
     return model, tokenizer, cfg, ckpt
+
+
+def _replaced_since(target: str, seen: tuple | None) -> bool:
+    """Whether the checkpoint `target` resolves to now is another than the one `seen` (rotated away
+    or rewritten); False when it no longer resolves at all, so the first error stands."""
+    try:
+        return snapshot_id(find_run_and_checkpoint(target)[1]) != seen
+    except UserError:
+        return False
+
+
+def _kept_replacing(run: Path, times: int) -> UserError:
+    return UserError(
+        f"The trainer of {run} replaced its latest checkpoint {times} times in {RETRY_FOR_S:.0f} s, "
+        "each time deleting the one being read: train with train.keep_checkpoints above 1, or give a "
+        "checkpoint folder that rotation keeps (a chck_ milestone, or a step-N once training ends)."
+    )
 
 
 def _load_checkpoint_model(run: Path, ckpt: Path, weights: str, warn: Callable[[str], None]):

@@ -81,6 +81,33 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint_latest(tmp_path, m
     assert (tmp_path / "latest").read_text().strip() == "step-1"
 
 
+def test_run_folder_removed_while_saving_says_so_not_free_space(tmp_path, monkeypatch):
+    root = tmp_path / "run" / "checkpoints"
+    model = Tied()
+    save(root, 1, model)
+    real_save = ckpt._torch_save
+
+    def remove_then_save(obj, path):
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)  # as `rm -rf` of the run folder does mid-save
+        real_save(obj, path)
+
+    monkeypatch.setattr(ckpt, "_torch_save", remove_then_save)
+    with pytest.raises(TrainingFailed) as raised:
+        save(root, 2, model)
+    assert "step-2" in str(raised.value) and "the run folder was removed" in str(raised.value)
+    assert "space" not in str(raised.value) and "no checkpoint was saved" not in str(raised.value)
+
+
+def test_readers_do_not_need_the_optimizer_state_but_resume_does(tmp_path):
+    model = Tied()
+    folder = save(tmp_path, 1, model)
+    (folder / "optimizer.pt").unlink()  # a reader never loads it, so its absence is no damage to them
+    state, _ = ckpt.load_checkpoint(folder, Tied(), None, torch.device("cpu"))
+    assert state["step"] == 1
+    with pytest.raises(ValueError, match="optimizer.pt is missing"):
+        ckpt.load_checkpoint(folder, model, torch.optim.AdamW(model.parameters()), torch.device("cpu"))
+
+
 def test_save_clears_temporary_folders_a_killed_save_left(tmp_path):
     (tmp_path / ".step-7.tmp").mkdir(parents=True)
     (tmp_path / ".step-7.tmp" / "model.safetensors").write_bytes(b"half")
@@ -268,6 +295,58 @@ def test_eval_retries_when_the_trainer_rotates_the_checkpoint_away(run_copy, mon
     monkeypatch.setattr(evaluate, "check_weights_fit", rotate_then_check)
     _, _, _, loaded = evaluate.load_for_eval(str(run_copy), warn=lambda m: None)
     assert loaded.name == "step-12"
+
+
+def rotate_on_read(monkeypatch, checkpoints: Path, times: int | None) -> list[str]:
+    """Make every read of the checkpoint `latest` names find it replaced first, `times` times (None:
+    without end), as a trainer saving at every step with keep_checkpoints=1 does; the folders read."""
+    import core.evaluate as evaluate
+
+    real_check, read = evaluate.check_weights_fit, []
+
+    def rotate_then_check(folder, model, cfg):
+        read.append(folder.name)
+        if times is None or len(read) <= times:
+            step = int(folder.name.split("-")[1])
+            os.rename(folder, checkpoints / f"step-{step + 1}")  # the new one published, the old gone
+            (checkpoints / "latest").write_text(f"step-{step + 1}\n")
+        return real_check(folder, model, cfg)
+
+    monkeypatch.setattr(evaluate, "check_weights_fit", rotate_then_check)
+    return read
+
+
+@pytest.mark.slow
+def test_eval_follows_latest_through_several_rotations_in_a_row(run_copy, monkeypatch):
+    import core.evaluate as evaluate
+
+    read = rotate_on_read(monkeypatch, run_copy / "checkpoints", times=6)
+    _, _, _, loaded = evaluate.load_for_eval(str(run_copy), warn=lambda m: None)
+    assert loaded.name == "step-14" and read == [f"step-{n}" for n in range(8, 15)]
+
+
+@pytest.mark.slow
+def test_eval_gives_up_on_endless_rotation_naming_the_trainer_not_damage(run_copy, monkeypatch):
+    import core.evaluate as evaluate
+
+    read = rotate_on_read(monkeypatch, run_copy / "checkpoints", times=None)
+    monkeypatch.setattr(time, "monotonic", lambda: 10.0 * len(read))  # each attempt takes 10 s
+    with pytest.raises(UserError) as raised:
+        evaluate.load_for_eval(str(run_copy), warn=lambda m: None)
+    message = str(raised.value)
+    assert "replaced its latest checkpoint 4 times in 30 s" in message and "keep_checkpoints" in message
+    assert "incomplete" not in message and "cannot be loaded" not in message
+
+
+@pytest.mark.slow
+def test_a_really_incomplete_checkpoint_is_called_incomplete_at_once(run_copy, monkeypatch):
+    import core.evaluate as evaluate
+
+    (run_copy / "checkpoints" / "step-8" / "model.safetensors").unlink()
+    read = rotate_on_read(monkeypatch, run_copy / "checkpoints", times=0)
+    with pytest.raises(UserError, match="step-8 has no model.safetensors: it is incomplete"):
+        evaluate.load_for_eval(str(run_copy), warn=lambda m: None)
+    assert read == ["step-8"]
 
 
 @pytest.mark.slow
