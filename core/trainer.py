@@ -363,7 +363,9 @@ class Trainer:
             return
         try:
             shutil.copyfile(self.data.tokenizer_path, self.run.path / "tokenizer.json")
-            np.save(self.run.path / "token_counts.npy", self.data.token_counts)
+            # the frequency table this run's masking reads (masking.statistics), for anyone checking q
+            counts = masking_counts(self.data, self.cfg.masking.statistics)
+            np.save(self.run.path / "token_counts.npy", counts)
         except OSError as e:
             reason = e.strerror or str(e) or type(e).__name__
             raise UserError(
