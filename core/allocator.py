@@ -6,7 +6,7 @@ Serving everything from the heap and never trimming it keeps those pages mapped.
 
 A heap that is never trimmed fragments, though: the head's logits change size every step (the
 number of masked tokens varies), and freed blocks between live ones pile up as resident memory.
-`release_free_memory`, called every logging interval, hands the pages of free blocks back
+`release_free_memory`, called every 50 training steps on CPU, hands the pages of free blocks back
 (malloc_trim also releases whole free pages inside the heap, not only at its top), so RSS stays
 flat while the steps in between still find their pages mapped.
 """

@@ -143,7 +143,10 @@ def _chunk_format(folder: Path) -> int | None:
 
 
 def _reason(e: OSError) -> str:
-    return e.strerror or str(e) or type(e).__name__  # some OSErrors carry no strerror
+    text = e.strerror or str(e) or type(e).__name__  # some OSErrors carry no strerror
+    if " requested and " in text and text.endswith(" written"):  # numpy's short write: a full disk
+        return f"the disk is full: {text}"
+    return text
 
 
 # .<folder>.tmp-<pid>-<host hash>.<random>: who builds it; older builds wrote .<folder>.<random>

@@ -210,6 +210,15 @@ def test_cache_write_error_without_strerror_still_says_why(tmp_path):
     assert not list(tmp_path.glob(".*"))
 
 
+def test_a_short_write_of_the_cache_is_said_to_be_a_full_disk(tmp_path):
+    def build(folder):  # what numpy raises when the disk fills under np.save
+        raise OSError("1723124 requested and 457696 written")
+
+    with pytest.raises(UserError) as raised:
+        dataset._build_atomically(tmp_path / "seq16", build)
+    assert "the disk is full: 1723124 requested and 457696 written" in str(raised.value)
+
+
 # ---------------------------------------------------------------- the installed command
 
 
