@@ -330,6 +330,9 @@ def check_tensors(state: dict[str, Tensor], ours: dict[str, Tensor], num_layers:
     ]
     if wrong:
         raise UserError(f"{path} does not fit its config: {_few(wrong)}.")
+    broken = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:  # a diverged or damaged save: every score from it would be NaN
+        raise UserError(f"{path} holds NaN or infinite values in {_few(broken)}.")
     if TIED_OUTPUT in state and not torch.equal(state[TIED_OUTPUT], state[ANCHOR]):
         raise UserError(
             f"{path} has an output matrix ({TIED_OUTPUT}) that differs from the word embedding, "

@@ -357,6 +357,11 @@ def _break(step: Path, case: str) -> Path:
         (step / "pytorch_model_ema.bin").unlink()
         payload = {"embedding.word_embedding.weight": Payload(step.parent / "pwned")}
         torch.save(payload, step / "pytorch_model.bin")
+    elif case == "nan":
+        (step / "pytorch_model_ema.bin").unlink()
+        state = torch.load(step / "pytorch_model.bin", weights_only=True)
+        state["sigma_map.mlp.0.weight"][0, 0] = float("nan")
+        torch.save(state, step / "pytorch_model.bin")
     elif case == "garbage":
         (step / "pytorch_model_ema.bin").unlink()
         (step / "pytorch_model.bin").write_bytes(bytes(range(256)) * 64)
@@ -382,6 +387,7 @@ BAD = [
     ("untied output", ["classifier.nonlinearity.5.weight", "word embedding"]),
     ("pickle", ["would run code"]),
     ("garbage", ["is not a tensors-only PyTorch weights file"]),
+    ("nan", ["NaN or infinite values in sigma_map.mlp.0.weight"]),
     ("mask id", ["gives <mask> id 5", "at id 4"]),
 ]
 
