@@ -181,6 +181,14 @@ def test_a_prompt_that_cannot_work_is_refused_before_training(tmp_path):
     assert not [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["event"] == "train"]
 
 
+def test_an_unknown_suite_is_refused_before_training(tmp_path):
+    run_dir = tmp_path / "suite"
+    sets = ["--set", "eval.every=2", "--set", "eval.suites=builtin,nosuch"]
+    error = error_line(mdlm("run", "--preset", "smoke", "--run-dir", run_dir, *SHORT, *sets))
+    assert "Unknown suite 'nosuch'" in error
+    assert not [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["event"] == "train"]
+
+
 def test_run_dir_naming_a_file_is_refused(tmp_path):
     target = tmp_path / "a-file"
     target.write_text("mine\n")
