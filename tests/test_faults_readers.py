@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from textual.geometry import Region
+from textual.widgets import Static
 
 from core.runs import RunDir, read_jsonl
 from mdlm_tui.app import MdlmApp, run_app
@@ -338,6 +339,62 @@ def test_a_failing_worker_is_shown(tmp_path, monkeypatch):
             failure = "ConfigureScreen: compute_schedule_preview failed: RuntimeError: preview exploded"
             await wait_for(pilot, notified(app, failure), 60, "the worker's failure shown")
             assert alive(app)
+
+    asyncio.run(body())
+
+
+def body_text(app: MdlmApp) -> str:
+    """What the screen's own widgets draw, its toasts left out."""
+    return " ".join(drawn(widget) for widget in app.screen.query_children(Static))
+
+
+def test_a_failing_start_screen_compose_is_shown_in_its_body_and_q_quits(tmp_path, monkeypatch):
+    def explode(self):
+        raise RuntimeError("runs list exploded")
+
+    monkeypatch.setattr(RunsScreen, "compose", explode)
+    make_run(tmp_path / "runs", "done", "finished")
+
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            failure = "RunsScreen failed: RuntimeError: runs list exploded"
+            await wait_for(pilot, notified(app, failure), 60, "the failure notified on the Runs screen")
+            await wait_for(pilot, lambda: failure in body_text(app), 10, "the failure in the screen's body")
+            assert showing(app, "RunsScreen")() and alive(app)
+            assert app.failures == [failure]  # its own handlers do not fail again on what it lacks
+            await pilot.press("q")
+            await wait_for(pilot, lambda: not app.is_running, 60, "the app ended by q")
+        assert app.return_code == 0
+
+    asyncio.run(body())
+
+
+def test_a_failing_compose_of_a_screen_opened_from_runs_is_shown_and_r_goes_back(tmp_path, monkeypatch):
+    from mdlm_tui.eval.screen import EvalScreen
+
+    def explode(self):
+        raise RuntimeError("eval form exploded")
+
+    monkeypatch.setattr(EvalScreen, "compose", explode)
+    make_run(tmp_path / "runs", "done", "finished")
+
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            await wait_for(pilot, showing(app, "RunsScreen"), 60, "the Runs screen")
+            await pilot.press("e")
+            await wait_for(pilot, showing(app, "EvalScreen"), 60, "the Eval screen")
+            failure = "EvalScreen failed: RuntimeError: eval form exploded"
+            await wait_for(pilot, notified(app, failure), 60, "the failure notified on the Eval screen")
+            await wait_for(pilot, lambda: failure in body_text(app), 10, "the failure in the screen's body")
+            assert alive(app)
+            await pilot.press("r")
+            await wait_for(pilot, showing(app, "RunsScreen"), 60, "the Runs screen after the failure")
+            await wait_for(
+                pilot, lambda: app.screen.query_one("#runs-table").row_count == 1, 60, "the run listed"
+            )
+            assert alive(app) and app.failures == [failure]
 
     asyncio.run(body())
 

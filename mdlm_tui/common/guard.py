@@ -6,7 +6,8 @@ widget whose handler raised, so that part of the screen would freeze even if the
 guarded node catches the exception where it is handled, keeps its loop running and hands the error
 to the app's `show_failure` (MdlmApp: a notification naming what failed). A render that fails draws
 that sentence in place of the widget, so the rest of the screen still draws; a worker that fails is
-reported from its node's `Worker.StateChanged`.
+reported from its node's `Worker.StateChanged`. A compose that fails (Textual would leave the node
+empty, without even a screen's toast rack) is reported too, and the node holds that sentence instead.
 Under an app that is not `ShowsFailures` (a widget tested alone) errors go to Textual as before.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import traceback
 
 from rich.text import Text
+from textual.compose import compose
 from textual.dom import DOMNode
 from textual.visual import visualize
 from textual.worker import Worker, WorkerState
@@ -64,7 +66,39 @@ def report(node, error: BaseException, what: str | None = None, later: bool = Fa
     return True
 
 
+def failed_sentence(node, error: BaseException) -> str:
+    return f"{describe(node)} failed: {type(error).__name__}: {error}"
+
+
 class Guarded:
+    _compose_failed = False
+
+    async def _compose(self) -> None:
+        """Textual's `Widget._compose`, but a compose that raises leaves the sentence saying so in the
+        node, and a screen its toasts, so the failure shows and the app's keys still work."""
+        try:
+            widgets = [*self._pending_children, *compose(self)]
+        except Exception as error:
+            if not report(self, error, what=describe(self)):
+                raise
+            from textual.widgets import Static
+
+            self._compose_failed = True
+            sentence = Text(failed_sentence(self, error), style="bold red")
+            widgets = [Static(sentence, classes="compose-failed")]
+        self._pending_children.clear()
+        self._extend_compose(widgets)
+        await self.mount_composed_widgets(widgets)
+
+    def _get_dispatch_methods(self, method_name, message):
+        """Once its compose failed, a node's own handlers (on_mount, on_resize...) would only fail on
+        the widgets it lacks, and one that raises skips Textual's handlers after it (a screen's
+        layout): only Textual's run."""
+        methods = super()._get_dispatch_methods(method_name, message)
+        if not self._compose_failed:
+            return methods
+        return ((cls, method) for cls, method in methods if cls.__module__.split(".")[0] == "textual")
+
     async def _dispatch_message(self, message) -> None:
         try:
             await super()._dispatch_message(message)
@@ -78,8 +112,7 @@ class Guarded:
         except Exception as error:
             if not report(self, error, what=describe(self), later=True):
                 raise
-            sentence = f"{describe(self)} failed: {type(error).__name__}: {error}"
-            return visualize(self, Text(sentence, style="bold red"))
+            return visualize(self, Text(failed_sentence(self, error), style="bold red"))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
