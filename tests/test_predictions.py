@@ -66,12 +66,25 @@ def test_credit_per_item_averages_to_the_reported_accuracy(run_dir, suite_file, 
         assert r["credit"] == (1.0 if good > bad else 0.0) and r["chosen"] == (0 if good > bad else 1)
 
 
-def test_unwritable_predictions_file_is_one_sentence_after_the_results(run_dir, suite_file, tmp_path):
-    result = mdlm("eval", run_dir, "--suite", suite_file, "--predictions", tmp_path / "missing" / "p.jsonl")
+def test_unwritable_predictions_file_is_one_sentence_after_the_results(run_dir, suite_file, tmpfs):
+    full = tmpfs("64k")
+    with pytest.raises(OSError), open(full / "filler", "wb") as filler:  # until the disk is full
+        while True:
+            filler.write(b"\0" * 4096)
+            filler.flush()
+    result = mdlm("eval", run_dir, "--suite", suite_file, "--predictions", full / "p.jsonl")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "macro average" in result.stdout, "the results come first"
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("report: ")]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "missing/p.jsonl" in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "p.jsonl" in lines[0], result.stderr
+    assert not [p.name for p in full.iterdir() if p.name != "filler"], "no half-written file is left"
+
+
+def test_predictions_into_a_missing_folder_are_refused_before_scoring(run_dir, suite_file, tmp_path):
+    target = tmp_path / "missing" / "p.jsonl"
+    result = mdlm("eval", run_dir, "--suite", suite_file, "--predictions", target)
+    assert result.returncode == 2 and "macro average" not in result.stdout
+    assert f"the folder {target.parent} does not exist" in result.stderr
 
 
 class FixedScorer:
