@@ -221,6 +221,7 @@ class Trainer:
         self.accepted = not resume
         self.status_before: dict = {}
         self.config_before: str | None = None
+        self.resumed_step: int | None = None
         self.started_ns = time.time_ns()
         self.log = log
         self.progress = progress or (lambda step, total: None)
