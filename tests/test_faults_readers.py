@@ -260,6 +260,26 @@ def test_a_failing_handler_is_shown_and_the_screen_keeps_updating(tmp_path, monk
     asyncio.run(body())
 
 
+def test_a_failing_resize_handler_still_lets_the_screen_lay_out_anew(tmp_path, monkeypatch):
+    def explode(self, event):
+        raise RuntimeError("resize exploded")
+
+    monkeypatch.setattr(RunsScreen, "on_resize", explode)
+    make_run(tmp_path / "runs", "done", "finished")
+
+    async def body():
+        app = MdlmApp(runs_root=tmp_path / "runs")
+        async with app.run_test(size=(100, 30), notifications=True) as pilot:
+            failure = "RunsScreen failed: RuntimeError: resize exploded"
+            await wait_for(pilot, notified(app, failure), 60, "the failure shown")
+            await pilot.resize_terminal(140, 40)
+            table = app.screen.query_one("DataTable")
+            await wait_for(pilot, lambda: table.region.width > 100, 60, "the table laid out at 140 columns")
+            assert alive(app)
+
+    asyncio.run(body())
+
+
 def test_a_failing_key_action_is_shown_and_keys_still_work(tmp_path, monkeypatch):
     def explode(self):
         raise RuntimeError("checkpoint exploded")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import traceback
 
 from rich.text import Text
+from textual._callback import invoke
 from textual.compose import compose
 from textual.dom import DOMNode
 from textual.visual import visualize
@@ -91,13 +92,24 @@ class Guarded:
         await self.mount_composed_widgets(widgets)
 
     def _get_dispatch_methods(self, method_name, message):
-        """Once its compose failed, a node's own handlers (on_mount, on_resize...) would only fail on
-        the widgets it lacks, and one that raises skips Textual's handlers after it (a screen's
-        layout): only Textual's run."""
-        methods = super()._get_dispatch_methods(method_name, message)
-        if not self._compose_failed:
-            return methods
-        return ((cls, method) for cls, method in methods if cls.__module__.split(".")[0] == "textual")
+        """Our handlers each report their own failure, so that one that raises never skips Textual's
+        handlers after it (a screen's layout on resize). Once its compose failed, a node's own
+        handlers (on_mount, on_resize...) would only fail on the widgets it lacks: only Textual's run."""
+        for cls, method in super()._get_dispatch_methods(method_name, message):
+            if cls.__module__.split(".")[0] == "textual":
+                yield cls, method
+            elif not self._compose_failed:
+                yield cls, self._reporting(method)
+
+    def _reporting(self, method):
+        async def handler(message) -> None:
+            try:
+                await invoke(method, message)
+            except Exception as error:
+                if not report(self, error):
+                    raise
+
+        return handler
 
     async def _dispatch_message(self, message) -> None:
         try:
