@@ -293,12 +293,24 @@ def latest_checkpoint(root: Path) -> Path | None:
     return (whole or dirs)[-1] if dirs else None
 
 
+def load_tensors_only(path: Path, device="cpu") -> object:
+    """torch.load that unpickles only tensors and plain values, so a planted file cannot run code;
+    anything else raises pickle.UnpicklingError."""
+    with warnings.catch_warnings():
+        # torch's advice to retry with weights_only=False, and its note on old pickle protocols
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location=device, weights_only=True)
+
+
+def names_code(error: pickle.UnpicklingError) -> bool:
+    """The safe loader met a class or function by name: what a pickle runs code with (else the file
+    is damaged or no pickle at all)."""
+    return "GLOBAL" in str(error)
+
+
 def _torch_load(path: Path, device) -> object:
-    """torch.load that unpickles only tensors and plain values, so a planted file cannot run code."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's advice to retry with weights_only=False
-            return torch.load(path, map_location=device, weights_only=True)
+        return load_tensors_only(path, device)
     except pickle.UnpicklingError:
         raise UnsafeCheckpoint(
             f"{path} holds objects other than tensors and plain values (a foreign or old "

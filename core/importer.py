@@ -14,13 +14,13 @@ import os
 import pickle
 import re
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from core.checkpoint import load_tensors_only, names_code
 from core.config import Config, from_dict, to_yaml, validate
 from core.errors import UserError
 from core.released import DERIVED_BUFFER, TIED_OUTPUT, from_released, to_released
@@ -198,11 +198,9 @@ def read_state(path: Path) -> dict[str, Tensor]:
 
             state = load_file(str(path))
         else:
-            with warnings.catch_warnings():  # torch's note on old pickle protocols is not for the user
-                warnings.simplefilter("ignore")
-                state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_tensors_only(path)
     except pickle.UnpicklingError as e:  # the safe loader met something other than tensors
-        if "GLOBAL" in str(e):  # a class or function by name: what a pickle runs code with
+        if names_code(e):
             raise UserError(
                 f"{path} holds more than tensors (unpickling it would run code), so it was not loaded."
             ) from None

@@ -216,12 +216,11 @@ class Trainer:
         self.world = self.group.world
         self.overrides = list(overrides or [])  # --set given with --resume: written once the resume holds
         self.resumed_from = None  # the checkpoint resumed from: rotation never deletes it
-        # A resume is accepted once its checkpoint has loaded; until then a refusal puts status.json
-        # back as it was, and until the next checkpoint a failure puts config.yaml back.
-        self.accepted = not resume
+        # Until the checkpoint has loaded a refusal puts status.json back as it was, and until the
+        # next checkpoint a failure puts config.yaml back.
         self.status_before: dict = {}
         self.config_before: str | None = None
-        self.resumed_step: int | None = None
+        self.resumed_step: int | None = None  # set once the checkpoint has loaded
         self.started_ns = time.time_ns()
         self.log = log
         self.progress = progress or (lambda step, total: None)
@@ -239,6 +238,11 @@ class Trainer:
         self.last_saved: int | None = None
         self.compile_tried = False
         self.unchecked: list = []  # (step, finite flag on the device) not yet looked at
+
+    @property
+    def accepted(self) -> bool:
+        """A fresh start, or a resume whose checkpoint has loaded."""
+        return not self.resume or self.resumed_step is not None
 
     # ------------------------------------------------------------ setup
 
@@ -319,7 +323,6 @@ class Trainer:
         if self.resume:
             self._restore()
             self._record_overrides()
-            self.accepted = True
 
     def _record_overrides(self) -> None:
         """config.yaml changes only now that the checkpoint has loaded: a refused or failed resume leaves

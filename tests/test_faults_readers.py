@@ -239,11 +239,20 @@ def test_samples_screen_replays_traces_past_a_step_whose_t_is_text(tmp_path):
 # ---------------------------------------------------------------- failures inside the app
 
 
-def test_a_failing_handler_is_shown_and_the_screen_keeps_updating(tmp_path, monkeypatch):
-    def explode(self, stats):
-        raise RuntimeError("system stats exploded")
+def failing(kind: type[Exception], message: str):
+    """A stand-in for a method or function that raises kind(message), whatever it is called with."""
 
-    monkeypatch.setattr("mdlm_tui.train.system_pane.SystemPane.show_stats", explode)
+    # `self` by name: the app traces a failure to the widget whose method raised by that local
+    def explode(self=None, *args, **kwargs):
+        raise kind(message)  # a new one each time, with a traceback of its own
+
+    return explode
+
+
+def test_a_failing_handler_is_shown_and_the_screen_keeps_updating(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        "mdlm_tui.train.system_pane.SystemPane.show_stats", failing(RuntimeError, "system stats exploded")
+    )
     run = make_run(tmp_path / "runs", "live", "finished", step=20)
 
     async def body():
@@ -261,10 +270,7 @@ def test_a_failing_handler_is_shown_and_the_screen_keeps_updating(tmp_path, monk
 
 
 def test_a_failing_resize_handler_still_lets_the_screen_lay_out_anew(tmp_path, monkeypatch):
-    def explode(self, event):
-        raise RuntimeError("resize exploded")
-
-    monkeypatch.setattr(RunsScreen, "on_resize", explode)
+    monkeypatch.setattr(RunsScreen, "on_resize", failing(RuntimeError, "resize exploded"))
     make_run(tmp_path / "runs", "done", "finished")
 
     async def body():
@@ -281,10 +287,7 @@ def test_a_failing_resize_handler_still_lets_the_screen_lay_out_anew(tmp_path, m
 
 
 def test_a_failing_key_action_is_shown_and_keys_still_work(tmp_path, monkeypatch):
-    def explode(self):
-        raise RuntimeError("checkpoint exploded")
-
-    monkeypatch.setattr(TrainScreen, "action_checkpoint", explode)
+    monkeypatch.setattr(TrainScreen, "action_checkpoint", failing(RuntimeError, "checkpoint exploded"))
     run = make_run(tmp_path / "runs", "done", "finished")
 
     async def body():
@@ -302,10 +305,7 @@ def test_a_failing_key_action_is_shown_and_keys_still_work(tmp_path, monkeypatch
 
 
 def test_a_failing_timer_is_shown_and_the_app_goes_on(tmp_path, monkeypatch):
-    def explode(self):
-        raise RuntimeError("refresh exploded")
-
-    monkeypatch.setattr(RunsScreen, "_refresh_if_shown", explode)
+    monkeypatch.setattr(RunsScreen, "_refresh_if_shown", failing(RuntimeError, "refresh exploded"))
     make_run(tmp_path / "runs", "done", "finished")
 
     async def body():
@@ -321,10 +321,7 @@ def test_a_failing_timer_is_shown_and_the_app_goes_on(tmp_path, monkeypatch):
 
 
 def test_a_failing_render_is_drawn_in_place_of_that_widget_only(tmp_path, monkeypatch):
-    def explode(self):
-        raise ValueError("cannot draw this")
-
-    monkeypatch.setattr(CurvePlot, "render", explode)
+    monkeypatch.setattr(CurvePlot, "render", failing(ValueError, "cannot draw this"))
     run = make_run(tmp_path / "runs", "done", "finished")
 
     async def body():
@@ -347,10 +344,9 @@ def test_a_failing_render_is_drawn_in_place_of_that_widget_only(tmp_path, monkey
 
 
 def test_a_failing_worker_is_shown(tmp_path, monkeypatch):
-    def explode(*args, **kwargs):
-        raise RuntimeError("preview exploded")
-
-    monkeypatch.setattr("mdlm_tui.configure.previews.schedule_preview", explode)
+    monkeypatch.setattr(
+        "mdlm_tui.configure.previews.schedule_preview", failing(RuntimeError, "preview exploded")
+    )
 
     async def body():
         app = MdlmApp(runs_root=tmp_path / "runs")
@@ -369,10 +365,7 @@ def body_text(app: MdlmApp) -> str:
 
 
 def test_a_failing_start_screen_compose_is_shown_in_its_body_and_q_quits(tmp_path, monkeypatch):
-    def explode(self):
-        raise RuntimeError("runs list exploded")
-
-    monkeypatch.setattr(RunsScreen, "compose", explode)
+    monkeypatch.setattr(RunsScreen, "compose", failing(RuntimeError, "runs list exploded"))
     make_run(tmp_path / "runs", "done", "finished")
 
     async def body():
@@ -393,10 +386,7 @@ def test_a_failing_start_screen_compose_is_shown_in_its_body_and_q_quits(tmp_pat
 def test_a_failing_compose_of_a_screen_opened_from_runs_is_shown_and_r_goes_back(tmp_path, monkeypatch):
     from mdlm_tui.eval.screen import EvalScreen
 
-    def explode(self):
-        raise RuntimeError("eval form exploded")
-
-    monkeypatch.setattr(EvalScreen, "compose", explode)
+    monkeypatch.setattr(EvalScreen, "compose", failing(RuntimeError, "eval form exploded"))
     make_run(tmp_path / "runs", "done", "finished")
 
     async def body():
